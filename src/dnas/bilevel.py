@@ -1,0 +1,86 @@
+"""The bilevel problem of differentiable NAS, as the slots of the search loop see it.
+
+    min_alpha  L_val(w*(alpha), alpha) + R_arch(alpha)
+    s.t.       w*(alpha) = argmin_w L_train(w, alpha)
+
+:class:`BilevelProblem` owns the supernet weights ``w``, the architecture parameters ``alpha``
+(a separate ``ParameterDict``, never seen by the weight optimizer), the activation that maps
+``alpha`` to op weights, and the architecture regularizers; estimators, schedules and
+regularizers compute their quantities through it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dnas.components.activations import Activation
+from dnas.supernet import Supernet
+
+Batch = tuple[Tensor, Tensor]
+
+
+class BilevelProblem:
+    def __init__(self, net: Supernet, alphas: nn.ParameterDict, activation: Activation,
+                 arch_regularizers: Sequence = ()):
+        self.net = net
+        self.alphas = alphas
+        self.activation = activation
+        self.arch_regularizers = list(arch_regularizers)
+        self.weight_lr = 0.0  # the current learning rate of w (DARTS' xi), set by the search loop
+
+    # ----- parameters ------------------------------------------------------------------------------
+    @property
+    def weights(self) -> list[nn.Parameter]:
+        return [p for p in self.net.parameters() if p.requires_grad]
+
+    @property
+    def arch(self) -> list[nn.Parameter]:
+        return list(self.alphas.values())
+
+    @property
+    def cell_types(self) -> list[str]:
+        return list(self.alphas.keys())
+
+    # ----- forward ---------------------------------------------------------------------------------
+    def activated(self) -> dict[str, Tensor]:
+        """``A(alpha)`` per cell type (differentiable; wrap in ``torch.no_grad`` for weight steps)."""
+        return {t: self.activation(a, t) for t, a in self.alphas.items()}
+
+    def strengths(self) -> dict[str, Tensor]:
+        with torch.no_grad():
+            return {t: self.activation.strength(a, t) for t, a in self.alphas.items()}
+
+    def forward(self, x: Tensor, activated: Mapping[str, Tensor] | None = None,
+                cell_weights: Sequence[Tensor] | None = None) -> Tensor:
+        if cell_weights is None:
+            activated = self.activated() if activated is None else activated
+            cell_weights = self.net.per_cell(activated)
+        masks = self.activation.active_mask(dict(activated)) if activated is not None else None
+        return self.net(x, cell_weights, masks)
+
+    def loss(self, batch: Batch, activated: Mapping[str, Tensor] | None = None,
+             cell_weights: Sequence[Tensor] | None = None) -> tuple[Tensor, Tensor]:
+        """Cross-entropy of the supernet on ``batch``: ``L(w, alpha)``; returns (loss, logits)."""
+        x, y = batch
+        logits = self.forward(x, activated, cell_weights)
+        return F.cross_entropy(logits, y), logits
+
+    def arch_regularization(self, activated: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """The named terms of ``R_arch(alpha)`` (already multiplied by their coefficients)."""
+        terms: dict[str, Tensor] = {}
+        for reg in self.arch_regularizers:
+            terms.update(reg(self, activated))
+        return terms
+
+    def arch_objective(self, batch: Batch) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """``L_val(w, alpha) + R_arch(alpha)``; returns (objective, logits, regularizer terms)."""
+        activated = self.activated()
+        loss, logits = self.loss(batch, activated)
+        terms = self.arch_regularization(activated)
+        for value in terms.values():
+            loss = loss + value
+        return loss, logits, terms

@@ -1,0 +1,37 @@
+"""The slots of the search loop: activation, schedule, estimator, regularizers, discretizer."""
+
+from dnas.components.activations import ACTIVATIONS, Activation
+from dnas.components.discretizers import DISCRETIZERS, Discretizer
+from dnas.components.estimators import ESTIMATORS, Estimator
+from dnas.components.regularizers import (
+    ARCH_REGULARIZERS,
+    WEIGHT_REGULARIZERS,
+    ArchRegularizer,
+    WeightRegularizer,
+)
+from dnas.components.schedules import SCHEDULES, Schedule
+
+SLOTS = {
+    "activation": ACTIVATIONS,
+    "schedule": SCHEDULES,
+    "estimator": ESTIMATORS,
+    "discretizer": DISCRETIZERS,
+    "weight_regularizers": WEIGHT_REGULARIZERS,
+    "arch_regularizers": ARCH_REGULARIZERS,
+}
+
+__all__ = [
+    "ACTIVATIONS",
+    "ARCH_REGULARIZERS",
+    "DISCRETIZERS",
+    "ESTIMATORS",
+    "SCHEDULES",
+    "SLOTS",
+    "WEIGHT_REGULARIZERS",
+    "Activation",
+    "ArchRegularizer",
+    "Discretizer",
+    "Estimator",
+    "Schedule",
+    "WeightRegularizer",
+]

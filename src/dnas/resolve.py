@@ -1,0 +1,76 @@
+"""Resolve a search configuration: defaults < method preset < flags < overrides, then validate."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dnas.components import SLOTS
+from dnas.config import (
+    LIST_SLOTS,
+    SearchConfig,
+    apply_override,
+    apply_overrides,
+    parse_value,
+    resolve_component,
+)
+from dnas.errors import DnasError
+from dnas.methods import METHODS
+from dnas.spaces import get_space
+
+
+def resolve_config(flags: dict[str, Any] | None = None, overrides: list[str] | None = None) -> SearchConfig:
+    """``flags``: explicit settings (e.g. from CLI options; None values are ignored);
+    ``overrides``: ``key=value`` strings, applied last."""
+    flags = {k: v for k, v in (flags or {}).items() if v is not None}
+    overrides = list(overrides or [])
+    picked = dict(flags)
+    for item in overrides:  # space and method decide the preset, wherever they are given
+        key, _, value = item.partition("=")
+        if key.strip() in ("space", "method"):
+            picked[key.strip()] = parse_value(value.strip())
+    cfg = SearchConfig()
+    cfg.space = str(picked.get("space", cfg.space))
+    cfg.method = str(picked.get("method", cfg.method))
+    space = get_space(cfg.space)
+    method = METHODS.get(cfg.method)
+    apply_overrides(cfg, method.overrides(space.name))
+    for key, value in flags.items():
+        apply_override(cfg, key, value)
+    apply_overrides(cfg, overrides)
+    if cfg.discretizer is None:
+        from dnas.config import ComponentConfig
+
+        cfg.discretizer = ComponentConfig(space.derivation)
+    for slot, registry in SLOTS.items():
+        if slot in LIST_SLOTS:
+            setattr(cfg, slot, [resolve_component(registry, c) for c in getattr(cfg, slot)])
+        else:
+            setattr(cfg, slot, resolve_component(registry, getattr(cfg, slot)))
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: SearchConfig) -> None:
+    checks = [
+        (cfg.epochs >= 1, f"epochs must be at least 1, got {cfg.epochs}"),
+        (cfg.batch_size >= 1, f"batch_size must be at least 1, got {cfg.batch_size}"),
+        (0.0 < cfg.train_portion < 1.0, f"train_portion must lie strictly between 0 and 1, got {cfg.train_portion}"),
+        (cfg.w_lr > 0 and cfg.a_lr >= 0, "learning rates must be positive"),
+        (cfg.w_lr_min <= cfg.w_lr, f"w_lr_min ({cfg.w_lr_min}) must not exceed w_lr ({cfg.w_lr})"),
+        (cfg.grad_clip > 0, f"grad_clip must be positive, got {cfg.grad_clip}"),
+        (cfg.log_every >= 1, f"log_every must be at least 1, got {cfg.log_every}"),
+        (cfg.channels is None or cfg.channels >= 2, "channels must be at least 2"),
+        (cfg.layers is None or cfg.layers >= 1, "layers must be at least 1"),
+        (cfg.image_size is None or cfg.image_size >= 4, "image_size must be at least 4"),
+        (cfg.max_images is None or cfg.max_images >= 2 * cfg.batch_size,
+         f"max_images ({cfg.max_images}) must leave at least one batch for each of the train and val halves"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise DnasError(message)
+    if cfg.channels is not None and get_space(cfg.space).family == "darts" and cfg.channels % 2:
+        raise DnasError(f"the {cfg.space} space needs an even number of channels (factorized reduce), "
+                        f"got {cfg.channels}")
+    names = [c.name for c in cfg.arch_regularizers] + [c.name for c in cfg.weight_regularizers]
+    if len(names) != len(set(names)):
+        raise DnasError(f"a regularizer is listed twice: {', '.join(names)}")

@@ -1,0 +1,14 @@
+"""Search spaces: DARTS CNN, NAS-Bench-201 and the RobustDARTS spaces S1-S4."""
+
+from dnas.spaces.base import PARAMETER_FREE_OPS, SPACES, CellTopology, SearchSpace, get_space, list_spaces
+from dnas.spaces.genotype import Genotype
+
+__all__ = [
+    "PARAMETER_FREE_OPS",
+    "SPACES",
+    "CellTopology",
+    "Genotype",
+    "SearchSpace",
+    "get_space",
+    "list_spaces",
+]

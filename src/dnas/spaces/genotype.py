@@ -1,0 +1,129 @@
+"""Genotypes: the discrete cells a search derives, with JSON and NB201 arch-string forms.
+
+A genotype maps each cell type to a list of ``(op, input_node)`` pairs. For DARTS-style spaces
+there are two pairs per intermediate node, listed node by node (as in the DARTS code's
+``genotypes.py``), and the cell output concatenates ``concat`` nodes. For NAS-Bench-201 there is
+one pair per edge in edge order, and the arch string ``|op~0|+|op~0|op~1|+|op~0|op~1|op~2|``
+is the canonical form.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dnas.errors import DnasError
+from dnas.spaces.nb201 import NB201_OPS
+
+Pair = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class Genotype:
+    space: str
+    cells: dict[str, tuple[Pair, ...]]
+    concat: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+    # ----- NAS-Bench-201 -------------------------------------------------------------------------
+    @property
+    def arch_str(self) -> str:
+        """The NAS-Bench-201 arch string of an ``nb201`` genotype."""
+        if self.space != "nb201":
+            raise ValueError("arch strings exist only for the nb201 space")
+        pairs = self.cells["cell"]
+        groups, start = [], 0
+        for node in (1, 2, 3):
+            groups.append("|" + "|".join(f"{op}~{src}" for op, src in pairs[start : start + node]) + "|")
+            start += node
+        return "+".join(groups)
+
+    @classmethod
+    def from_arch_str(cls, arch: str) -> Genotype:
+        """Parse ``|nor_conv_3x3~0|+|none~0|skip_connect~1|+|...|`` (checked against the NB201 ops)."""
+        nodes = arch.strip().split("+")
+        pairs: list[Pair] = []
+        try:
+            if len(nodes) != 3:
+                raise ValueError
+            for node, group in enumerate(nodes, start=1):
+                items = [x for x in group.strip().split("|") if x]
+                if len(items) != node:
+                    raise ValueError
+                for src, item in enumerate(items):
+                    op, inp = item.split("~")
+                    if op not in NB201_OPS or int(inp) != src:
+                        raise ValueError
+                    pairs.append((op, src))
+        except ValueError:
+            raise DnasError(
+                f"{arch!r} is not a NAS-Bench-201 arch string; expected the form "
+                "'|op~0|+|op~0|op~1|+|op~0|op~1|op~2|' with ops from " + ", ".join(NB201_OPS)
+            ) from None
+        return cls(space="nb201", cells={"cell": tuple(pairs)})
+
+    # ----- statistics ----------------------------------------------------------------------------
+    def count(self, op: str) -> int:
+        return sum(1 for pairs in self.cells.values() for o, _ in pairs if o == op)
+
+    def count_parameter_free(self) -> int:
+        from dnas.spaces.base import PARAMETER_FREE_OPS
+
+        return sum(1 for pairs in self.cells.values() for o, _ in pairs if o in PARAMETER_FREE_OPS)
+
+    # ----- JSON ----------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        out: dict = {"space": self.space}
+        for cell_type, pairs in self.cells.items():
+            out[cell_type] = [[op, src] for op, src in pairs]
+            if cell_type in self.concat:
+                out[f"{cell_type}_concat"] = list(self.concat[cell_type])
+        if self.space == "nb201":
+            out["arch_str"] = self.arch_str
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Genotype:
+        try:
+            space = data["space"]
+            if space == "nb201" and "arch_str" in data:
+                return cls.from_arch_str(data["arch_str"])
+            cell_types = [k for k in data if k not in ("space", "arch_str") and not k.endswith("_concat")]
+            cells = {t: tuple((str(op), int(src)) for op, src in data[t]) for t in cell_types}
+            concat = {t: tuple(int(i) for i in data[f"{t}_concat"]) for t in cell_types if f"{t}_concat" in data}
+        except (KeyError, TypeError, ValueError) as err:
+            raise DnasError(f"not a dnas genotype ({err!r}); expected the JSON that dnas search writes") from None
+        return cls(space=space, cells=cells, concat=concat)
+
+    def save(self, path: str | Path) -> None:
+        from dnas.utils import atomic_write_text
+
+        atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> Genotype:
+        path = Path(path)
+        if not path.is_file():
+            raise DnasError(f"genotype file {str(path)!r} does not exist; pass the genotype.json of a search")
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise DnasError(f"cannot read genotype {str(path)!r} as JSON ({err}); is it a genotype.json?") from None
+        if not isinstance(data, dict):
+            raise DnasError(f"{str(path)!r} does not hold a genotype object")
+        return cls.from_dict(data)
+
+    def describe(self) -> str:
+        """A human-readable multi-line view of the cells."""
+        if self.space == "nb201":
+            return f"nb201 cell: {self.arch_str}"
+        lines = []
+        for cell_type, pairs in self.cells.items():
+            lines.append(f"{cell_type} cell:")
+            for i in range(0, len(pairs), 2):
+                node = i // 2 + 2
+                ins = ", ".join(f"{op}({src})" for op, src in pairs[i : i + 2])
+                lines.append(f"  node {node} <- {ins}")
+            if cell_type in self.concat:
+                lines.append(f"  output = concat{list(self.concat[cell_type])}")
+        return "\n".join(lines)

@@ -1,0 +1,328 @@
+"""Fused mixed edges: all candidate ops on all edges that leave one node, computed together.
+
+A plain DARTS supernet runs every op of every edge on its own: ``x_j = sum_{i<j} sum_o w_{ij,o} o(x_i)``
+with one module call per (edge, op), the ``none`` op included. The edges that leave node ``i``
+share their input, so here they are computed as one unit (:class:`FusedSource`):
+
+* ``none`` is never computed (its weight multiplies zero);
+* parameter-free ops (identity, pooling + non-affine BN) do not depend on the edge: they run
+  once per source node and are shared by all its outgoing edges;
+* the ReLU in front of the convolutions runs once per source node;
+* the same kind of convolution on ``m`` edges runs as one grouped convolution on ``m*C``
+  channels (depthwise convs with ``groups=m*C``, pointwise convs with ``groups=m``, dense convs
+  as one ``C -> m*C`` conv); non-affine BatchNorm is per channel, so it stays exact on the
+  concatenated channels;
+* ops whose weight is exactly zero on an edge (gates, clamped or pruned weights) are left out of
+  the grouped call; a kind with no active member is not run at all.
+
+The result is mathematically the per-edge computation; ``tests/test_supernet.py`` checks outputs
+and gradients against :mod:`dnas.supernet.reference`. BatchNorm inside the cells always uses batch
+statistics (it has no affine parameters and the supernet is only used on batches).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dnas.spaces.base import CellTopology
+
+
+def _bn(x: Tensor) -> Tensor:
+    return F.batch_norm(x, None, None, training=True, eps=1e-5)
+
+
+def _conv_weight(n: int, shape: tuple[int, ...]) -> nn.Parameter:
+    """``n`` independently initialised conv weights of ``shape`` stacked along the output channels."""
+    w = torch.empty(n, *shape)
+    for i in range(n):
+        nn.init.kaiming_uniform_(w[i], a=5**0.5)  # nn.Conv2d's default initialisation
+    return nn.Parameter(w.reshape(n * shape[0], *shape[1:]))
+
+
+def _subset(param: Tensor, n: int, sel: Tensor | None) -> Tensor:
+    if sel is None:
+        return param
+    return param.view(n, -1, *param.shape[1:])[sel].reshape(-1, *param.shape[1:])
+
+
+class _SourceInput:
+    """The input of one source node and values derived from it, computed at most once."""
+
+    def __init__(self, x: Tensor):
+        self.x = x
+        self._relu: Tensor | None = None
+        self._repeated: dict[int, Tensor] = {}
+
+    @property
+    def relu(self) -> Tensor:
+        if self._relu is None:
+            self._relu = F.relu(self.x)
+        return self._relu
+
+    def relu_repeated(self, m: int) -> Tensor:
+        """ReLU(x) repeated ``m`` times along channels: the input of ``m`` depthwise convs at once."""
+        if m not in self._repeated:
+            self._repeated[m] = self.relu if m == 1 else self.relu.repeat(1, m, 1, 1)
+        return self._repeated[m]
+
+
+class FusedKind(nn.Module):
+    """One op kind on ``n`` edges. ``shared`` kinds return ``(B, C, H, W)``, others ``(B, m, C, H, W)``."""
+
+    shared = False
+
+    def __init__(self, channels: int, n: int, stride: int):
+        super().__init__()
+        self.c, self.n, self.stride = channels, n, stride
+
+    def forward(self, inp: _SourceInput, sel: Tensor | None) -> Tensor:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def member_parameters(self, i: int, grad: bool = False) -> list[Tensor]:
+        """Views of the parameters (or their gradients) of member ``i``, in the order of the plain
+        op's ``parameters()``."""
+        return [
+            (p.grad if grad else p).view(self.n, -1, *p.shape[1:])[i].reshape_as(ref)
+            for p, ref in self._plain_shapes()
+        ]
+
+    def _plain_shapes(self) -> list[tuple[Tensor, Tensor]]:
+        return []
+
+
+class SharedIdentity(FusedKind):
+    shared = True
+
+    def forward(self, inp: _SourceInput, sel: Tensor | None) -> Tensor:
+        return inp.x
+
+
+class SharedPool(FusedKind):
+    shared = True
+
+    def __init__(self, channels: int, n: int, stride: int, mode: str, bn: bool):
+        super().__init__(channels, n, stride)
+        self.mode, self.bn = mode, bn
+
+    def forward(self, inp: _SourceInput, sel: Tensor | None) -> Tensor:
+        if self.mode == "avg":
+            y = F.avg_pool2d(inp.x, 3, self.stride, 1, count_include_pad=False)
+        else:
+            y = F.max_pool2d(inp.x, 3, self.stride, 1)
+        return _bn(y) if self.bn else y
+
+
+class FusedNoise(FusedKind):
+    def forward(self, inp: _SourceInput, sel: Tensor | None) -> Tensor:
+        x = inp.x if self.stride == 1 else inp.x[:, :, :: self.stride, :: self.stride]
+        m = self.n if sel is None else len(sel)
+        b, c, h, w = x.shape
+        return torch.randn(b, m, c, h, w, dtype=x.dtype, device=x.device)
+
+
+class FusedFactorizedReduce(FusedKind):
+    """``n`` FactorizedReduce ops (the stride-2 ``skip_connect``)."""
+
+    def __init__(self, channels: int, n: int, stride: int):
+        super().__init__(channels, n, stride)
+        half = channels // 2
+        self.conv_1 = _conv_weight(n, (half, channels, 1, 1))
+        self.conv_2 = _conv_weight(n, (half, channels, 1, 1))
+
+    def forward(self, inp: _SourceInput, sel: Tensor | None) -> Tensor:
+        m = self.n if sel is None else len(sel)
+        a = F.conv2d(inp.relu, _subset(self.conv_1, self.n, sel), stride=2)
+        b = F.conv2d(inp.relu[:, :, 1:, 1:], _subset(self.conv_2, self.n, sel), stride=2)
+        bsz, _, h, w = a.shape
+        y = torch.cat([a.view(bsz, m, -1, h, w), b.view(bsz, m, -1, h, w)], dim=2)
+        return _bn(y.view(bsz, m * self.c, h, w)).view(bsz, m, self.c, h, w)
+
+    def _plain_shapes(self):
+        half = self.c // 2
+        return [(self.conv_1, torch.empty(half, self.c, 1, 1)), (self.conv_2, torch.empty(half, self.c, 1, 1))]
+
+
+class FusedDilConv(FusedKind):
+    """``n`` DilConv ops (ReLU, depthwise k x k with dilation, pointwise, BN) as grouped convs."""
+
+    def __init__(self, channels: int, n: int, stride: int, k: int, dilation: int):
+        super().__init__(channels, n, stride)
+        self.k, self.dilation = k, dilation
+        self.depthwise = _conv_weight(n, (channels, 1, k, k))
+        self.pointwise = _conv_weight(n, (channels, channels, 1, 1))
+
+    def run(self, x: Tensor, sel: Tensor | None, stride: int) -> Tensor:
+        m = self.n if sel is None else len(sel)
+        pad = self.dilation * (self.k - 1) // 2
+        y = F.conv2d(x, _subset(self.depthwise, self.n, sel), stride=stride, padding=pad,
+                     dilation=self.dilation, groups=m * self.c)
+        return _bn(F.conv2d(y, _subset(self.pointwise, self.n, sel), groups=m))
+
+    def forward(self, inp: _SourceInput, sel: Tensor | None) -> Tensor:
+        m = self.n if sel is None else len(sel)
+        y = self.run(inp.relu_repeated(m), sel, self.stride)
+        return y.view(y.shape[0], m, self.c, *y.shape[2:])
+
+    def _plain_shapes(self):
+        c, k = self.c, self.k
+        return [(self.depthwise, torch.empty(c, 1, k, k)), (self.pointwise, torch.empty(c, c, 1, 1))]
+
+
+class FusedSepConv(FusedKind):
+    """``n`` SepConv ops: two stacked DilConv(dilation 1), the first one strided."""
+
+    def __init__(self, channels: int, n: int, stride: int, k: int):
+        super().__init__(channels, n, stride)
+        self.first = FusedDilConv(channels, n, stride, k, 1)
+        self.second = FusedDilConv(channels, n, 1, k, 1)
+
+    def forward(self, inp: _SourceInput, sel: Tensor | None) -> Tensor:
+        m = self.n if sel is None else len(sel)
+        y = self.first.run(inp.relu_repeated(m), sel, self.stride)
+        y = self.second.run(F.relu(y), sel, 1)
+        return y.view(y.shape[0], m, self.c, *y.shape[2:])
+
+    def member_parameters(self, i: int, grad: bool = False) -> list[Tensor]:
+        return self.first.member_parameters(i, grad) + self.second.member_parameters(i, grad)
+
+
+class FusedReLUConvBN(FusedKind):
+    """``n`` ReLU-Conv-BN ops (NAS-Bench-201 ``nor_conv_kxk``) as one dense ``C -> n*C`` conv."""
+
+    def __init__(self, channels: int, n: int, stride: int, k: int):
+        super().__init__(channels, n, stride)
+        self.k = k
+        self.weight = _conv_weight(n, (channels, channels, k, k))
+
+    def forward(self, inp: _SourceInput, sel: Tensor | None) -> Tensor:
+        m = self.n if sel is None else len(sel)
+        y = _bn(F.conv2d(inp.relu, _subset(self.weight, self.n, sel), stride=self.stride, padding=self.k // 2))
+        return y.view(y.shape[0], m, self.c, *y.shape[2:])
+
+    def _plain_shapes(self):
+        return [(self.weight, torch.empty(self.c, self.c, self.k, self.k))]
+
+
+def make_fused_kind(family: str, op: str, c: int, n: int, stride: int) -> FusedKind:
+    darts = family == "darts"
+    if op == "skip_connect":
+        return SharedIdentity(c, n, stride) if stride == 1 else FusedFactorizedReduce(c, n, stride)
+    if op in ("avg_pool_3x3", "max_pool_3x3"):
+        return SharedPool(c, n, stride, op[:3], bn=darts)
+    if op == "noise":
+        return FusedNoise(c, n, stride)
+    if op.startswith("sep_conv_"):
+        return FusedSepConv(c, n, stride, int(op[-1]))
+    if op.startswith("dil_conv_"):
+        return FusedDilConv(c, n, stride, int(op[-1]), 2)
+    if op.startswith("nor_conv_"):
+        return FusedReLUConvBN(c, n, stride, int(op[-1]))
+    raise ValueError(f"no fused implementation of op {op!r}")
+
+
+class FusedSource(nn.Module):
+    """Every candidate op on every edge that leaves node ``src`` of a cell.
+
+    ``forward`` returns ``mix`` of shape ``(B, E_src, C, H, W)`` with
+    ``mix[:, e] = sum_o w_{e,o} * o(x_src)`` for the ``E_src`` outgoing edges, in destination order.
+    """
+
+    def __init__(self, family: str, topology: CellTopology, src: int, channels: int, stride: int):
+        super().__init__()
+        self.out_edges = [e for e, (s, _) in enumerate(topology.edges) if s == src]
+        members: dict[str, list[tuple[int, int]]] = {}
+        for local, edge in enumerate(self.out_edges):
+            for col, op in enumerate(topology.edge_ops[edge]):
+                if op != "none":
+                    members.setdefault(op, []).append((local, col))
+        self.op_names = list(members)
+        self.kinds = nn.ModuleDict(
+            {op: make_fused_kind(family, op, channels, len(m), stride) for op, m in members.items()}
+        )
+        self.members = members
+        # host copies of the member indices, for masking without device round trips
+        self.member_edges = {op: torch.tensor([self.out_edges[le] for le, _ in m]) for op, m in members.items()}
+        self.member_cols = {op: torch.tensor([c for _, c in m]) for op, m in members.items()}
+        self.covers_all = {op: [le for le, _ in m] == list(range(len(self.out_edges))) for op, m in members.items()}
+        for op, m in members.items():
+            local = torch.tensor([le for le, _ in m])
+            self.register_buffer(f"_local_{op}", local, persistent=False)
+            self.register_buffer(f"_edge_{op}", torch.tensor(self.out_edges)[local], persistent=False)
+            self.register_buffer(f"_col_{op}", torch.tensor([c for _, c in m]), persistent=False)
+
+    def forward(self, x: Tensor, weights: Tensor, active: Tensor | None) -> Tensor | None:
+        """``weights``: ``(E, K)`` weights of the whole cell; ``active``: CPU bool mask of the same
+        shape marking the (edge, op) pairs that may be nonzero (None: all). None if nothing is active."""
+        inp = _SourceInput(x)
+        n_out = len(self.out_edges)
+        mix: Tensor | None = None
+        for op in self.op_names:
+            edge, col, local = (getattr(self, f"_{p}_{op}") for p in ("edge", "col", "local"))
+            sel = None
+            if active is not None:
+                keep = active[self.member_edges[op], self.member_cols[op]]
+                if not keep.any():
+                    continue
+                if not keep.all():
+                    sel = keep.nonzero().flatten().to(x.device)
+                    edge, col, local = edge[sel], col[sel], local[sel]
+            out = self.kinds[op](inp, sel)
+            w = weights[edge, col].view(1, -1, 1, 1, 1)
+            contribution = (out.unsqueeze(1) if self.kinds[op].shared else out) * w
+            if mix is None and sel is None and self.covers_all[op]:
+                mix = contribution
+                continue
+            if mix is None:
+                mix = contribution.new_zeros(contribution.shape[0], n_out, *contribution.shape[2:])
+            mix = mix.index_add(1, local, contribution)
+        return mix
+
+
+class FusedCell(nn.Module):
+    """The node computation of one cell with fused sources.
+
+    ``x_j = sum_{i<j} mix_i[:, edge(i->j)]`` for every intermediate node ``j``; with ``node_bn``
+    each node output passes a non-affine BatchNorm (DARTS-PRIME's clamp activation needs it).
+    """
+
+    def __init__(self, family: str, topology: CellTopology, channels: int, node_bn: bool = False):
+        super().__init__()
+        self.topology = topology
+        self.channels = channels
+        self.node_bn = node_bn
+        n_total = topology.num_inputs + topology.num_nodes
+        self.sources = nn.ModuleList(
+            FusedSource(family, topology, src, channels,
+                        2 if topology.reduction and src < topology.num_inputs else 1)
+            for src in range(n_total - 1)
+        )
+
+    def forward(self, inputs: Sequence[Tensor], weights: Tensor, active: Tensor | None = None) -> list[Tensor]:
+        """Returns the intermediate node outputs."""
+        topo = self.topology
+        nodes: list[Tensor] = list(inputs)
+        mixes: list[Tensor | None] = [None] * len(self.sources)
+        for src in range(topo.num_inputs):
+            mixes[src] = self.sources[src](nodes[src], weights, active)
+        ref = nodes[0]
+        stride = 2 if topo.reduction else 1
+        out_shape = (ref.shape[0], self.channels, -(-ref.shape[2] // stride), -(-ref.shape[3] // stride))
+        for dst in topo.intermediate_nodes:
+            parts = [
+                mix[:, dst - max(src + 1, topo.num_inputs)]
+                for src, mix in enumerate(mixes[:dst])
+                if mix is not None
+            ]
+            node = ref.new_zeros(out_shape) if not parts else parts[0]
+            for part in parts[1:]:
+                node = node + part
+            if self.node_bn:
+                node = _bn(node)
+            nodes.append(node)
+            if dst < len(self.sources):
+                mixes[dst] = self.sources[dst](node, weights, active)
+        return nodes[topo.num_inputs:]

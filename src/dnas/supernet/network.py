@@ -1,0 +1,146 @@
+"""Supernets: the weight-sharing networks built around the searched cells.
+
+``forward(x, cell_weights, active)`` takes one weight matrix per cell (``cell_weights[l]`` of shape
+``(E, K)``), so that every cell can read its own copy of the activated architecture weights: the
+search loop passes the same tensor to all cells of a type, Lambda-DARTS passes per-cell leaves to
+read the per-cell gradients ``dL/dA_l``. ``active`` optionally maps a cell type to a CPU bool mask
+of the (edge, op) pairs that may be nonzero; the others are not computed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from dnas.spaces.base import SearchSpace
+from dnas.spaces.ops import FactorizedReduce, ReLUConvBN, ResNetBasicBlock
+from dnas.supernet.fused import FusedCell
+from dnas.supernet.reference import ReferenceCell
+
+
+class Supernet(nn.Module):
+    cell_types: list[str]
+    cells: nn.ModuleList
+
+    def cells_of_type(self, cell_type: str) -> list[int]:
+        return [i for i, t in enumerate(self.cell_types) if t == cell_type]
+
+    def per_cell(self, weights_by_type: Mapping[str, Tensor]) -> list[Tensor]:
+        """The weight list for ``forward`` when all cells of a type share one tensor."""
+        return [weights_by_type[t] for t in self.cell_types]
+
+
+def _node_cell(fused: bool):
+    return FusedCell if fused else ReferenceCell
+
+
+class DartsCellBlock(nn.Module):
+    """A DARTS-family cell: preprocess the two inputs, compute the nodes, concatenate them."""
+
+    def __init__(self, space: SearchSpace, cell_type: str, c_pp: int, c_p: int, c: int, reduction_prev: bool,
+                 fused: bool, node_bn: bool):
+        super().__init__()
+        self.preprocess0 = (
+            FactorizedReduce(c_pp, c, affine=False) if reduction_prev else ReLUConvBN(c_pp, c, 1, 1, 0, affine=False)
+        )
+        self.preprocess1 = ReLUConvBN(c_p, c, 1, 1, 0, affine=False)
+        self.nodes = _node_cell(fused)("darts", space.cells[cell_type], c, node_bn)
+
+    def forward(self, s0: Tensor, s1: Tensor, weights: Tensor, active: Tensor | None) -> Tensor:
+        return torch.cat(self.nodes([self.preprocess0(s0), self.preprocess1(s1)], weights, active), dim=1)
+
+
+class DartsSupernet(Supernet):
+    """DARTS search network: stem (3x3 conv, C*stem_multiplier), ``layers`` cells with reduction
+    cells at ``layers//3`` and ``2*layers//3`` (channels doubled there), global pooling, linear."""
+
+    def __init__(self, space: SearchSpace, channels: int, layers: int, num_classes: int, in_channels: int = 3,
+                 stem_multiplier: int = 3, fused: bool = True, node_bn: bool = False):
+        super().__init__()
+        c_stem = stem_multiplier * channels
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, c_stem, 3, padding=1, bias=False), nn.BatchNorm2d(c_stem))
+        c_pp, c_p, c = c_stem, c_stem, channels
+        reduction_prev = False
+        reductions = {layers // 3, 2 * layers // 3}
+        self.cells = nn.ModuleList()
+        self.cell_types = []
+        for i in range(layers):
+            reduction = i in reductions
+            if reduction:
+                c *= 2
+            cell_type = "reduce" if reduction else "normal"
+            self.cells.append(DartsCellBlock(space, cell_type, c_pp, c_p, c, reduction_prev, fused, node_bn))
+            self.cell_types.append(cell_type)
+            reduction_prev = reduction
+            c_pp, c_p = c_p, space.cells[cell_type].num_nodes * c
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(c_p, num_classes)
+
+    def forward(self, x: Tensor, cell_weights: Sequence[Tensor],
+                active: Mapping[str, Tensor | None] | None = None) -> Tensor:
+        s0 = s1 = self.stem(x)
+        for cell, cell_type, w in zip(self.cells, self.cell_types, cell_weights, strict=True):
+            s0, s1 = s1, cell(s0, s1, w, active.get(cell_type) if active else None)
+        return self.classifier(self.pool(s1).flatten(1))
+
+
+class NB201Supernet(Supernet):
+    """NAS-Bench-201 search network: stem, 3 stages of ``layers`` cells (C, 2C, 4C) joined by
+    residual reduction blocks, BN-ReLU, global pooling, linear."""
+
+    def __init__(self, space: SearchSpace, channels: int, layers: int, num_classes: int, in_channels: int = 3,
+                 fused: bool = True, node_bn: bool = False):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, channels, 3, padding=1, bias=False),
+                                  nn.BatchNorm2d(channels))
+        topology = space.cells["cell"]
+        self.cells = nn.ModuleList()
+        self.blocks = nn.ModuleList()
+        self.cell_types = []
+        self._layout: list[tuple[str, int]] = []  # ("cell", index) or ("block", index)
+        c_prev = channels
+        for stage, c in enumerate((channels, 2 * channels, 4 * channels)):
+            if stage > 0:
+                self._layout.append(("block", len(self.blocks)))
+                self.blocks.append(ResNetBasicBlock(c_prev, c, 2))
+            for _ in range(layers):
+                self._layout.append(("cell", len(self.cells)))
+                self.cells.append(_node_cell(fused)("nb201", topology, c, node_bn))
+                self.cell_types.append("cell")
+            c_prev = c
+        self.lastact = nn.Sequential(nn.BatchNorm2d(c_prev), nn.ReLU())
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(c_prev, num_classes)
+
+    def forward(self, x: Tensor, cell_weights: Sequence[Tensor],
+                active: Mapping[str, Tensor | None] | None = None) -> Tensor:
+        if len(cell_weights) != len(self.cells):
+            raise ValueError(f"{len(cell_weights)} weight matrices for {len(self.cells)} cells")
+        mask = active.get("cell") if active else None
+        h = self.stem(x)
+        for kind, i in self._layout:
+            h = self.blocks[i](h) if kind == "block" else self.cells[i]([h], cell_weights[i], mask)[-1]
+        return self.classifier(self.pool(self.lastact(h)).flatten(1))
+
+
+def build_supernet(space: SearchSpace, *, num_classes: int, in_channels: int = 3, channels: int | None = None,
+                   layers: int | None = None, fused: bool = True, node_bn: bool = False) -> Supernet:
+    """The supernet of ``space``; ``fused=False`` builds the per-edge reference."""
+    channels = channels or space.default_channels
+    layers = layers or space.default_layers
+    cls = DartsSupernet if space.family == "darts" else NB201Supernet
+    return cls(space, channels, layers, num_classes, in_channels, fused=fused, node_bn=node_bn)
+
+
+def copy_into_reference(fused: Supernet, reference: Supernet) -> None:
+    """Make ``reference`` (built with ``fused=False``, same shape) compute exactly what ``fused`` does."""
+    outside_nodes = {
+        k: v for k, v in fused.state_dict().items() if not k.startswith("cells.") or ".preprocess" in k
+    }
+    reference.load_state_dict(outside_nodes, strict=False)
+    for f_cell, r_cell in zip(fused.cells, reference.cells, strict=True):
+        f_nodes = f_cell.nodes if isinstance(f_cell, DartsCellBlock) else f_cell
+        r_nodes = r_cell.nodes if isinstance(r_cell, DartsCellBlock) else r_cell
+        r_nodes.copy_from(f_nodes)
