@@ -15,7 +15,6 @@ and read on the host only every ``log_every`` steps.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import platform
@@ -39,7 +38,7 @@ from dnas.components import (
     WEIGHT_REGULARIZERS,
 )
 from dnas.config import SearchConfig, build_component
-from dnas.data import Augment, BatchStream, load_dataset, split_indices, stratified_subset
+from dnas.data import Augment, BatchStream, ImageDataset, load_dataset, split_indices, stratified_subset
 from dnas.diagnostics import gradient_alignment
 from dnas.errors import DnasError, NonFiniteLossError
 from dnas.spaces import Genotype, get_space
@@ -132,8 +131,8 @@ class Search:
 
         data = load_dataset(cfg.dataset, split="train", download=cfg.download, root=cfg.data_root)
         if cfg.max_images and cfg.max_images < len(data.labels):
-            keep = stratified_subset(data.labels, cfg.max_images, seed=cfg.seed)
-            data = dataclasses.replace(data, images=data.images[keep], labels=data.labels[keep])
+            keep = stratified_subset(data.labels, fraction=cfg.max_images / len(data.labels), seed=cfg.seed)
+            data = ImageDataset.from_tensors(data.images[keep], data.labels[keep], data.classes, data.name)
         if cfg.image_size and cfg.image_size != data.image_size:
             data = data.resized(cfg.image_size)
         portion = self.schedule.train_portion or cfg.train_portion

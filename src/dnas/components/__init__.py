@@ -11,6 +11,9 @@ from dnas.components.regularizers import (
 )
 from dnas.components.schedules import SCHEDULES, Schedule
 
+# implementations that register themselves in the registries above
+from dnas.components import hard_concrete, lambda_darts, pr_darts, prime  # noqa: E402,F401  isort: skip
+
 SLOTS = {
     "activation": ACTIVATIONS,
     "schedule": SCHEDULES,

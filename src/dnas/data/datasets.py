@@ -81,7 +81,7 @@ class ImageDataset:
         return self.images.shape[0]
 
     def resized(self, size: int) -> ImageDataset:
-        """A copy with images resized to ``size`` x ``size`` (bilinear, antialiased); ``self`` if already so."""
+        """A copy with images resized to ``size`` x ``size`` (bilinear, antialiased), or ``self``."""
         if size <= 0:
             raise DnasError(f"Image size must be positive, got {size}: pick a size such as 32.")
         if self.images.shape[2] == size and self.images.shape[3] == size:

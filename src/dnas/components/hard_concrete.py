@@ -1,0 +1,1 @@
+"""PR-DARTS hard-concrete gate activation."""

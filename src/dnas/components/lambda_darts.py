@@ -1,0 +1,1 @@
+"""Lambda-DARTS per-cell gradient-alignment weight regularizer."""

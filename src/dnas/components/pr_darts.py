@@ -1,0 +1,1 @@
+"""PR-DARTS group-sparsity and path-depth regularizer and discretizer."""

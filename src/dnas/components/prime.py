@@ -1,0 +1,1 @@
+"""DARTS-PRIME clamp activation, Fisher-informed schedule, proximity and ADMM regularizers."""
