@@ -12,13 +12,16 @@ regularizers compute their quantities through it.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dnas.components.activations import Activation
 from dnas.supernet import Supernet
+
+if TYPE_CHECKING:  # components import this module; avoid the cycle at run time
+    from dnas.components.activations import Activation
 
 Batch = tuple[Tensor, Tensor]
 
@@ -31,6 +34,7 @@ class BilevelProblem:
         self.activation = activation
         self.arch_regularizers = list(arch_regularizers)
         self.weight_lr = 0.0  # the current learning rate of w (DARTS' xi), set by the search loop
+        self.epochs_elapsed = 0.0  # fractional epochs before the current iteration, set by the search loop
 
     # ----- parameters ------------------------------------------------------------------------------
     @property

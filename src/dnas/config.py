@@ -121,7 +121,8 @@ def apply_override(cfg: SearchConfig, key: str, value: Any) -> None:
         )
     if head in SINGLE_SLOTS:
         if not rest:
-            setattr(cfg, head, None if value in (None, "auto") and head == "discretizer" else ComponentConfig(str(value)))
+            auto = head == "discretizer" and value in (None, "auto")
+            setattr(cfg, head, None if auto else ComponentConfig(str(value)))
             return
         comp = getattr(cfg, head)
         if comp is None:

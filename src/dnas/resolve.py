@@ -71,6 +71,9 @@ def validate(cfg: SearchConfig) -> None:
     if cfg.channels is not None and get_space(cfg.space).family == "darts" and cfg.channels % 2:
         raise DnasError(f"the {cfg.space} space needs an even number of channels (factorized reduce), "
                         f"got {cfg.channels}")
+    if cfg.layers is not None and get_space(cfg.space).family == "darts" and cfg.layers < 3:
+        raise DnasError(f"the {cfg.space} space needs layers >= 3 so that it has normal and reduction cells, "
+                        f"got {cfg.layers}")
     names = [c.name for c in cfg.arch_regularizers] + [c.name for c in cfg.weight_regularizers]
     if len(names) != len(set(names)):
         raise DnasError(f"a regularizer is listed twice: {', '.join(names)}")

@@ -128,6 +128,8 @@ class Search:
             **{f"weight_regularizers.{i}": r for i, r in enumerate(self.weight_regularizers)},
             **{f"arch_regularizers.{i}": r for i, r in enumerate(self.arch_regularizers)},
         }
+        for comp in self.components.values():
+            comp.bind(self.space)
 
         data = load_dataset(cfg.dataset, split="train", download=cfg.download, root=cfg.data_root)
         if cfg.max_images and cfg.max_images < len(data.labels):
@@ -189,6 +191,8 @@ class Search:
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             },
             "metrics_offset": self.log.offset,
+            "meters": {"sums": self._sums, "counts": self._counts, "batches": self._batches,
+                       "alignment": self._alignment},
         }
 
     def _save(self, epoch: int, step: int, finished: bool = False) -> None:
@@ -233,6 +237,7 @@ class Search:
         self.global_step = state["global_step"]
         self.arch_steps = state["arch_steps"]
         self.elapsed = state["elapsed"]
+        self._resumed_meters = state["meters"]
 
     def _check_out_dir(self) -> None:
         if self.out.exists() and not self.out.is_dir():
@@ -257,6 +262,7 @@ class Search:
         self._build()
         state = self._load_checkpoint()
         self.global_step, self.arch_steps, self.elapsed = 0, 0, 0.0
+        self._resumed_meters: dict[str, Any] | None = None
         self._t0 = time.perf_counter()
         if state is None:
             atomic_write_text(self.out / "config.yaml", self.cfg.to_yaml())
@@ -298,12 +304,17 @@ class Search:
             bar = tqdm(total=total, initial=self.global_step, unit="step", dynamic_ncols=True, mininterval=1.0,
                        file=sys.stderr, desc=f"{cfg.method} on {cfg.space}")
         self._reset_meters()
+        if self._resumed_meters is not None:  # continue the log window that the checkpoint cut
+            meters = self._resumed_meters
+            self._sums, self._counts, self._batches = meters["sums"], meters["counts"], meters["batches"]
+            self._alignment = meters["alignment"]
         for epoch in range(start_epoch, cfg.epochs):
             for comp in self.components.values():
                 comp.on_epoch_start(epoch, cfg.epochs)
             self.problem.weight_lr = self.lr_schedule.get_last_lr()[0]
             first = start_step if epoch == start_epoch else 0
             for step in range(first, self.steps_per_epoch):
+                self.problem.epochs_elapsed = epoch + step / self.steps_per_epoch
                 self._iteration(epoch, step)
                 self.global_step += 1
                 if bar is not None:

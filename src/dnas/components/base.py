@@ -7,13 +7,20 @@ its own state for checkpoints, and scalars for the metrics log.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from dnas.spaces.base import SearchSpace
 
 
 class Component:
     name: str = ""
+
+    def bind(self, space: SearchSpace) -> None:
+        """Called once by the search loop after construction, before ``alpha`` is initialised: the
+        space being searched (for components that need its op names or cell topologies)."""
 
     def on_epoch_start(self, epoch: int, epochs: int) -> None:
         """Called before the first step of every epoch (schedules of temperatures, ramps)."""

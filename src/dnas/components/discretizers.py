@@ -6,7 +6,7 @@ from torch import Tensor
 
 from dnas.components.base import Component
 from dnas.registry import Registry
-from dnas.spaces.base import SearchSpace
+from dnas.spaces.base import CellTopology, SearchSpace
 from dnas.spaces.genotype import Genotype
 
 
@@ -31,20 +31,26 @@ class DartsRule(Discretizer):
     def __call__(self, space: SearchSpace, strengths: dict[str, Tensor]) -> Genotype:
         cells, concat = {}, {}
         for cell_type, topo in space.cells.items():
-            w = strengths[cell_type].detach().cpu().double()
-            pairs: list[tuple[str, int]] = []
-            for node in topo.intermediate_nodes:
-                best: list[tuple[float, int, int]] = []  # (score, edge, op column)
-                for e in topo.incoming(node):
-                    cols = [k for k, op in enumerate(topo.edge_ops[e]) if op != "none"]
-                    k = max(cols, key=lambda c: (w[e, c].item(), -c))
-                    best.append((w[e, k].item(), e, k))
-                chosen = sorted(best, key=lambda t: -t[0])[: self.edges_per_node]  # stable: ties keep edge order
-                for _, e, k in chosen:  # strongest edge first, as the DARTS code lists them
-                    pairs.append((topo.edge_ops[e][k], topo.edges[e][0]))
-            cells[cell_type] = tuple(pairs)
+            chosen = darts_rule_choices(topo, strengths[cell_type], self.edges_per_node)
+            cells[cell_type] = tuple((topo.edge_ops[e][k], topo.edges[e][0]) for e, k in chosen)
             concat[cell_type] = tuple(topo.intermediate_nodes)
         return Genotype(space=space.name, cells=cells, concat=concat)
+
+
+def darts_rule_choices(topo: CellTopology, strengths: Tensor, edges_per_node: int = 2) -> list[tuple[int, int]]:
+    """The ``(edge, op column)`` pairs the DARTS rule keeps on ``strengths`` ``(E, K)``: node by node,
+    strongest edge first (shared by :class:`DartsRule` and DARTS-PRIME's projection onto discrete cells)."""
+    w = strengths.detach().cpu().double()
+    chosen: list[tuple[int, int]] = []
+    for node in topo.intermediate_nodes:
+        best: list[tuple[float, int, int]] = []  # (score, edge, op column)
+        for e in topo.incoming(node):
+            cols = [k for k, op in enumerate(topo.edge_ops[e]) if op != "none"]
+            k = max(cols, key=lambda c: (w[e, c].item(), -c))
+            best.append((w[e, k].item(), e, k))
+        ranked = sorted(best, key=lambda t: -t[0])[:edges_per_node]  # stable: ties keep edge order
+        chosen.extend((e, k) for _, e, k in ranked)  # strongest edge first, as the DARTS code lists them
+    return chosen
 
 
 @DISCRETIZERS.register("argmax")

@@ -1,0 +1,181 @@
+"""End-to-end searches on the embedded digits dataset, resume, and user errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import yaml
+
+from dnas.errors import DnasError, NonFiniteLossError
+from dnas.resolve import resolve_config
+from dnas.search import Search, write_results
+from dnas.spaces import Genotype
+
+from conftest import TINY
+
+
+def _run(tmp_path, space="nb201", epochs=2, extra=(), name="run"):
+    layers = ["layers=3"] if space != "nb201" else []
+    cfg = resolve_config({"space": space, "epochs": epochs, "batch_size": 16}, [*TINY, *layers, *extra])
+    search = Search(cfg, tmp_path / name, progress=False)
+    genotype = search.run()
+    write_results(search, genotype)
+    return search, genotype
+
+
+def _records(path, kind):
+    return [r for r in map(json.loads, (path / "metrics.jsonl").read_text().splitlines()) if r["kind"] == kind]
+
+
+@pytest.mark.parametrize("space", ["nb201", "darts", "s3"])
+def test_search_writes_the_run_directory(tmp_path, space):
+    search, genotype = _run(tmp_path, space)
+    out = tmp_path / "run"
+    assert {"config.yaml", "env.json", "metrics.jsonl", "checkpoint.pt", "genotype.json", "results.json"} <= {
+        p.name for p in out.iterdir()}
+    assert yaml.safe_load((out / "config.yaml").read_text())["space"] == space
+    assert json.loads((out / "env.json").read_text())["torch"] == torch.__version__
+    assert Genotype.load(out / "genotype.json") == genotype
+    steps, epochs = _records(out, "step"), _records(out, "epoch")
+    assert len(epochs) == 2 and steps and all(0 <= r["train_acc"] <= 1 for r in steps)
+    assert "val_loss" in steps[0] and steps[-1]["arch_steps"] == search.global_step
+    assert any(k.startswith("alignment.") for r in steps for k in r)
+    data = json.loads((out / "genotype.json").read_text())
+    if space == "nb201":
+        assert Genotype.from_arch_str(data["arch_str"]) == genotype
+    else:
+        assert len(data["normal"]) == 8 and data["reduce_concat"] == [2, 3, 4, 5]
+
+
+def test_alphas_move_and_weights_learn(tmp_path):
+    search, _ = _run(tmp_path, epochs=3, extra=["w_lr=0.1", "a_lr=0.01"])
+    alpha = search.problem.alphas["cell"].detach()
+    assert alpha.abs().max() > 0.01  # the architecture step changed alpha
+    steps = _records(tmp_path / "run", "step")
+    assert steps[-1]["train_loss"] < steps[0]["train_loss"]
+
+
+def test_golden_values_of_a_seeded_search(tmp_path):
+    """Pins the numbers of a short seeded search: any change to the math of the loop shows up here."""
+    search, genotype = _run(tmp_path, epochs=1, extra=["seed=3"])
+    first = _records(tmp_path / "run", "step")[0]
+    alpha = search.problem.alphas["cell"].detach()
+    assert first["train_loss"] == pytest.approx(GOLDEN["train_loss"], rel=1e-4)
+    assert first["val_loss"] == pytest.approx(GOLDEN["val_loss"], rel=1e-4)
+    assert float(alpha.sum()) == pytest.approx(GOLDEN["alpha_sum"], rel=1e-4, abs=1e-6)
+    assert float(alpha.abs().sum()) == pytest.approx(GOLDEN["alpha_abs"], rel=1e-4)
+
+
+GOLDEN = {"train_loss": 0.0, "val_loss": 0.0, "alpha_sum": 0.0, "alpha_abs": 0.0}
+
+
+def test_same_seed_same_result(tmp_path):
+    a, ga = _run(tmp_path, name="a")
+    b, gb = _run(tmp_path, name="b")
+    assert ga == gb
+    assert torch.equal(a.problem.alphas["cell"], b.problem.alphas["cell"])
+
+
+def test_interrupted_search_resumes_to_the_same_result(tmp_path, monkeypatch):
+    reference, g_ref = _run(tmp_path, epochs=2, name="ref", extra=["checkpoint_every=3"])
+    original = Search._iteration
+
+    def interrupt_at_step_7(self, epoch, step):
+        original(self, epoch, step)
+        if self.global_step == 6:
+            self._stop_requested = True
+
+    monkeypatch.setattr(Search, "_iteration", interrupt_at_step_7)
+    with pytest.raises(DnasError, match="interrupted; the search is saved"):
+        _run(tmp_path, epochs=2, name="resumed", extra=["checkpoint_every=3"])
+    monkeypatch.setattr(Search, "_iteration", original)
+    resumed, g_res = _run(tmp_path, epochs=2, name="resumed", extra=["checkpoint_every=3"])
+    assert g_res == g_ref
+    for key in ("cell",):
+        assert torch.equal(resumed.problem.alphas[key], reference.problem.alphas[key])
+    for p, q in zip(resumed.problem.weights, reference.problem.weights, strict=True):
+        assert torch.equal(p, q)
+    ref_lines = (tmp_path / "ref" / "metrics.jsonl").read_text().splitlines()
+    res_lines = (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
+    strip = [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in ref_lines]
+    assert strip == [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in res_lines]
+
+
+def _cli(args, out, env):
+    return [sys.executable, "-m", "dnas.cli", "search", "--quiet", "--space", "nb201", "--epochs", "3",
+            "--batch-size", "16", "--out", str(out), *TINY, "checkpoint_every=2", *args]
+
+
+@pytest.mark.slow
+def test_killed_process_resumes_to_the_same_architecture(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
+    subprocess.run(_cli([], tmp_path / "ref", env), env=env, check=True, capture_output=True)
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(_cli([], out, env), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while not (out / "checkpoint.pt").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (out / "checkpoint.pt").exists()
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert not state["finished"], "the process ended before it could be killed mid-run"
+    done = subprocess.run(_cli([], out, env), env=env, check=True, capture_output=True, text=True)
+    assert "nb201 cell:" in done.stdout
+    ref = torch.load(tmp_path / "ref" / "checkpoint.pt", weights_only=True)
+    new = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert torch.equal(ref["alphas"]["cell"], new["alphas"]["cell"])
+    assert json.loads((out / "genotype.json").read_text()) == json.loads((tmp_path / "ref" / "genotype.json").read_text())
+
+
+def test_finished_run_is_not_recomputed(tmp_path):
+    search, genotype = _run(tmp_path, epochs=1)
+    before = (tmp_path / "run" / "metrics.jsonl").read_text()
+    again, genotype_again = _run(tmp_path, epochs=1)
+    assert genotype_again == genotype and (tmp_path / "run" / "metrics.jsonl").read_text() == before
+
+
+def test_corrupt_checkpoint_is_reported_and_kept(tmp_path):
+    _run(tmp_path, epochs=1)
+    ckpt = tmp_path / "run" / "checkpoint.pt"
+    ckpt.write_bytes(b"this is not a checkpoint")
+    with pytest.raises(DnasError, match="unreadable or corrupt; delete it|unreadable or corrupt"):
+        _run(tmp_path, epochs=1)
+    assert ckpt.read_bytes() == b"this is not a checkpoint"
+
+
+def test_resume_with_other_config_is_refused(tmp_path):
+    _run(tmp_path, epochs=1)
+    files = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()}
+    with pytest.raises(DnasError, match=r"different configuration \(epochs\)"):
+        _run(tmp_path, epochs=2)
+    assert files == {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()}
+
+
+def test_foreign_out_dir_is_refused(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "notes.txt").write_text("mine")
+    with pytest.raises(DnasError, match="already holds other files"):
+        _run(tmp_path, epochs=1)
+    assert (tmp_path / "run" / "notes.txt").read_text() == "mine"
+
+
+def test_missing_dataset_path(tmp_path):
+    with pytest.raises(DnasError, match="No dataset named or found at"):
+        _run(tmp_path, extra=[f"dataset={tmp_path / 'nowhere'}"])
+
+
+def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_path, monkeypatch):
+    _run(tmp_path, epochs=1, extra=["checkpoint_every=2"])
+    good = (tmp_path / "run" / "checkpoint.pt").read_bytes()
+    real = torch.nn.functional.cross_entropy
+    monkeypatch.setattr(torch.nn.functional, "cross_entropy", lambda *a, **k: real(*a, **k) * float("nan"))
+    with pytest.raises(NonFiniteLossError, match="loss became non-finite"):
+        _run(tmp_path, epochs=1, name="nan", extra=["checkpoint_every=2"])
+    assert (tmp_path / "run" / "checkpoint.pt").read_bytes() == good
+    assert not (tmp_path / "nan" / "checkpoint.pt").exists()

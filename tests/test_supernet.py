@@ -1,0 +1,120 @@
+"""The fused supernet computes exactly what the plain per-edge supernet computes."""
+
+import pytest
+import torch
+
+from dnas.bilevel import BilevelProblem
+from dnas.components.activations import Softmax
+from dnas.spaces import get_space
+from dnas.supernet import build_supernet, copy_into_reference
+from dnas.supernet.fused import FusedCell
+from dnas.supernet.network import DartsCellBlock
+from dnas.supernet.reference import member_gradient_pairs
+
+
+def _pair(space_name: str, layers: int, node_bn: bool = False):
+    space = get_space(space_name)
+    torch.manual_seed(0)
+    fused = build_supernet(space, num_classes=5, in_channels=3, channels=4, layers=layers, node_bn=node_bn).double()
+    reference = build_supernet(space, num_classes=5, in_channels=3, channels=4, layers=layers, fused=False,
+                               node_bn=node_bn).double()
+    copy_into_reference(fused, reference)
+    return space, fused, reference
+
+
+def _node_modules(net):
+    return [c.nodes if isinstance(c, DartsCellBlock) else c for c in net.cells]
+
+
+def _cell_weights(space, net, seed: int, zero_noise: bool = False):
+    g = torch.Generator().manual_seed(seed)
+    weights = []
+    for cell_type in net.cell_types:
+        topo = space.cells[cell_type]
+        w = torch.randn(topo.num_edges, topo.ops_per_edge, generator=g, dtype=torch.float64).softmax(-1)
+        if zero_noise:
+            w = w * torch.tensor([op != "noise" for op in topo.edge_ops[0]], dtype=torch.float64)
+        weights.append(w.requires_grad_(True))
+    return weights
+
+
+@pytest.mark.parametrize("space_name,layers,node_bn", [
+    ("darts", 3, False), ("nb201", 1, False), ("s1", 3, False), ("s3", 2, False), ("s4", 2, False),
+    ("darts", 2, True),
+])
+def test_fused_matches_reference_outputs_and_gradients(space_name, layers, node_bn):
+    space, fused, reference = _pair(space_name, layers, node_bn)
+    x = torch.randn(4, 3, 8, 8, dtype=torch.float64)
+    wf = _cell_weights(space, fused, 1, zero_noise=space_name == "s4")
+    wr = [w.detach().clone().requires_grad_(True) for w in wf]
+    out_f, out_r = fused(x, wf), reference(x, wr)
+    torch.testing.assert_close(out_f, out_r, rtol=1e-9, atol=1e-10)
+
+    probe = torch.randn_like(out_f)
+    (out_f * probe).sum().backward()
+    (out_r * probe).sum().backward()
+    # gradients w.r.t. each cell's own architecture weights (the noise column differs: it is fresh noise)
+    columns = slice(1, None) if space_name == "s4" else slice(None)
+    for a, b in zip(wf, wr, strict=True):
+        torch.testing.assert_close(a.grad[:, columns], b.grad[:, columns], rtol=1e-8, atol=1e-10)
+    pairs = [p for f, r in zip(_node_modules(fused), _node_modules(reference), strict=True)
+             for p in member_gradient_pairs(f, r)]
+    assert pairs
+    for gf, gr in pairs:
+        torch.testing.assert_close(gf, gr, rtol=1e-8, atol=1e-10)
+    ref_params = dict(reference.named_parameters())
+    for name, p in fused.named_parameters():
+        if name in ref_params:  # stem, preprocessing, residual blocks, classifier
+            torch.testing.assert_close(p.grad, ref_params[name].grad, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("space_name,layers", [("darts", 3), ("nb201", 1)])
+def test_masked_ops_are_skipped_and_exact(space_name, layers, monkeypatch):
+    space, fused, reference = _pair(space_name, layers)
+    x = torch.randn(4, 3, 8, 8, dtype=torch.float64)
+    g = torch.Generator().manual_seed(3)
+    masks = {t: torch.rand(c.num_edges, c.ops_per_edge, generator=g) > 0.5 for t, c in space.cells.items()}
+    for m in masks.values():
+        m[:, 1:3] = False  # make some op kinds inactive on every edge
+    weights = {t: torch.rand(c.num_edges, c.ops_per_edge, generator=g, dtype=torch.float64) * masks[t]
+               for t, c in space.cells.items()}
+    calls = []
+    for cell in _node_modules(fused):
+        for source in cell.sources:
+            for op, kind in source.kinds.items():
+                original = kind.forward
+                monkeypatch.setattr(kind, "forward", lambda *a, _o=original, _op=op, **k: (calls.append(_op),
+                                                                                          _o(*a, **k))[1])
+    out_f = fused(x, fused.per_cell(weights), masks)
+    out_r = reference(x, reference.per_cell(weights))
+    torch.testing.assert_close(out_f, out_r, rtol=1e-9, atol=1e-10)
+    skipped = {op for t, c in space.cells.items() for op in (c.edge_ops[0][1], c.edge_ops[0][2])}
+    assert calls and not skipped & set(calls)
+
+
+def test_none_is_never_instantiated():
+    _, fused, _ = _pair("darts", 3)
+    for cell in _node_modules(fused):
+        assert isinstance(cell, FusedCell)
+        for source in cell.sources:
+            assert "none" not in source.kinds
+
+
+def test_arch_parameters_are_disjoint_from_weights():
+    space = get_space("nb201")
+    net = build_supernet(space, num_classes=3, in_channels=1, channels=4, layers=1)
+    alphas = torch.nn.ParameterDict({"cell": torch.nn.Parameter(torch.zeros(6, 5))})
+    problem = BilevelProblem(net, alphas, Softmax())
+    weight_ids = {id(p) for p in problem.weights}
+    assert weight_ids and not weight_ids & {id(a) for a in problem.arch}
+    assert len(weight_ids) == len(list(net.parameters()))
+
+
+def test_per_cell_weights_reach_their_cells():
+    space, fused, _ = _pair("nb201", 2)
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    weights = _cell_weights(space, fused, 5)
+    fused(x, weights).sum().backward()
+    grads = [w.grad for w in weights]
+    assert all(g is not None and g.abs().sum() > 0 for g in grads)
+    assert not torch.allclose(grads[0], grads[-1])  # each cell reads its own copy
