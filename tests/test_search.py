@@ -10,13 +10,12 @@ import time
 import pytest
 import torch
 import yaml
+from conftest import TINY
 
 from dnas.errors import DnasError, NonFiniteLossError
 from dnas.resolve import resolve_config
 from dnas.search import Search, write_results
 from dnas.spaces import Genotype
-
-from conftest import TINY
 
 
 def _run(tmp_path, space="nb201", epochs=2, extra=(), name="run"):
@@ -130,7 +129,8 @@ def test_killed_process_resumes_to_the_same_architecture(tmp_path):
     ref = torch.load(tmp_path / "ref" / "checkpoint.pt", weights_only=True)
     new = torch.load(out / "checkpoint.pt", weights_only=True)
     assert torch.equal(ref["alphas"]["cell"], new["alphas"]["cell"])
-    assert json.loads((out / "genotype.json").read_text()) == json.loads((tmp_path / "ref" / "genotype.json").read_text())
+    genotype = json.loads((out / "genotype.json").read_text())
+    assert genotype == json.loads((tmp_path / "ref" / "genotype.json").read_text())
 
 
 def test_finished_run_is_not_recomputed(tmp_path):

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from dnas import cli_eval
 from dnas.errors import DnasError
 
 SEARCH_EPILOG = """\
@@ -65,7 +66,8 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 #: what `dnas search` with no options runs: a short search on the embedded dataset
-DEMO = {"space": "nb201", "method": "darts", "dataset": "digits", "epochs": 10, "batch_size": 32}
+DEMO = {"space": "nb201", "method": "darts", "dataset": "digits", "epochs": 10, "batch_size": 32,
+        "channels": 8, "layers": 3}
 
 
 def cmd_spaces(args: argparse.Namespace) -> int:
@@ -97,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True)
     _search_parser(sub)
+    cli_eval.add_subcommands(sub)
     sub.add_parser("spaces", help="list the search spaces")
     sub.add_parser("methods", help="list the methods and components")
     return parser
@@ -108,7 +111,7 @@ def _version() -> str:
     return f"dnas {dnas.__version__}"
 
 
-COMMANDS = {"search": cmd_search, "spaces": cmd_spaces, "methods": cmd_methods}
+COMMANDS = {"search": cmd_search, "spaces": cmd_spaces, "methods": cmd_methods, **cli_eval.HANDLERS}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -247,7 +247,6 @@ class FusedSource(nn.Module):
         # host copies of the member indices, for masking without device round trips
         self.member_edges = {op: torch.tensor([self.out_edges[le] for le, _ in m]) for op, m in members.items()}
         self.member_cols = {op: torch.tensor([c for _, c in m]) for op, m in members.items()}
-        self.covers_all = {op: [le for le, _ in m] == list(range(len(self.out_edges))) for op, m in members.items()}
         for op, m in members.items():
             local = torch.tensor([le for le, _ in m])
             self.register_buffer(f"_local_{op}", local, persistent=False)
@@ -256,10 +255,19 @@ class FusedSource(nn.Module):
 
     def forward(self, x: Tensor, weights: Tensor, active: Tensor | None) -> Tensor | None:
         """``weights``: ``(E, K)`` weights of the whole cell; ``active``: CPU bool mask of the same
-        shape marking the (edge, op) pairs that may be nonzero (None: all). None if nothing is active."""
+        shape marking the (edge, op) pairs that may be nonzero (None: all). None if nothing is active.
+
+        The op outputs are stacked as ``O`` of shape ``(B, M, C*H*W)``: one slot per member of a
+        convolution kind, ONE slot per shared kind (identity, pooling: the same tensor for every
+        edge). The mixing matrix ``S`` of shape ``(E_src, M)`` holds ``S[e, m] = w_{e, op(m)}``, so
+        ``mix = S @ O`` is one batched matrix product instead of a weighted sum per (edge, op).
+        """
         inp = _SourceInput(x)
-        n_out = len(self.out_edges)
-        mix: Tensor | None = None
+        outs: list[Tensor] = []
+        rows: list[Tensor] = []
+        cols: list[Tensor] = []
+        values: list[Tensor] = []
+        slot = 0
         for op in self.op_names:
             edge, col, local = (getattr(self, f"_{p}_{op}") for p in ("edge", "col", "local"))
             sel = None
@@ -271,15 +279,23 @@ class FusedSource(nn.Module):
                     sel = keep.nonzero().flatten().to(x.device)
                     edge, col, local = edge[sel], col[sel], local[sel]
             out = self.kinds[op](inp, sel)
-            w = weights[edge, col].view(1, -1, 1, 1, 1)
-            contribution = (out.unsqueeze(1) if self.kinds[op].shared else out) * w
-            if mix is None and sel is None and self.covers_all[op]:
-                mix = contribution
-                continue
-            if mix is None:
-                mix = contribution.new_zeros(contribution.shape[0], n_out, *contribution.shape[2:])
-            mix = mix.index_add(1, local, contribution)
-        return mix
+            if self.kinds[op].shared:
+                out = out.unsqueeze(1)
+                slots = torch.full_like(local, slot)
+            else:
+                slots = slot + torch.arange(len(local), device=local.device)
+            outs.append(out)
+            rows.append(local)
+            cols.append(slots)
+            values.append(weights[edge, col])
+            slot += out.shape[1]
+        if not outs:
+            return None
+        stacked = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
+        b, m, c, h, w = stacked.shape
+        mixing = weights.new_zeros(len(self.out_edges), m).index_put((torch.cat(rows), torch.cat(cols)),
+                                                                     torch.cat(values))
+        return torch.matmul(mixing.to(stacked.dtype), stacked.view(b, m, c * h * w)).view(b, -1, c, h, w)
 
 
 class FusedCell(nn.Module):
