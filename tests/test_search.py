@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 import yaml
-from conftest import TINY
+from conftest import TINY, shared_data
 
 from dnas.errors import DnasError, NonFiniteLossError
 from dnas.resolve import resolve_config
@@ -179,3 +179,19 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_path, mo
         _run(tmp_path, epochs=1, name="nan", extra=["checkpoint_every=2"])
     assert (tmp_path / "run" / "checkpoint.pt").read_bytes() == good
     assert not (tmp_path / "nan" / "checkpoint.pt").exists()
+
+
+def test_epoch_records_carry_benchmark_lookups_and_hessian_eigenvalue(tmp_path):
+    table = shared_data("nb201_12ep_minibench/mini-bench-arch-cell-accs.csv")
+    _run(tmp_path, epochs=2, extra=[f"benchmark_table={table}", "hessian_every=1"])
+    epochs = _records(tmp_path / "run", "epoch")
+    for record in epochs:
+        assert 9.0 < record["benchmark"]["cifar10-test"] < 90.0
+        assert record["hessian_eigenvalue"] > 0
+    assert json.loads((tmp_path / "run" / "genotype.json").read_text())["arch_str"] == epochs[-1]["genotype"][
+        "arch_str"]
+
+
+def test_benchmark_table_only_for_nb201():
+    with pytest.raises(DnasError, match="only applies to --space nb201"):
+        resolve_config({"space": "darts"}, ["benchmark_table=x.csv"])

@@ -74,6 +74,8 @@ class SearchConfig:
     arch_regularizers: list[ComponentConfig] = field(default_factory=list)
     # diagnostics and bookkeeping
     alignment_every: int = 50  # steps between logs of the per-cell gradient alignment (0: off)
+    hessian_every: int = 0  # epochs between logs of the dominant eigenvalue of grad^2_alpha L_val (0: off)
+    benchmark_table: str | None = None  # nb201: a table keyed by arch string; each epoch's cell is looked up
     log_every: int = 10
     checkpoint_every: int = 100  # steps between mid-epoch checkpoints (0: end of epoch only)
     device: str = "cpu"

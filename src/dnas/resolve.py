@@ -74,6 +74,10 @@ def validate(cfg: SearchConfig) -> None:
     if cfg.layers is not None and get_space(cfg.space).family == "darts" and cfg.layers < 3:
         raise DnasError(f"the {cfg.space} space needs layers >= 3 so that it has normal and reduction cells, "
                         f"got {cfg.layers}")
+    if cfg.benchmark_table and cfg.space != "nb201":
+        raise DnasError(f"benchmark_table holds NAS-Bench-201 cells; it only applies to --space nb201, not {cfg.space}")
+    if cfg.hessian_every < 0 or cfg.alignment_every < 0:
+        raise DnasError("hessian_every and alignment_every must be 0 (off) or positive")
     names = [c.name for c in cfg.arch_regularizers] + [c.name for c in cfg.weight_regularizers]
     if len(names) != len(set(names)):
         raise DnasError(f"a regularizer is listed twice: {', '.join(names)}")

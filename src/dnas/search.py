@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 import dnas
+from dnas.benchmarks import load_table, lookup
 from dnas.bilevel import BilevelProblem
 from dnas.components import (
     ACTIVATIONS,
@@ -41,6 +42,7 @@ from dnas.config import SearchConfig, build_component
 from dnas.data import Augment, BatchStream, ImageDataset, load_dataset, split_indices, stratified_subset
 from dnas.diagnostics import gradient_alignment
 from dnas.errors import DnasError, NonFiniteLossError
+from dnas.hessian import dominant_eigenvalue
 from dnas.spaces import Genotype, get_space
 from dnas.supernet import build_supernet
 from dnas.utils import atomic_torch_save, atomic_write_text
@@ -150,6 +152,10 @@ class Search:
         self.val_stream = BatchStream(data, val_idx, cfg.batch_size, seed=cfg.seed * 2 + 2, augment=augment,
                                       device=self.device)
         self.steps_per_epoch = self.train_stream.batches_per_epoch
+        self.table = load_table(cfg.benchmark_table) if cfg.benchmark_table else None
+        # a fixed, unaugmented validation batch: eigenvalues of different epochs stay comparable
+        self.diagnostic_batch = next(BatchStream(data, val_idx, min(cfg.batch_size, len(val_idx)), seed=cfg.seed,
+                                                 augment=None, device=self.device)) if cfg.hessian_every else None
         self.data = data
 
         net = build_supernet(self.space, num_classes=data.num_classes, in_channels=data.channels,
@@ -442,6 +448,10 @@ class Search:
             "parameter_free": genotype.count_parameter_free(),
             "strengths": {t: s.cpu().tolist() for t, s in strengths.items()},
         }
+        if self.table is not None:
+            record["benchmark"] = lookup(self.table, genotype)
+        if self.cfg.hessian_every and (epoch + 1) % self.cfg.hessian_every == 0:
+            record["hessian_eigenvalue"] = dominant_eigenvalue(self.problem, self.diagnostic_batch, seed=epoch)
         self.log.write(record)
 
 
