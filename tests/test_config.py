@@ -31,7 +31,7 @@ def test_space_and_method_may_come_as_overrides():
 
 @pytest.mark.parametrize("overrides,message", [
     (["colour=red"], "unknown override key 'colour'"),
-    (["estimator=magic"], "unknown estimator 'magic'; choose one of: first-order"),
+    (["estimator=magic"], "unknown estimator 'magic'; choose one of: amended, first-order"),
     (["schedule=every-k", "schedule.j=3"], "schedule 'every-k' has no parameter j; it takes: k"),
     (["epochs=ten"], "epochs takes a number"),
     (["epochs=0"], "epochs must be at least 1"),

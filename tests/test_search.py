@@ -70,7 +70,8 @@ def test_golden_values_of_a_seeded_search(tmp_path):
     assert float(alpha.abs().sum()) == pytest.approx(GOLDEN["alpha_abs"], rel=1e-4)
 
 
-GOLDEN = {"train_loss": 0.0, "val_loss": 0.0, "alpha_sum": 0.0, "alpha_abs": 0.0}
+GOLDEN = {"train_loss": 2.4007277488708496, "val_loss": 2.3250010013580322, "alpha_sum": -0.007252555340528488,
+          "alpha_abs": 0.02221262827515602}  # torch 2.13.0 CPU, 1 thread
 
 
 def test_same_seed_same_result(tmp_path):
