@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from dnas import cli_eval
+from dnas import cli_compare, cli_eval
 from dnas.errors import DnasError
 
 SEARCH_EPILOG = """\
@@ -100,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _search_parser(sub)
     cli_eval.add_subcommands(sub)
+    cli_compare.add_subcommands(sub)
     sub.add_parser("spaces", help="list the search spaces")
     sub.add_parser("methods", help="list the methods and components")
     return parser
@@ -111,7 +112,8 @@ def _version() -> str:
     return f"dnas {dnas.__version__}"
 
 
-COMMANDS = {"search": cmd_search, "spaces": cmd_spaces, "methods": cmd_methods, **cli_eval.HANDLERS}
+COMMANDS = {"search": cmd_search, "spaces": cmd_spaces, "methods": cmd_methods, **cli_eval.HANDLERS,
+            **cli_compare.HANDLERS}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,295 @@
+"""`dnas compare`: the grid of methods x seeds, its report, resumption, table look-ups and user errors."""
+
+import contextlib
+import csv
+import io
+import json
+import math
+import shutil
+
+import pytest
+import torch
+import yaml
+from conftest import shared_data
+
+import dnas.search
+from dnas.cli import main
+from dnas.errors import DnasError
+from dnas.report import Compare, Entry, mean_std, parse_entry, parse_methods, parse_seeds
+from dnas.report.plots import matplotlib_available
+from dnas.report.tables import RunRecord, summarize
+
+TINY = ["channels=4", "layers=1", "max_images=128", "log_every=2"]
+ARGS = ["--seeds", "0,1", "--epochs", "2", "--batch-size", "16", "--quiet"]
+COMBO = "prl:pr-darts:weight_regularizers=lambda,estimator=amended"
+TABLE = "nb201_12ep_minibench/mini-bench-arch-cell-accs.csv"
+
+
+def _rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _strengths(run_dir):
+    return json.loads((run_dir / "results.json").read_text())["strengths"]
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory):
+    """2 presets x 2 seeds + one combination entry, through the CLI; returns (out, stdout)."""
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("compare") / "cmp"
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        code = main(["compare", "--methods", "darts,pr-darts", "--entry", COMBO, *ARGS, "--out", str(out), *TINY])
+    assert code == 0
+    return out, stdout.getvalue()
+
+
+def _copy(grid, tmp_path):
+    out = tmp_path / "copy"
+    shutil.copytree(grid[0], out)
+    return out
+
+
+def _compare(out, entries=("darts", "pr-darts"), combo=True, **kwargs):
+    entries = [*parse_methods(",".join(entries)), *([parse_entry(COMBO)] if combo else [])]
+    return Compare("nb201", entries, [0, 1], out, flags={"epochs": 2, "batch_size": 16}, overrides=TINY,
+                   progress=False, echo=kwargs.pop("echo", lambda line: None), **kwargs)
+
+
+# ----- parsing ---------------------------------------------------------------------------------------------
+def test_entry_syntax():
+    assert parse_entry(COMBO) == Entry("prl", "pr-darts", ("weight_regularizers=lambda", "estimator=amended"))
+    assert parse_entry("d2:darts") == Entry("d2", "darts", ())
+    # an item without '=' continues the previous value (list slots)
+    entry = parse_entry("dpx:darts:arch_regularizers=pr-darts,prox,a_lr=0.001")
+    assert entry.overrides == ("arch_regularizers=pr-darts,prox", "a_lr=0.001")
+    assert [e.name for e in parse_methods(" darts, lambda-darts ")] == ["darts", "lambda-darts"]
+    assert parse_methods("") == []
+    assert parse_seeds("2,0,1") == [2, 0, 1]
+
+
+# ----- the grid and its report ---------------------------------------------------------------------------------
+def test_grid_writes_one_run_per_entry_and_seed(grid):
+    out, stdout = grid
+    names = {f"{e}-s{s}" for e in ("darts", "pr-darts", "prl") for s in (0, 1)}
+    assert {p.name for p in (out / "runs").iterdir()} == names
+    for name in names:
+        cfg = yaml.safe_load((out / "runs" / name / "config.yaml").read_text())
+        entry, seed = name.rsplit("-s", 1)
+        assert cfg["seed"] == int(seed) and cfg["epochs"] == 2 and cfg["channels"] == 4 and cfg["batch_size"] == 16
+        assert cfg["method"] == ("pr-darts" if entry == "prl" else entry)
+        assert cfg["benchmark_table"] is None
+    prl = yaml.safe_load((out / "runs" / "prl-s0" / "config.yaml").read_text())
+    assert prl["estimator"]["name"] == "amended" and [c["name"] for c in prl["weight_regularizers"]] == ["lambda"]
+    assert prl["activation"]["name"] == "hard-concrete"  # the preset's other slots stay
+    assert {"report.md", "summary.csv", "per_run.csv", "curves.csv"} <= {p.name for p in out.iterdir()}
+    # the table is printed at the end
+    assert "| entry | setup | runs |" in stdout and "`prl`" in stdout and "pr-darts + weight_regularizers" in stdout
+
+
+def test_per_run_and_curves_match_the_run_directories(grid):
+    out, _ = grid
+    rows = _rows(out / "per_run.csv")
+    assert [(r["entry"], r["seed"]) for r in rows] == [(e, s) for s in "01" for e in ("darts", "pr-darts", "prl")]
+    curves = _rows(out / "curves.csv")
+    assert len(curves) == 6 * 2
+    for row in rows:
+        run = out / "runs" / f"{row['entry']}-s{row['seed']}"
+        results = json.loads((run / "results.json").read_text())
+        assert row["status"] == "ok" and row["arch"] == results["genotype"]["arch_str"]
+        assert int(row["skip_connect"]) == row["arch"].count("skip_connect") == results["skip_connect"]
+        assert int(row["parameter_free"]) == results["parameter_free"]
+        assert float(row["seconds"]) == results["seconds"] and int(row["epochs"]) == 2
+        mine = [c for c in curves if c["entry"] == row["entry"] and c["seed"] == row["seed"]]
+        assert [int(c["epoch"]) for c in mine] == [1, 2]
+        assert mine[-1]["arch"] == row["arch"] and int(mine[-1]["skip_connect"]) == int(row["skip_connect"])
+
+
+def test_summary_is_mean_and_sample_std_of_the_runs(grid):
+    out, _ = grid
+    runs, summary = _rows(out / "per_run.csv"), _rows(out / "summary.csv")
+    assert [r["entry"] for r in summary] == ["darts", "pr-darts", "prl"]
+    for row in summary:
+        assert row["runs"] == "2" and row["failed"] == "0"
+        for key in ("skip_connect", "parameter_free", "seconds"):
+            a, b = (float(r[key]) for r in runs if r["entry"] == row["entry"])
+            # two values: mean (a+b)/2, sample std |a-b|/sqrt(2)
+            assert float(row[f"{key}_mean"]) == pytest.approx((a + b) / 2)
+            assert float(row[f"{key}_std"]) == pytest.approx(abs(a - b) / math.sqrt(2))
+    report = (out / "report.md").read_text()
+    darts = [r for r in runs if r["entry"] == "darts"]
+    skips = sum(int(r["skip_connect"]) for r in darts) / 2
+    line = next(line for line in report.splitlines() if line.startswith("| `darts` |"))
+    assert f"{skips:.1f} ± " in line
+    assert "## Skip connections in the derived cell after each epoch" in report
+    assert "\\|" in report.split("## Runs")[1]  # pipes of arch strings are escaped in Markdown tables
+
+
+def test_mean_std_by_hand():
+    stat = mean_std([1.0, 2.0, 4.0])
+    assert stat.mean == pytest.approx(7 / 3) and stat.n == 3
+    assert stat.std == pytest.approx(math.sqrt(((1 - 7 / 3) ** 2 + (2 - 7 / 3) ** 2 + (4 - 7 / 3) ** 2) / 2))
+    assert mean_std([5.0]).std is None and mean_std([]).mean is None
+    assert mean_std([None, 3.0, 5.0]) == mean_std([3.0, 5.0])
+    records = [RunRecord("a", "darts", 0, skip_connect=1, parameter_free=2, seconds=10.0),
+               RunRecord("a", "darts", 1, skip_connect=3, parameter_free=2, seconds=20.0),
+               RunRecord("a", "darts", 2, status="failed: the train loss became non-finite")]
+    (row,) = summarize([("a", "darts")], records, [])
+    assert (row.runs, row.failed) == (2, 1)
+    assert row.stats["skip_connect"].mean == 2.0 and row.stats["skip_connect"].std == pytest.approx(math.sqrt(2))
+    assert row.stats["seconds"].mean == 15.0
+
+
+@pytest.mark.skipif(not matplotlib_available(), reason="matplotlib not installed (pip install -e '.[report]')")
+def test_plots_are_png(grid):
+    out, _ = grid
+    for name in ("skips_vs_epoch.png",):
+        data = (out / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+    assert not (out / "accuracy_vs_epoch.png").exists()  # no table, no accuracy
+    assert "![skips vs epoch](skips_vs_epoch.png)" in (out / "report.md").read_text()
+
+
+def test_without_matplotlib_the_tables_are_still_written(grid, tmp_path, monkeypatch):
+    out = _copy(grid, tmp_path)
+    for png in out.glob("*.png"):
+        png.unlink()
+    monkeypatch.setattr("dnas.report.compare.matplotlib_available", lambda: False)
+    lines = []
+    report = _compare(out, echo=lines.append).run()
+    assert not list(out.glob("*.png")) and report.plots == []
+    assert any('pip install -e ".[report]"' in line for line in lines)
+    assert 'pip install -e ".[report]"' in (out / "report.md").read_text()
+    assert len(_rows(out / "summary.csv")) == 3
+
+
+# ----- resumption ----------------------------------------------------------------------------------------------
+def test_second_invocation_recomputes_nothing(grid, tmp_path, monkeypatch):
+    out = _copy(grid, tmp_path)
+    before = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("*")}
+    report_before = (out / "report.md").read_text()
+
+    def no_search(self):
+        raise AssertionError("a finished run was searched again")
+
+    monkeypatch.setattr(dnas.search.Search, "run", no_search)
+    lines = []
+    report = _compare(out, echo=lines.append).run()
+    assert {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("*")} == before
+    assert lines[0] == "dnas compare: 6 of 6 runs finished earlier, reused"
+    assert (out / "report.md").read_text() == report_before and len(report.records) == 6
+
+
+def test_an_interrupted_run_resumes_to_the_same_result(grid, tmp_path, monkeypatch):
+    out = tmp_path / "cmp"
+    iteration = dnas.search.Search._iteration
+
+    def crash_in_second_epoch(self, epoch, step):
+        if self.global_step == 5:
+            raise RuntimeError("power cut")
+        iteration(self, epoch, step)
+
+    monkeypatch.setattr(dnas.search.Search, "_iteration", crash_in_second_epoch)
+    compare = Compare("nb201", parse_methods("darts"), [0], out, flags={"epochs": 2, "batch_size": 16},
+                      overrides=[*TINY, "checkpoint_every=2"], progress=False, echo=lambda line: None)
+    with pytest.raises(RuntimeError, match="power cut"):
+        compare.run()
+    run = out / "runs" / "darts-s0"
+    assert (run / "checkpoint.pt").exists() and not (run / "results.json").exists()
+    monkeypatch.setattr(dnas.search.Search, "_iteration", iteration)
+    report = compare.run()
+    assert report.records[0].ok and report.records[0].epochs == 2
+    # checkpoint_every may differ between a run and its resumption: same result as the uninterrupted grid
+    assert _strengths(run) == _strengths(grid[0] / "runs" / "darts-s0")
+    assert [p.epoch for p in report.records[0].curve] == [1, 2]
+
+
+# ----- benchmark look-ups --------------------------------------------------------------------------------------
+def test_table_lookups_on_the_finished_runs(grid, tmp_path, monkeypatch):
+    from dnas.benchmarks import load_table
+
+    table_path = shared_data(TABLE)
+    out = _copy(grid, tmp_path)
+    monkeypatch.setattr(dnas.search.Search, "run", lambda self: pytest.fail("no run should be recomputed"))
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        # options after key=value items are fine
+        code = main(["compare", "--methods", "darts,pr-darts", *ARGS, "--out", str(out), *TINY[:2], "--entry", COMBO,
+                     *TINY[2:], "--table", str(table_path)])
+    assert code == 0
+    table = load_table(table_path)
+    columns = ["cifar10-test", "cifar100-test", "imagenet-test"]
+    runs = _rows(out / "per_run.csv")
+    for row in runs:
+        expected = table.get(row["arch"])
+        for column in columns:
+            assert float(row[column]) == pytest.approx(expected[column])
+    for row in _rows(out / "curves.csv"):
+        assert float(row["cifar10-test"]) == pytest.approx(table.get(row["arch"])["cifar10-test"])
+    summary = {r["entry"]: r for r in _rows(out / "summary.csv")}
+    a, b = (float(r["cifar10-test"]) for r in runs if r["entry"] == "prl")
+    assert float(summary["prl"]["cifar10-test_mean"]) == pytest.approx((a + b) / 2)
+    assert float(summary["prl"]["cifar10-test_std"]) == pytest.approx(abs(a - b) / math.sqrt(2))
+    assert "| cifar10-test | cifar100-test | imagenet-test |" in stdout.getvalue()
+    report = (out / "report.md").read_text()
+    assert "## cifar10-test of the derived cell after each epoch" in report
+    if matplotlib_available():
+        assert (out / "accuracy_vs_epoch.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_new_runs_log_the_benchmark_each_epoch(tmp_path):
+    table_path = shared_data(TABLE)
+    compare = Compare("nb201", parse_methods("darts"), [3], tmp_path / "cmp", flags={"epochs": 1, "batch_size": 16},
+                      overrides=TINY, table=table_path, progress=False, echo=lambda line: None)
+    report = compare.run()
+    run = tmp_path / "cmp" / "runs" / "darts-s3"
+    assert yaml.safe_load((run / "config.yaml").read_text())["benchmark_table"] == str(table_path.resolve())
+    epochs = [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "epoch"]
+    assert epochs[-1]["benchmark"]["cifar10-test"] == pytest.approx(report.records[0].scores["cifar10-test"])
+
+
+# ----- worker processes ----------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_two_jobs_give_the_same_runs_as_one_process(grid, tmp_path):
+    lines = []
+    report = _compare(tmp_path / "cmp", entries=("darts",), combo=False, jobs=2, threads=1, echo=lines.append).run()
+    assert [r.ok for r in report.records] == [True, True]
+    for seed in (0, 1):
+        name = f"darts-s{seed}"
+        assert _strengths(tmp_path / "cmp" / "runs" / name) == _strengths(grid[0] / "runs" / name)
+    assert lines[0] == "dnas compare: 2 runs, 2 at a time, 1 thread(s) each" and len(lines) == 3
+
+
+# ----- user errors -----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("args,message", [
+    (["--methods", "darts,magic"], "unknown method 'magic'"),
+    (["--entry", "prl"], "is not of the form NAME:METHOD"),
+    (["--entry", "x:magic:a_lr=0.1"], "unknown method 'magic'"),
+    (["--entry", "a/b:darts"], "entry name 'a/b'"),
+    (["--entry", "x:darts:seed=3"], "seed is set by the grid"),
+    (["--entry", "x:darts:a_lr"], "is not of the form key=value"),
+    (["method=pr-darts"], "method is set by the grid"),
+    (["--entry", "darts:darts:a_lr=0.1"], "entry name(s) darts given twice"),
+    (["--methods", ""], "nothing to compare"),
+    (["--table", "/nonexistent/table.csv"], "benchmark table '/nonexistent/table.csv' does not exist"),
+    (["--space", "darts", "--table", "/nonexistent/table.csv"], "only applies to --space nb201"),
+    (["--seeds", "0,x"], "--seeds takes comma-separated integers"),
+    (["--seeds", "1,1"], "--seeds takes distinct"),
+    (["--jobs", "0"], "--jobs and --threads must be at least 1"),
+    (["colour=red"], "unknown override key 'colour'"),
+])
+def test_user_errors_are_one_sentence_and_run_nothing(args, message, tmp_path, capsys):
+    out = tmp_path / "cmp"
+    assert main(["compare", "--methods", "darts", "--seeds", "0", "--out", str(out), *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_a_changed_budget_does_not_reuse_old_runs(grid, tmp_path):
+    out = _copy(grid, tmp_path)
+    entries = parse_methods("darts")
+    with pytest.raises(DnasError, match=r"holds a run with a different configuration \(epochs\)"):
+        Compare("nb201", entries, [0], out, flags={"epochs": 3, "batch_size": 16}, overrides=TINY)
