@@ -7,6 +7,7 @@ traceback, no file overwritten.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -127,6 +128,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("dnas: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `dnas methods | head`: the reader left; say nothing more
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - python flushes stdout at exit
+        sys.stdout = sys.stderr
+        return 0
 
 
 if __name__ == "__main__":
