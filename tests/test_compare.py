@@ -259,7 +259,8 @@ def test_two_jobs_give_the_same_runs_as_one_process(grid, tmp_path):
     for seed in (0, 1):
         name = f"darts-s{seed}"
         assert _strengths(tmp_path / "cmp" / "runs" / name) == _strengths(grid[0] / "runs" / name)
-    assert lines[0] == "dnas compare: 2 runs, 2 at a time, 1 thread(s) each" and len(lines) == 3
+    assert lines[0] == "dnas compare: 2 runs, 2 at a time, 1 thread(s) each"
+    assert len([line for line in lines if line.startswith("[")]) == 2  # one line per finished run
 
 
 # ----- user errors -----------------------------------------------------------------------------------------------
