@@ -171,6 +171,13 @@ def test_missing_dataset_path(tmp_path):
         _run(tmp_path, extra=[f"dataset={tmp_path / 'nowhere'}"])
 
 
+def test_a_split_smaller_than_a_batch_is_named(tmp_path):
+    # the Fisher schedule rebalances the split to 10:1, so 40 images leave 4 for the val part
+    with pytest.raises(DnasError, match=r"the val part of the search split holds 4 images .* batch_size 16"):
+        _run(tmp_path, extra=["max_images=40", "schedule=fisher"])
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_path, monkeypatch):
     _run(tmp_path, epochs=1, extra=["checkpoint_every=2"])
     good = (tmp_path / "run" / "checkpoint.pt").read_bytes()
