@@ -407,6 +407,69 @@ def test_augment_is_deterministic_per_generator():
     assert a.shape == x.shape and torch.equal(Augment(crop_padding=0, flip=False)(x, torch.Generator()), x)
 
 
+def test_resized_crop_takes_an_inception_box_and_resizes_it_back():
+    w = h = 16
+    ramp = torch.arange(w, dtype=torch.float64)  # pixel j holds j: bilinear sampling of it is exact inside
+    x = torch.stack([ramp.view(1, w).expand(h, w), ramp.view(h, 1).expand(h, w), torch.zeros(h, w)])
+    x = x.expand(64, 3, h, w).contiguous()
+    out = Augment(resized_crop=True, flip=False)(x, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape
+    areas, ratios = [], []
+    for img in out:
+        # output pixel k samples x0 + (k + 0.5) cw / W - 0.5; the middle pixels never reach the border
+        cols, rows, m = img[0, h // 2], img[1, :, w // 2], w // 2
+        cw, ch = (cols[m] - cols[m - 1]) * w, (rows[m] - rows[m - 1]) * h
+        x0, y0 = cols[m] - (m + 0.5) * cw / w + 0.5, rows[m] - (m + 0.5) * ch / h + 0.5
+        for value in (cw, ch, x0, y0):
+            assert value.item() == pytest.approx(round(value.item()), abs=1e-6)
+        assert round(cw.item()) >= 1 and round(x0.item()) >= 0 and round(x0.item() + cw.item()) <= w
+        assert round(ch.item()) >= 1 and round(y0.item()) >= 0 and round(y0.item() + ch.item()) <= h
+        areas.append(cw.item() * ch.item() / (w * h))
+        ratios.append(cw.item() / ch.item())
+    assert min(areas) >= 0.05 and max(areas) <= 1.0 and len({round(a, 3) for a in areas}) > 10
+    assert min(ratios) >= 0.6 and max(ratios) <= 1.6  # 3/4..4/3, widened by rounding to whole pixels
+
+
+def test_hsv_round_trip_matches_colorsys_and_hue_shifts_red_to_green():
+    import colorsys
+
+    from dnas.data.augment import _hsv_to_rgb, _rgb_to_hsv
+
+    p = torch.rand(3, 3, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    h, s, v = _rgb_to_hsv(p)
+    assert torch.allclose(_hsv_to_rgb(h, s, v), p, atol=1e-12)
+    for i, j in ((0, 0), (1, 3), (2, 2)):
+        expected = colorsys.rgb_to_hsv(*p[i, :, j, j].tolist())
+        assert (h[i, j, j].item(), s[i, j, j].item(), v[i, j, j].item()) == pytest.approx(expected, abs=1e-12)
+    red = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64).view(1, 3, 1, 1)
+    h, s, v = _rgb_to_hsv(red)
+    assert _hsv_to_rgb(h + 1 / 3, s, v).flatten().tolist() == pytest.approx([0.0, 1.0, 0.0])
+
+
+def test_color_jitter_acts_on_pixels_and_spares_gray_from_saturation_and_hue():
+    mean, std = torch.tensor([0.5, 0.4, 0.3]).view(1, 3, 1, 1), torch.tensor([0.2, 0.25, 0.3]).view(1, 3, 1, 1)
+    g = torch.Generator().manual_seed(0)
+    pixels = torch.rand(32, 3, 8, 8, generator=g)
+    x = (pixels - mean) / std
+    aug = Augment(crop_padding=0, flip=False, color_jitter=0.4, hue=0.2)
+    out = aug(x, torch.Generator().manual_seed(1), mean, std) * std + mean
+    assert out.min() >= -1e-6 and out.max() <= 1 + 1e-6 and not torch.allclose(out, pixels, atol=1e-3)
+    assert torch.equal(out, aug(x, torch.Generator().manual_seed(1), mean, std) * std + mean)
+    gray = torch.rand(32, 1, 8, 8, generator=g).expand(32, 3, 8, 8) * 0.5  # R = G = B, no clipping
+    only_sat_hue = Augment(crop_padding=0, flip=False, hue=0.5)
+    assert torch.allclose(only_sat_hue(gray, torch.Generator(), torch.zeros(1), torch.ones(1)), gray, atol=1e-6)
+    bright = Augment(crop_padding=0, flip=False, color_jitter=0.3)(gray, torch.Generator().manual_seed(2),
+                                                                   torch.zeros(1), torch.ones(1))
+    assert torch.allclose(bright[:, 0], bright[:, 1]) and torch.allclose(bright[:, 1], bright[:, 2])  # stays gray
+    with pytest.raises(DnasError, match="mean and std"):
+        aug(x, torch.Generator())
+    data = ImageDataset.from_tensors((pixels * 255).to(torch.uint8), torch.arange(32) % 4, list("abcd"), "rgb")
+    images, _ = next(BatchStream(data, torch.arange(32), 8, seed=0, augment=aug))  # the stream passes its stats
+    assert images.shape == (8, 3, 8, 8) and torch.isfinite(images).all()
+    with pytest.raises(DnasError, match="color_jitter"):
+        Augment(color_jitter=1.5)
+
+
 # ------------------------------------------------------------------------------------------- stream
 
 

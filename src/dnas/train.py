@@ -14,7 +14,9 @@ drop-path 0.3, and the Lambda-DARTS / DARTS-PRIME eval defaults in spec/methods.
 paper's mobile setting, the code's defaults at the commit read were 1000 and 50):
     14 cells, C=48, ImageNet stem, 250 epochs, batch 128, lr 0.1 multiplied by 0.97 after every
     epoch, weight decay 3e-5, label smoothing 0.1, auxiliary weight 0.4, clip 5, no drop-path.
-    (The random-resized crop and colour jitter of that script are not implemented: crop + flip.)
+    Augmentation as that script: random-resized crop, flip, colour jitter 0.4 (brightness,
+    contrast, saturation) and hue 0.2, as batched tensor ops (:class:`dnas.data.Augment`: fixed
+    jitter order, bilinear resize without antialiasing), on images stored at their final size.
 ``nb201`` (NAS-Bench-201's 200-epoch protocol: AutoDL-Projects
 ``configs/nas-benchmark/hyper-opts/200E.config`` and ``lib/procedures/funcs_nasbench.py``):
     C=16, N=5, 200 epochs, batch 256, SGD lr 0.1 with Nesterov momentum 0.9, cosine-annealed to
@@ -105,6 +107,9 @@ class TrainConfig:
     crop_padding: int | None = None
     flip: bool | None = None
     cutout: int = 16
+    resized_crop: bool = False  # Inception-style random-resized crop instead of the padded crop
+    color_jitter: float = 0.0  # brightness / contrast / saturation strength (RGB)
+    hue: float = 0.0  # hue jitter range (RGB)
     # bookkeeping
     seed: int = 0
     eval_every: int = 1
@@ -128,7 +133,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "darts-imagenet": {"stem": "imagenet", "channels": 48, "layers": 14, "epochs": 250, "batch_size": 128,
                        "lr": 0.1, "lr_schedule": "exponential", "lr_gamma": 0.97, "momentum": 0.9,
                        "nesterov": False, "weight_decay": 3e-5, "grad_clip": 5.0, "auxiliary": True,
-                       "auxiliary_weight": 0.4, "drop_path_prob": 0.0, "cutout": 0, "label_smoothing": 0.1},
+                       "auxiliary_weight": 0.4, "drop_path_prob": 0.0, "cutout": 0, "label_smoothing": 0.1,
+                       "resized_crop": True, "color_jitter": 0.4, "hue": 0.2},
     "nb201": {"stem": "cifar", "channels": 16, "layers": 5, "epochs": 200, "batch_size": 256, "lr": 0.1,
               "lr_min": 0.0, "lr_schedule": "cosine-step", "momentum": 0.9, "nesterov": True,
               "weight_decay": 5e-4, "grad_clip": 0.0, "auxiliary": False, "drop_path_prob": 0.0, "cutout": 0,
@@ -305,6 +311,9 @@ class Trainer:
             crop_padding=cfg.crop_padding if cfg.crop_padding is not None else max(1, data.image_size // 8),
             flip=cfg.flip if cfg.flip is not None else data.channels == 3,
             cutout=self.cutout,
+            resized_crop=cfg.resized_crop,
+            color_jitter=cfg.color_jitter,
+            hue=cfg.hue,
         )
         self.stream = BatchStream(data, torch.arange(len(data)), cfg.batch_size, seed=cfg.seed * 2 + 1,
                                   augment=augment, device=self.device)

@@ -85,7 +85,7 @@ class BatchStream:
         idx = self._epoch_order()[start : start + self.batch_size]
         images = (self._images[idx].float().div_(255) - self._mean).div_(self._std)
         if self.augment is not None:
-            images = self.augment(images, self._generator)
+            images = self.augment(images, self._generator, self._mean, self._std)
         labels = self._labels[idx]
         self.position += 1
         if self.position == self.batches_per_epoch:
