@@ -109,6 +109,16 @@ def test_directions_are_the_autograd_gradient_of_the_measure(measure):
     assert alignment_direction(g[:1], measure).abs().max() == 0
 
 
+def test_a_cell_with_zero_gradient_gets_no_direction():
+    g = torch.randn(4, 15, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    g[1] = 0.0  # e.g. a cell whose ops all have gate 0
+    leaf = g.clone().requires_grad_(True)
+    (expected,) = torch.autograd.grad(alignment(leaf, "corr"), leaf)
+    p = alignment_direction(g, "corr")
+    assert p[1].abs().max() == 0 and torch.isfinite(p).all()
+    torch.testing.assert_close(p[[0, 2, 3]], expected[[0, 2, 3]], rtol=1e-10, atol=1e-12)
+
+
 # ------------------------------------------------------------------ finite difference vs exact
 
 

@@ -285,8 +285,9 @@ def test_regularizer_on_the_robust_darts_spaces(space_name):
 
 
 def test_regularizer_coefficients_are_checked():
-    with pytest.raises(DnasError, match="lambda1 > lambda2"):
-        PathRegularizer(lambda1=0.005, lambda2=0.005)
+    with pytest.raises(DnasError, match="lambda1 >= lambda2"):
+        PathRegularizer(lambda1=0.004, lambda2=0.005)
+    PathRegularizer(lambda1=0.0, lambda2=0.0)  # ablation without the group terms
     with pytest.raises(DnasError, match="variant"):
         PathRegularizer(variant="other")
 

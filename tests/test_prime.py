@@ -405,3 +405,26 @@ def test_clamp_admm_search_resumes_with_masks_z_u_and_ewma(tmp_path, monkeypatch
         assert _same(resumed.components[key].state_dict(), reference.components[key].state_dict()), key
     strip = [{k: v for k, v in r.items() if k != "seconds"} for r in _records(tmp_path / "ref")]
     assert strip == [{k: v for k, v in r.items() if k != "seconds"} for r in _records(tmp_path / "resumed")]
+
+
+def test_fisher_trace_is_taken_before_weight_regularizers_add_their_gradient(tmp_path, monkeypatch):
+    from dnas.components.lambda_darts import LambdaRegularizer
+
+    seen: list[float] = []
+    observe = FisherSchedule.observe_weight_gradients
+
+    def record(self, grads):
+        seen.append(sum(float(g.square().sum()) for g in grads))
+        observe(self, grads)
+
+    def huge(self, problem, *args):  # a regularizer gradient that would dominate the trace
+        for p in problem.weights:
+            if p.grad is not None:
+                p.grad.add_(1e3)
+
+    monkeypatch.setattr(FisherSchedule, "observe_weight_gradients", record)
+    monkeypatch.setattr(LambdaRegularizer, "add_gradient", huge)
+    cfg = resolve_config({"space": "nb201", "epochs": 1, "batch_size": 8},
+                         ["channels=4", "layers=1", "max_images=160", "schedule=fisher", "weight_regularizers=lambda"])
+    Search(cfg, tmp_path / "run", progress=False).run()
+    assert seen and max(seen) < 1e6  # sum of (grad + 1e3)^2 over thousands of weights would be > 1e9

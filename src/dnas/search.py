@@ -382,10 +382,11 @@ class Search:
         loss = nn.functional.cross_entropy(logits, y)
         loss.backward()
         cell_grads = [w.grad for w in cell_weights] if need_cells else []
+        weights = problem.weights
+        # the Fisher trace is of grad_w L_train alone (DARTS-PRIME), before any regularizer adds to it
+        self.schedule.observe_weight_gradients([p.grad for p in weights if p.grad is not None])
         for reg in self.weight_regularizers:
             reg.add_gradient(problem, train_batch, cell_weights, cell_grads, epoch, cfg.epochs)
-        weights = problem.weights
-        self.schedule.observe_weight_gradients([p.grad for p in weights if p.grad is not None])
         nn.utils.clip_grad_norm_(weights, cfg.grad_clip)
         self.w_opt.step()
         self.activation.after_weight_step(dict(problem.alphas))

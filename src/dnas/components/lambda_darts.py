@@ -102,10 +102,12 @@ def alignment_direction(grads: Tensor, measure: str) -> Tensor:
         return torch.zeros_like(grads)
     c = 2.0 / (n * (n - 1))
     if measure == "corr":
-        norms = grads.norm(dim=1, keepdim=True).clamp_min(_TINY)
+        raw = grads.norm(dim=1, keepdim=True)
+        norms = raw.clamp_min(_TINY)
         u = grads / norms
         s = u.sum(0)
-        return c * (s - (u @ s).unsqueeze(1) * u) / norms
+        # a cell with a zero gradient has no direction (cos is undefined there): p_l = 0, not c S / 1e-30
+        return torch.where(raw > 0, c * (s - (u @ s).unsqueeze(1) * u) / norms, 0.0)
     if measure == "signcorr":
         a = grads.abs()
         d = (a @ a.T).clamp_min(_TINY)

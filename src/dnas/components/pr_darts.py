@@ -112,9 +112,9 @@ class PathRegularizer(ArchRegularizer):
                  variant: str = "paper", hinge: float = 0.2):
         if min(lambda1, lambda2, lambda3) < 0:
             raise DnasError(f"pr-darts coefficients must be >= 0, got {lambda1}, {lambda2}, {lambda3}")
-        if not lambda1 > lambda2:
-            raise DnasError(f"pr-darts needs lambda1 > lambda2 (skip connections penalised harder than the other "
-                            f"ops), got lambda1={lambda1}, lambda2={lambda2}")
+        if lambda1 < lambda2:  # equal values (e.g. 0 and 0) are allowed for ablations
+            raise DnasError(f"pr-darts needs lambda1 >= lambda2 (skip connections penalised at least as hard as "
+                            f"the other ops), got lambda1={lambda1}, lambda2={lambda2}")
         if variant not in self.VARIANTS:
             raise DnasError(f"pr-darts variant must be one of {', '.join(self.VARIANTS)}, got {variant!r}")
         if hinge < 0:
