@@ -23,11 +23,12 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import statistics
 import subprocess
 import sys
 import time
+
+from _common import maxrss_mb
 
 CONFIGS = [("first-order", None), ("second-order", "fd"), ("second-order", "exact"), ("amended", "fd"),
            ("amended", "exact")]
@@ -35,11 +36,6 @@ FULL = {"darts": {"channels": 16, "layers": 8}, "nb201": {"channels": 16, "layer
         "batch": 64, "size": 32, "warmup": 0, "repeats": 1}
 QUICK = {"darts": {"channels": 8, "layers": 3}, "nb201": {"channels": 8, "layers": 1},
          "batch": 16, "size": 16, "warmup": 1, "repeats": 1}
-
-
-def _maxrss_mb() -> float:
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10  # bytes on macOS, KiB on Linux
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -73,7 +69,7 @@ def worker(args: argparse.Namespace) -> None:
         estimator.arch_gradient(problem, *batches)
         return torch.cat([a.grad.reshape(-1) for a in problem.arch]).tolist()
 
-    setup_mb = _maxrss_mb()
+    setup_mb = maxrss_mb()
     grad = None
     for _ in range(args.warmup):  # allocator growth, first-call overheads
         grad = step()
@@ -84,7 +80,7 @@ def worker(args: argparse.Namespace) -> None:
         times.append(time.perf_counter() - start)
         grad = grad or g
     print(json.dumps({"seconds": statistics.median(times), "times": times, "setup_mb": setup_mb,
-                      "peak_mb": _maxrss_mb(), "grad": grad}))
+                      "peak_mb": maxrss_mb(), "grad": grad}))
 
 
 def run_config(space: str, estimator: str, hvp: str | None, setting: dict, threads: int) -> dict:

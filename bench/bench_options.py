@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
-import subprocess
-import sys
 import time
 from typing import Any
+
+from _common import peak_memory_mb, run_worker
 
 SHAPES = {"darts": (16, 8), "nb201": (16, 5)}
 VARIANTS = ("eager", "channels_last", "autocast", "compile")
@@ -82,9 +81,8 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         start = time.perf_counter()
         step()
         times.append(time.perf_counter() - start)
-    peak = (torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)
-    return {"seconds": statistics.median(times), "first_call": first, "peak_mb": peak, "loss": first_loss}
+    return {"seconds": statistics.median(times), "first_call": first, "peak_mb": peak_memory_mb(spec["device"]),
+            "loss": first_loss}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -110,13 +108,11 @@ def main(argv: list[str] | None = None) -> None:
         for variant in args.variants.split(","):
             spec = {"space": space, "variant": variant, "batch": args.batch, "steps": args.steps,
                     "warmup": args.warmup, "threads": args.threads, "device": args.device}
-            proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True,
-                                  text=True)
-            if proc.returncode != 0:
-                reason = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "no output"
-                print(f"{space:6s} {variant:14s} failed: {reason}", flush=True)
+            try:
+                r = run_worker(__file__, spec)
+            except RuntimeError as error:
+                print(f"{space:6s} {variant:14s} failed: {error}", flush=True)
                 continue
-            r = json.loads(proc.stdout.strip().splitlines()[-1])
             base = base or r["seconds"]
             print(f"{space:6s} {variant:14s} {r['seconds']:8.3f} {r['seconds'] / base:6.2f} {r['peak_mb']:8.0f} "
                   f"{r['first_call']:12.1f} {r['loss']:8.4f}", flush=True)

@@ -23,22 +23,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from _common import maxrss_mb, peak_memory_mb, run_worker
+
 FULL = {"darts": (16, 8), "nb201": (16, 5), "batch_size": 64, "image_size": 32, "warmup": 2, "steps": 6}
 QUICK = {"darts": (8, 5), "nb201": (8, 2), "batch_size": 16, "image_size": 16, "warmup": 1, "steps": 3}
 REFERENCE = "reference"
-
-
-def _maxrss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def worker(spec: dict[str, Any]) -> dict[str, Any]:
@@ -81,7 +76,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         for comp in search.components.values():
             comp.on_epoch_start(epoch, cfg.epochs)
         search.problem.weight_lr = cfg.w_lr
-        build_mb = _maxrss_mb()
+        build_mb = maxrss_mb()
         times = []
         for step in range(spec["warmup"] + spec["steps"]):
             search.problem.epochs_elapsed = epoch + step / search.steps_per_epoch
@@ -95,16 +90,9 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
             search.global_step += 1
         arch_steps = search.arch_steps
     timed = times[spec["warmup"]:]
-    peak = (torch.cuda.max_memory_allocated() / 2**20) if spec["device"].startswith("cuda") else _maxrss_mb()
+    peak = peak_memory_mb(spec["device"])
     return {"seconds": statistics.median(timed), "mean_seconds": statistics.fmean(timed), "build_mb": build_mb,
             "peak_mb": peak, "arch_steps": arch_steps, "iterations": len(times)}
-
-
-def _run_worker(spec: dict[str, Any]) -> dict[str, Any]:
-    result = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True)
-    if result.returncode != 0:
-        raise SystemExit(f"worker failed for {spec['space']}/{spec['method']}:\n{result.stderr}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -141,7 +129,10 @@ def main(argv: list[str] | None = None) -> None:
             spec = {"space": space, "method": method, "shape": shape, "batch_size": base["batch_size"],
                     "image_size": base["image_size"], "warmup": warmup, "steps": steps,
                     "threads": args.threads, "device": args.device}
-            results[method] = r = _run_worker(spec)
+            try:
+                results[method] = r = run_worker(__file__, spec)
+            except RuntimeError as error:
+                raise SystemExit(f"worker failed for {space}/{method}: {error}") from None
             ratio = r["seconds"] / results["darts"]["seconds"]
             print(f"{space:6s} {method:16s} {r['seconds']:8.3f} {ratio:6.2f} {r['peak_mb']:8.0f} "
                   f"{r['arch_steps']:>4d}/{r['iterations']:<5d}", flush=True)

@@ -147,16 +147,10 @@ class Search:
             flip=cfg.flip if cfg.flip is not None else data.channels == 3,
             cutout=cfg.cutout,
         )
-        for part, idx in (("train", train_idx), ("val", val_idx)):
-            if len(idx) < cfg.batch_size:
-                raise DnasError(
-                    f"the {part} part of the search split holds {len(idx)} images (train_portion {portion:g} of "
-                    f"{len(data.labels)}), fewer than batch_size {cfg.batch_size}: lower the batch size or use "
-                    "more images (max_images)")
         self.train_stream = BatchStream(data, train_idx, cfg.batch_size, seed=cfg.seed * 2 + 1, augment=augment,
-                                        device=self.device)
+                                        device=self.device, part="train part of the search split")
         self.val_stream = BatchStream(data, val_idx, cfg.batch_size, seed=cfg.seed * 2 + 2, augment=augment,
-                                      device=self.device)
+                                      device=self.device, part="val part of the search split")
         self.steps_per_epoch = self.train_stream.batches_per_epoch
         self.table = load_table(cfg.benchmark_table) if cfg.benchmark_table else None
         # a fixed, unaugmented validation batch: eigenvalues of different epochs stay comparable

@@ -316,7 +316,7 @@ class Trainer:
             hue=cfg.hue,
         )
         self.stream = BatchStream(data, torch.arange(len(data)), cfg.batch_size, seed=cfg.seed * 2 + 1,
-                                  augment=augment, device=self.device)
+                                  augment=augment, device=self.device, part="training set")
         self.steps_per_epoch = self.stream.batches_per_epoch
         self.net: EvalNetwork = build_eval_network(
             self.genotype, num_classes=data.num_classes, in_channels=data.channels, channels=cfg.channels,

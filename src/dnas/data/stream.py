@@ -38,14 +38,16 @@ class BatchStream:
         augment: Augment | None,
         device: torch.device | str = "cpu",
         drop_last: bool = True,
+        part: str = "selection",
     ) -> None:
+        """``part`` names what ``indices`` select, for error messages (e.g. "val part of the search split")."""
         self.indices = torch.as_tensor(indices, dtype=torch.int64).flatten().cpu()
         if batch_size < 1:
             raise DnasError(f"batch_size must be at least 1, got {batch_size}.")
         if batch_size > len(self.indices):
             raise DnasError(
-                f"batch_size {batch_size} is larger than the {len(self.indices)} samples of {data.name} it "
-                "draws from: lower the batch size or use more data."
+                f"the {part} holds {len(self.indices)} images of {data.name}, fewer than batch_size {batch_size}: "
+                "lower the batch size or use more data (max_images)."
             )
         self.device = torch.device(device)
         self.batch_size = batch_size
