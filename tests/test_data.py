@@ -407,6 +407,12 @@ def test_augment_is_deterministic_per_generator():
     assert a.shape == x.shape and torch.equal(Augment(crop_padding=0, flip=False)(x, torch.Generator()), x)
 
 
+def test_automatic_augmentation_choices():
+    assert Augment.for_images(32, 3) == Augment(crop_padding=4, flip=True)
+    assert Augment.for_images(8, 1, cutout=2) == Augment(crop_padding=1, flip=False, cutout=2)
+    assert Augment.for_images(32, 3, crop_padding=0, flip=False) == Augment(crop_padding=0, flip=False)
+
+
 def test_resized_crop_takes_an_inception_box_and_resizes_it_back():
     w = h = 16
     ramp = torch.arange(w, dtype=torch.float64)  # pixel j holds j: bilinear sampling of it is exact inside

@@ -141,12 +141,8 @@ class Search:
             data = data.resized(cfg.image_size)
         portion = self.schedule.train_portion or cfg.train_portion
         train_idx, val_idx = split_indices(len(data.labels), portion, cfg.seed)
-        size = data.image_size
-        augment = Augment(
-            crop_padding=cfg.crop_padding if cfg.crop_padding is not None else max(1, size // 8),
-            flip=cfg.flip if cfg.flip is not None else data.channels == 3,
-            cutout=cfg.cutout,
-        )
+        augment = Augment.for_images(data.image_size, data.channels, crop_padding=cfg.crop_padding, flip=cfg.flip,
+                                     cutout=cfg.cutout)
         self.train_stream = BatchStream(data, train_idx, cfg.batch_size, seed=cfg.seed * 2 + 1, augment=augment,
                                         device=self.device, part="train part of the search split")
         self.val_stream = BatchStream(data, val_idx, cfg.batch_size, seed=cfg.seed * 2 + 2, augment=augment,

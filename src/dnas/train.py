@@ -307,14 +307,9 @@ class Trainer:
         self._load_data()
         data = self.train_data
         self.cutout = min(cfg.cutout, data.image_size // 2)
-        augment = Augment(
-            crop_padding=cfg.crop_padding if cfg.crop_padding is not None else max(1, data.image_size // 8),
-            flip=cfg.flip if cfg.flip is not None else data.channels == 3,
-            cutout=self.cutout,
-            resized_crop=cfg.resized_crop,
-            color_jitter=cfg.color_jitter,
-            hue=cfg.hue,
-        )
+        augment = Augment.for_images(data.image_size, data.channels, crop_padding=cfg.crop_padding, flip=cfg.flip,
+                                     cutout=self.cutout, resized_crop=cfg.resized_crop,
+                                     color_jitter=cfg.color_jitter, hue=cfg.hue)
         self.stream = BatchStream(data, torch.arange(len(data)), cfg.batch_size, seed=cfg.seed * 2 + 1,
                                   augment=augment, device=self.device, part="training set")
         self.steps_per_epoch = self.stream.batches_per_epoch

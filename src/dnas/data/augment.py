@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -52,6 +53,14 @@ class Augment:
         if not (0 <= self.color_jitter < 1 and 0 <= self.hue <= 0.5):
             raise DnasError(f"color_jitter must lie in [0, 1) and hue in [0, 0.5] (got {self.color_jitter}, "
                             f"{self.hue}): use 0 to turn them off.")
+
+    @classmethod
+    def for_images(cls, image_size: int, channels: int, *, crop_padding: int | None = None,
+                   flip: bool | None = None, **options: Any) -> Augment:
+        """``Augment`` with the automatic choices for ``None``: crop padding ``max(1, size // 8)``
+        (4 on 32x32 CIFAR) and flips for RGB images only (never for digits)."""
+        return cls(crop_padding=max(1, image_size // 8) if crop_padding is None else crop_padding,
+                   flip=channels == 3 if flip is None else flip, **options)
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator, mean: torch.Tensor | None = None,
                  std: torch.Tensor | None = None) -> torch.Tensor:
