@@ -1,7 +1,7 @@
 """Seconds per search iteration and peak memory of every method, against a plain reference supernet.
 
 One iteration = the architecture step (when the method's schedule takes one) + the weight step,
-run through the real loop (``dnas.search.Search._iteration``). For every space and every preset in
+run through the real loop (``dnas.search_loop.Search._iteration``). For every space and every preset in
 ``dnas methods`` this prints the median seconds per iteration, its ratio to first-order DARTS on
 the fused supernet, and the peak resident memory, plus a **reference** row: first-order DARTS on
 the supernet written the straightforward way (every op of every edge computed separately, ``none``
@@ -39,10 +39,10 @@ REFERENCE = "reference"
 def worker(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
 
-    import dnas.search
+    import dnas.search_loop
     from dnas.data import ImageDataset
     from dnas.resolve import resolve_config
-    from dnas.search import Search
+    from dnas.search_loop import Search
     from dnas.supernet import build_supernet, copy_into_reference
 
     torch.set_num_threads(spec["threads"])
@@ -51,7 +51,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     images = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=g)
     labels = torch.arange(n) % 10
     synthetic = ImageDataset.from_tensors(images, labels, [str(i) for i in range(10)], "random")
-    dnas.search.load_dataset = lambda *a, **k: synthetic
+    dnas.search_loop.load_dataset = lambda *a, **k: synthetic
     method = "darts" if spec["method"] == REFERENCE else spec["method"]
     channels, layers = spec["shape"]
     cfg = resolve_config(

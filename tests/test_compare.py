@@ -12,7 +12,7 @@ import torch
 import yaml
 from conftest import shared_data
 
-import dnas.search
+import dnas.search_loop
 from dnas.cli import main
 from dnas.errors import DnasError
 from dnas.report import Compare, Entry, mean_std, parse_entry, parse_methods, parse_seeds
@@ -174,7 +174,7 @@ def test_second_invocation_recomputes_nothing(grid, tmp_path, monkeypatch):
     def no_search(self):
         raise AssertionError("a finished run was searched again")
 
-    monkeypatch.setattr(dnas.search.Search, "run", no_search)
+    monkeypatch.setattr(dnas.search_loop.Search, "run", no_search)
     lines = []
     report = _compare(out, echo=lines.append).run()
     assert {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("*")} == before
@@ -184,21 +184,21 @@ def test_second_invocation_recomputes_nothing(grid, tmp_path, monkeypatch):
 
 def test_an_interrupted_run_resumes_to_the_same_result(grid, tmp_path, monkeypatch):
     out = tmp_path / "cmp"
-    iteration = dnas.search.Search._iteration
+    iteration = dnas.search_loop.Search._iteration
 
     def crash_in_second_epoch(self, epoch, step):
         if self.global_step == 5:
             raise RuntimeError("power cut")
         iteration(self, epoch, step)
 
-    monkeypatch.setattr(dnas.search.Search, "_iteration", crash_in_second_epoch)
+    monkeypatch.setattr(dnas.search_loop.Search, "_iteration", crash_in_second_epoch)
     compare = Compare("nb201", parse_methods("darts"), [0], out, flags={"epochs": 2, "batch_size": 16},
                       overrides=[*TINY, "checkpoint_every=2"], progress=False, echo=lambda line: None)
     with pytest.raises(RuntimeError, match="power cut"):
         compare.run()
     run = out / "runs" / "darts-s0"
     assert (run / "checkpoint.pt").exists() and not (run / "results.json").exists()
-    monkeypatch.setattr(dnas.search.Search, "_iteration", iteration)
+    monkeypatch.setattr(dnas.search_loop.Search, "_iteration", iteration)
     report = compare.run()
     assert report.records[0].ok and report.records[0].epochs == 2
     # checkpoint_every may differ between a run and its resumption: same result as the uninterrupted grid
@@ -212,7 +212,7 @@ def test_table_lookups_on_the_finished_runs(grid, tmp_path, monkeypatch):
 
     table_path = shared_data(TABLE)
     out = _copy(grid, tmp_path)
-    monkeypatch.setattr(dnas.search.Search, "run", lambda self: pytest.fail("no run should be recomputed"))
+    monkeypatch.setattr(dnas.search_loop.Search, "run", lambda self: pytest.fail("no run should be recomputed"))
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
         # options after key=value items are fine

@@ -18,7 +18,7 @@ from dnas.components.estimators import Amended, FirstOrder, SecondOrder
 from dnas.components.regularizers import ArchRegularizer
 from dnas.errors import DnasError
 from dnas.resolve import resolve_config
-from dnas.search import Search
+from dnas.search_loop import Search
 from dnas.spaces import get_space
 from dnas.supernet import build_supernet
 
@@ -369,7 +369,7 @@ def test_interrupted_search_resumes_to_the_same_result(tmp_path, monkeypatch, me
     def interrupt(self, epoch, step):
         original(self, epoch, step)
         if self.global_step == 3:
-            self._stop_requested = True
+            self._stop.requested = True
 
     monkeypatch.setattr(Search, "_iteration", interrupt)
     with pytest.raises(DnasError, match="interrupted"):

@@ -24,7 +24,7 @@ from dnas.components.lambda_darts import (
 from dnas.diagnostics import gradient_alignment
 from dnas.errors import DnasError
 from dnas.resolve import resolve_config
-from dnas.search import Search
+from dnas.search_loop import Search
 from dnas.spaces import get_space
 from dnas.supernet import build_supernet
 

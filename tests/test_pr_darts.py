@@ -14,7 +14,7 @@ from dnas.components.pr_darts import CodeRule, PaperRule, PathRegularizer, chain
 from dnas.errors import DnasError
 from dnas.methods import METHODS
 from dnas.resolve import resolve_config
-from dnas.search import Search
+from dnas.search_loop import Search
 from dnas.spaces import get_space
 from dnas.spaces.darts import DARTS_OPS
 from dnas.spaces.nb201 import NB201_OPS
@@ -398,7 +398,7 @@ def test_resume_restores_temperature_and_gate_state(tmp_path, monkeypatch):
     def stop_in_epoch_two(self, epoch, step):
         original(self, epoch, step)
         if self.global_step == 4:  # the second step of the second epoch
-            self._stop_requested = True
+            self._stop.requested = True
 
     monkeypatch.setattr(Search, "_iteration", stop_in_epoch_two)
     with pytest.raises(DnasError, match="interrupted"):
@@ -409,11 +409,10 @@ def test_resume_restores_temperature_and_gate_state(tmp_path, monkeypatch):
     assert state["components"]["activation"]["tau"] == pytest.approx(0.55)
     assert set(state["components"]["arch_regularizers.0"]["last"]) >= {"skip", "nonskip", "path"}
 
-    restored = Search(ref.cfg, tmp_path / "resumed", progress=False)
-    restored._build()
-    restored._restore(restored._load_checkpoint())
+    restored = Search(ref.cfg, tmp_path / "resumed", progress=False).open()
     assert restored.activation.tau == pytest.approx(0.55)
     assert restored.activation.active == state["components"]["activation"]["active"]
+    restored.close()
 
     resumed, g_res = _search(tmp_path, "nb201", "resumed", ["checkpoint_every=3"])
     assert g_res == g_ref and resumed.activation.tau == 0.1

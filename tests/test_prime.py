@@ -13,7 +13,8 @@ from dnas.components.prime import ADMM, Clamp, FisherSchedule, Proximity, projec
 from dnas.errors import DnasError
 from dnas.methods import METHODS
 from dnas.resolve import resolve_config
-from dnas.search import CHECKPOINT, Search
+from dnas.runs import CHECKPOINT
+from dnas.search_loop import Search
 from dnas.spaces import get_space
 
 NB201, DARTS = get_space("nb201"), get_space("darts")
@@ -386,7 +387,7 @@ def test_clamp_admm_search_resumes_with_masks_z_u_and_ewma(tmp_path, monkeypatch
     def interrupt(self, epoch, step):
         original(self, epoch, step)
         if self.global_step + 1 == stop:
-            self._stop_requested = True
+            self._stop.requested = True
 
     monkeypatch.setattr(Search, "_iteration", interrupt)
     with pytest.raises(DnasError, match="interrupted"):

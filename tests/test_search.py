@@ -14,7 +14,7 @@ from conftest import TINY, shared_data
 
 from dnas.errors import DnasError, NonFiniteLossError
 from dnas.resolve import resolve_config
-from dnas.search import Search, write_results
+from dnas.search_loop import Search
 from dnas.spaces import Genotype
 
 
@@ -23,7 +23,6 @@ def _run(tmp_path, space="nb201", epochs=2, extra=(), name="run"):
     cfg = resolve_config({"space": space, "epochs": epochs, "batch_size": 16}, [*TINY, *layers, *extra])
     search = Search(cfg, tmp_path / name, progress=False)
     genotype = search.run()
-    write_results(search, genotype)
     return search, genotype
 
 
@@ -88,7 +87,7 @@ def test_interrupted_search_resumes_to_the_same_result(tmp_path, monkeypatch):
     def interrupt_at_step_7(self, epoch, step):
         original(self, epoch, step)
         if self.global_step == 6:
-            self._stop_requested = True
+            self._stop.requested = True
 
     monkeypatch.setattr(Search, "_iteration", interrupt_at_step_7)
     with pytest.raises(DnasError, match="interrupted; the search is saved"):

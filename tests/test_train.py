@@ -15,7 +15,7 @@ from dnas.errors import DnasError
 from dnas.evalnet import build_eval_network
 from dnas.genotypes import PUBLISHED, resolve_genotype
 from dnas.spaces import Genotype
-from dnas.train import PRESETS, Trainer, learning_rate, resolve_train_config
+from dnas.training import PRESETS, Trainer, learning_rate, resolve_train_config
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 CONV_CELL = "|nor_conv_3x3~0|+|nor_conv_3x3~0|skip_connect~1|+|skip_connect~0|nor_conv_1x1~1|nor_conv_3x3~2|"

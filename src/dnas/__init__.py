@@ -1,3 +1,40 @@
-"""dnas: differentiable neural architecture search that does not collapse."""
+"""dnas: differentiable neural architecture search that does not collapse.
+
+The Python API (imported on first use, so that ``import dnas`` stays light)::
+
+    import dnas
+    found = dnas.search(space="nb201", method="lambda-darts", dataset="digits", epochs=5)
+    found.genotype, found.metrics, found.run_dir
+    dnas.train(found.genotype_file, dataset="digits", epochs=2)
+    dnas.query("|nor_conv_3x3~0|+|...", table="table.csv")
+    dnas.compare("nb201", ["darts", "pr-darts"], seeds=[0, 1], dataset="digits", epochs=5)
+
+Lower level: :class:`Search` (``open``/``step``/``finish``, ``on_step``/``on_epoch`` callbacks),
+:func:`resolve_config`, :class:`Trainer`, :class:`Genotype`, :class:`Compare`.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
 
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "search": "dnas.api", "train": "dnas.api", "query": "dnas.api", "compare": "dnas.api",
+    "SearchResult": "dnas.api", "TrainResult": "dnas.api", "read_metrics": "dnas.api",
+    "Search": "dnas.search_loop", "resolve_config": "dnas.resolve", "SearchConfig": "dnas.config",
+    "Trainer": "dnas.training", "resolve_train_config": "dnas.training", "Genotype": "dnas.spaces",
+    "Compare": "dnas.report", "DnasError": "dnas.errors",
+}
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'dnas' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -73,6 +73,18 @@ class BilevelProblem:
         logits = self.forward(x, activated, cell_weights)
         return F.cross_entropy(logits, y), logits
 
+    def weight_loss(self, batch: Batch, cell_gradients: bool = False) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """``L_train(w, A(alpha))`` for the weight step, with ``alpha`` held fixed; returns (loss, logits,
+        per-cell op weights). With ``cell_gradients`` the per-cell op weights ``A_c`` are leaves of the
+        graph, so after ``backward`` their ``.grad`` holds ``dL_train/dA_c`` (Lambda-DARTS, alignment)."""
+        with torch.no_grad():
+            activated = self.activated()
+        cell_weights = self.net.per_cell(activated)
+        if cell_gradients:
+            cell_weights = [w.clone().requires_grad_(True) for w in cell_weights]
+        loss, logits = self.loss(batch, activated, cell_weights)
+        return loss, logits, cell_weights
+
     def arch_regularization(self, activated: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """The named terms of ``R_arch(alpha)`` (already multiplied by their coefficients)."""
         terms: dict[str, Tensor] = {}

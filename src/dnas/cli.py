@@ -39,27 +39,33 @@ def _search_parser(sub) -> None:
     p.add_argument("--device", help="cpu (default), cuda, cuda:N")
     p.add_argument("--out", help="run directory; running again with the same --out resumes "
                    "(default runs/SPACE-METHOD-sSEED)")
+    p.add_argument("--config", help="a YAML config file: a run's own config.yaml (or its folder) replays that run; "
+                   "options and key=value items override it")
+    p.add_argument("--threads", type=int, help="torch threads (default torch's; a run resumes only with the "
+                   "thread count it started with)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("overrides", nargs="*", metavar="key=value")
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    from dnas.config import load_config_file
     from dnas.resolve import resolve_config
-    from dnas.search import Search, write_results
+    from dnas.search_loop import Search
 
     flags = {k: getattr(args, k) for k in ("space", "method", "dataset", "data_root", "download", "epochs",
                                              "batch_size", "seed", "device")}
-    demo = all(v is None for v in flags.values()) and not args.overrides
+    demo = all(v is None for v in flags.values()) and not args.overrides and args.config is None
     if demo:
         flags.update(DEMO)
-    cfg = resolve_config(flags, args.overrides)
+    set_threads(args.threads)
+    base = load_config_file(args.config) if args.config else None
+    cfg = resolve_config(flags, args.overrides, base)
     out = Path(args.out or f"runs/{cfg.space}-{cfg.method}-s{cfg.seed}{'-demo' if demo else ''}")
     search = Search(cfg, out, progress=not args.quiet)
     if demo:
         print(f"dnas demo: {cfg.method} on the {cfg.space} space, embedded digits dataset, {cfg.epochs} epochs "
               f"(run `dnas search --help` for real searches)", file=sys.stderr)
     genotype = search.run()
-    write_results(search, genotype)
     print(genotype.describe())
     print(f"skip connections: {genotype.count('skip_connect')}, parameter-free ops: "
           f"{genotype.count_parameter_free()}; run directory: {out}")
@@ -69,6 +75,17 @@ def cmd_search(args: argparse.Namespace) -> int:
 #: what `dnas search` with no options runs: a short search on the embedded dataset
 DEMO = {"space": "nb201", "method": "darts", "dataset": "digits", "epochs": 10, "batch_size": 32,
         "channels": 8, "layers": 3}
+
+
+def set_threads(threads: int | None) -> None:
+    """``--threads N``: the number of torch threads of this process (None: torch's default)."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise DnasError(f"--threads must be at least 1, got {threads}")
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 def cmd_spaces(args: argparse.Namespace) -> int:

@@ -48,6 +48,10 @@ def _train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--device", help="cpu (default), cuda, cuda:N")
     p.add_argument("--out", help="run directory; the same --out resumes (default runs/train-NAME-sSEED)")
+    p.add_argument("--config", help="a YAML config file: a training run's own config.yaml (or its folder) replays "
+                   "that run; GENOTYPE, options and key=value items override it")
+    p.add_argument("--threads", type=int, help="torch threads (default torch's; a run resumes only with the "
+                   "thread count it started with)")
     p.add_argument("--quiet", action="store_true", default=None, help="no progress bar")
 
 
@@ -61,7 +65,7 @@ def _train_rest(args: argparse.Namespace) -> tuple[dict, list[str]]:
     _train_options(parser)
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     later = parser.parse_intermixed_args(args.rest)
-    for key in (*TRAIN_FLAGS, "out", "quiet"):
+    for key in (*TRAIN_FLAGS, "out", "quiet", "config", "threads"):
         if getattr(later, key) is not None:
             setattr(args, key, getattr(later, key))
     return {k: getattr(args, k) for k in TRAIN_FLAGS}, later.overrides
@@ -72,7 +76,8 @@ def add_subcommands(sub) -> None:
     p = sub.add_parser("train", help="train a derived cell from scratch (genotype.json, published name or NB201 "
                        "arch string)", usage="dnas train GENOTYPE [options] [key=value ...]", epilog=TRAIN_EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("genotype", metavar="GENOTYPE")
+    p.add_argument("genotype", metavar="GENOTYPE", nargs="?",
+                   help="the cell (may be left out with --config: the file's cell)")
     _train_options(p)
     # options and key=value items after GENOTYPE, in any order (re-parsed by cmd_train)
     p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
@@ -96,10 +101,17 @@ def add_subcommands(sub) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from dnas.train import Trainer, resolve_train_config
+    from dnas.cli import set_threads
+    from dnas.config import load_config_file
+    from dnas.training import Trainer, resolve_train_config
 
     flags, overrides = _train_rest(args)
-    cfg, resolved = resolve_train_config(args.genotype, flags, overrides)
+    if args.genotype is not None and "=" in args.genotype and not Path(args.genotype).exists():
+        overrides.insert(0, args.genotype)  # `dnas train --config F epochs=3`: no GENOTYPE, a key=value
+        args.genotype = None
+    set_threads(args.threads)
+    base = load_config_file(args.config) if args.config else None
+    cfg, resolved = resolve_train_config(args.genotype, flags, overrides, base)
     out = Path(args.out or f"runs/train-{resolved.label}-s{cfg.seed}")
     if not args.quiet:
         print(f"dnas train: {resolved.label}, preset {cfg.preset}, dataset {cfg.dataset}, {cfg.epochs} epochs, "

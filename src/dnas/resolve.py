@@ -1,4 +1,4 @@
-"""Resolve a search configuration: defaults < method preset < flags < overrides, then validate."""
+"""Resolve a search configuration: defaults < method preset < config file < flags < overrides, then validate."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 from dnas.components import SLOTS
 from dnas.config import (
     LIST_SLOTS,
+    ComponentConfig,
     SearchConfig,
     apply_override,
     apply_overrides,
@@ -15,15 +16,24 @@ from dnas.config import (
 )
 from dnas.errors import DnasError
 from dnas.methods import METHODS
+from dnas.runs import SINKS
 from dnas.spaces import get_space
 
 
-def resolve_config(flags: dict[str, Any] | None = None, overrides: list[str] | None = None) -> SearchConfig:
-    """``flags``: explicit settings (e.g. from CLI options; None values are ignored);
+def resolve_config(flags: dict[str, Any] | None = None, overrides: list[str] | None = None,
+                   base: dict[str, Any] | None = None) -> SearchConfig:
+    """``base``: the keys of a ``--config`` file (a run's own ``config.yaml`` replays that run);
+    ``flags``: explicit settings (e.g. from CLI options; None values are ignored);
     ``overrides``: ``key=value`` strings, applied last."""
+    base = dict(base or {})
+    unknown = sorted(set(base) - set(SearchConfig.field_names()))
+    if unknown:
+        raise DnasError(f"unknown config key(s) {', '.join(map(str, unknown))} in the config file; keys are: "
+                        f"{', '.join(sorted(SearchConfig.field_names()))}")
     flags = {k: v for k, v in (flags or {}).items() if v is not None}
     overrides = list(overrides or [])
-    picked = dict(flags)
+    picked = {k: base[k] for k in ("space", "method") if k in base}
+    picked.update(flags)
     for item in overrides:  # space and method decide the preset, wherever they are given
         key, _, value = item.partition("=")
         if key.strip() in ("space", "method"):
@@ -34,12 +44,12 @@ def resolve_config(flags: dict[str, Any] | None = None, overrides: list[str] | N
     space = get_space(cfg.space)
     method = METHODS.get(cfg.method)
     apply_overrides(cfg, method.overrides(space.name))
+    for key, value in base.items():
+        cfg.set(key, value)
     for key, value in flags.items():
         apply_override(cfg, key, value)
     apply_overrides(cfg, overrides)
     if cfg.discretizer is None:
-        from dnas.config import ComponentConfig
-
         cfg.discretizer = ComponentConfig(space.derivation)
     for slot, registry in SLOTS.items():
         if slot in LIST_SLOTS:
@@ -56,6 +66,16 @@ def validate(cfg: SearchConfig) -> None:
         (cfg.batch_size >= 1, f"batch_size must be at least 1, got {cfg.batch_size}"),
         (0.0 < cfg.train_portion < 1.0, f"train_portion must lie strictly between 0 and 1, got {cfg.train_portion}"),
         (cfg.w_lr > 0 and cfg.a_lr >= 0, "learning rates must be positive"),
+        (0 <= cfg.w_momentum < 1, f"w_momentum must lie in [0, 1), got {cfg.w_momentum}"),
+        (0 <= cfg.a_beta1 < 1 and 0 <= cfg.a_beta2 < 1,
+         f"a_beta1 and a_beta2 must lie in [0, 1), got {cfg.a_beta1} and {cfg.a_beta2}"),
+        (cfg.w_weight_decay >= 0 and cfg.a_weight_decay >= 0, "weight decays must be >= 0"),
+        (cfg.w_lr_min >= 0, f"w_lr_min must be >= 0, got {cfg.w_lr_min}"),
+        (cfg.seed >= 0, f"seed must be >= 0, got {cfg.seed}"),
+        (cfg.crop_padding is None or cfg.crop_padding >= 0, "crop_padding must be >= 0"),
+        (cfg.cutout >= 0, f"cutout must be >= 0, got {cfg.cutout}"),
+        (cfg.checkpoint_every >= 0, "checkpoint_every must be >= 0 (0: at epoch ends only)"),
+        (cfg.log in SINKS, f"log must be one of {', '.join(SINKS)}, got {cfg.log!r}"),
         (cfg.w_lr_min <= cfg.w_lr, f"w_lr_min ({cfg.w_lr_min}) must not exceed w_lr ({cfg.w_lr})"),
         (cfg.grad_clip > 0, f"grad_clip must be positive, got {cfg.grad_clip}"),
         (cfg.log_every >= 1, f"log_every must be at least 1, got {cfg.log_every}"),

@@ -185,11 +185,9 @@ class Run:
 
 def execute(cfg: SearchConfig, out: str | Path, progress: bool = False) -> None:
     """One search of the grid (in this process or a worker): run or resume it, write its results."""
-    from dnas.search import Search, write_results
+    from dnas.search_loop import Search
 
-    search = Search(cfg, out, progress=progress)
-    genotype = search.run()
-    write_results(search, genotype)
+    Search(cfg, out, progress=progress).run()
 
 
 def _init_worker(threads: int) -> None:
@@ -290,7 +288,7 @@ class Compare:
 
     def _plan(self, entry: Entry, seed: int) -> Run:
         from dnas.resolve import resolve_config
-        from dnas.search import RESUME_FREE_KEYS
+        from dnas.search_loop import RESUME_FREE_KEYS
 
         flags = {"space": self.space, "method": entry.method, "seed": seed, **self.flags}
         if self.table is not None:
@@ -472,7 +470,7 @@ class Compare:
             self.echo(note)
         summary = markdown_summary(rows, columns)
         report = Report(rows, records, list(columns), summary, plots, note)
-        from dnas.utils import atomic_write_text
+        from dnas.runs import atomic_write_text
 
         atomic_write_text(self.out / "report.md", self._markdown(report))
         return report

@@ -138,7 +138,7 @@ def _csv_text(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
 
 
 def _write(path: Path, text: str) -> None:
-    from dnas.utils import atomic_write_text  # imports torch: only when writing
+    from dnas.runs import atomic_write_text  # imports torch: only when writing
 
     atomic_write_text(path, text)
 

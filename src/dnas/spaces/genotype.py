@@ -96,7 +96,7 @@ class Genotype:
         return cls(space=space, cells=cells, concat=concat)
 
     def save(self, path: str | Path) -> None:
-        from dnas.utils import atomic_write_text
+        from dnas.runs import atomic_write_text
 
         atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2) + "\n")
 

@@ -40,40 +40,38 @@ directory resumes from the checkpoint to exactly the weights an uninterrupted ru
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
-import signal
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 import yaml
 from torch import Tensor, nn
 
-from dnas.config import parse_value
+from dnas.config import Config, split_override
 from dnas.counting import count_multiply_adds, count_parameters
 from dnas.data import Augment, BatchStream, ImageDataset, load_dataset, stratified_subset
 from dnas.errors import DnasError, NonFiniteLossError
 from dnas.evalnet import EvalNetwork, build_eval_network, check_genotype, family_of
 from dnas.genotypes import ResolvedGenotype, resolve_genotype
-from dnas.search import MetricsLog, environment
+from dnas.runs import SINKS, GracefulStop, RunDir, progress_bar, resolve_device, rng_state, set_rng_state
 from dnas.spaces import Genotype
-from dnas.utils import atomic_torch_save, atomic_write_text
 
-CHECKPOINT = "checkpoint.pt"
-CHECKPOINT_FORMAT = 1
-OWN_FILES = {"config.yaml", "env.json", "genotype.json", "metrics.jsonl", CHECKPOINT, "result.json"}
-RESUME_FREE_KEYS = {"device", "log_every", "checkpoint_every"}
+GENOTYPE = "genotype.json"
+RESULT = "result.json"
+RESUME_FREE_KEYS = {"device", "log_every", "checkpoint_every", "log"}
 LR_SCHEDULES = ("cosine", "cosine-step", "exponential")
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Config):
+    """Everything that defines a training run (``config.yaml`` of a training run)."""
+
+    kind: ClassVar[str] = "training"
+
     genotype: str = "DARTS_V2"  # as given: a genotype.json path, a published name or an NB201 arch string
     preset: str = "darts-cifar"
     # data
@@ -115,14 +113,9 @@ class TrainConfig:
     eval_every: int = 1
     eval_batch_size: int = 256
     log_every: int = 50
+    log: str = "jsonl"  # metric sinks: jsonl, or tensorboard (JSON lines and TensorBoard events)
     checkpoint_every: int = 200
     device: str = "cpu"
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -146,55 +139,42 @@ FAMILY_PRESETS = {"darts": ("darts-cifar", "darts-imagenet"), "nb201": ("nb201",
 # ------------------------------------------------------------------------------------ resolution
 
 
-def _set(cfg: TrainConfig, key: str, value: Any) -> None:
-    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    if key not in fields:
-        raise DnasError(f"unknown training key {key!r}; keys are: {', '.join(sorted(fields))}")
-    current = getattr(cfg, key)
-    if isinstance(current, bool) and not isinstance(value, bool):
-        raise DnasError(f"{key} takes true or false, got {value!r}")
-    if isinstance(current, (int, float)) and not isinstance(current, bool):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise DnasError(f"{key} takes a number, got {value!r}")
-        if isinstance(current, float):
-            value = float(value)
-        elif isinstance(value, float):
-            if not value.is_integer():
-                raise DnasError(f"{key} takes a whole number, got {value!r}")
-            value = int(value)
-    setattr(cfg, key, value)
+def resolve_train_config(genotype: str | None, flags: dict[str, Any] | None = None,
+                         overrides: list[str] | None = None,
+                         base: dict[str, Any] | None = None) -> tuple[TrainConfig, ResolvedGenotype]:
+    """The training configuration: preset of the genotype's family < ``--config`` file (``base``)
+    < flags < ``key=value`` overrides.
 
-
-def _split(item: str) -> tuple[str, Any]:
-    key, sep, value = item.partition("=")
-    if not sep or not key.strip():
-        raise DnasError(f"override {item!r} is not of the form key=value")
-    return key.strip(), parse_value(value.strip())
-
-
-def resolve_train_config(genotype: str, flags: dict[str, Any] | None = None,
-                         overrides: list[str] | None = None) -> tuple[TrainConfig, ResolvedGenotype]:
-    """The training configuration: preset of the genotype's family < flags < ``key=value`` overrides.
-
-    ``preset`` (in flags or overrides) picks ``darts-cifar``/``darts-imagenet`` (DARTS family) or
-    ``nb201``. When no dataset is given and the genotype is the ``genotype.json`` of a search run,
-    the search's dataset and data root are used.
+    ``preset`` (in the file, flags or overrides) picks ``darts-cifar``/``darts-imagenet`` (DARTS
+    family) or ``nb201``. ``genotype`` None: the file's. When no dataset is given and the genotype
+    is the ``genotype.json`` of a search run, the search's dataset and data root are used.
     """
-    resolved = resolve_genotype(genotype)
+    base = dict(base or {})
+    unknown = sorted(set(base) - set(TrainConfig.field_names()))
+    if unknown:
+        raise DnasError(f"unknown config key(s) {', '.join(map(str, unknown))} in the config file; keys are: "
+                        f"{', '.join(sorted(TrainConfig.field_names()))}")
+    genotype = genotype if genotype is not None else base.get("genotype")
+    if not genotype:
+        raise DnasError("give the cell to train: a genotype.json, a published name or an NB201 arch string")
+    resolved = resolve_genotype(str(genotype))
     check_genotype(resolved.genotype)
     family = family_of(resolved.genotype)
     flags = {k: v for k, v in (flags or {}).items() if v is not None}
-    items = [_split(o) for o in overrides or []]
-    preset = dict(items).get("preset", flags.get("preset", FAMILY_PRESETS[family][0]))
+    items = [split_override(o) for o in overrides or []]
+    preset = dict(items).get("preset", flags.get("preset", base.get("preset", FAMILY_PRESETS[family][0])))
     if preset not in PRESETS:
         raise DnasError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     if preset not in FAMILY_PRESETS[family]:
         raise DnasError(f"preset {preset!r} does not fit a {resolved.genotype.space} genotype; use "
                         f"{' or '.join(FAMILY_PRESETS[family])}")
-    cfg = TrainConfig(genotype=genotype, preset=preset)
+    cfg = TrainConfig(genotype=str(genotype), preset=preset)
     for key, value in PRESETS[preset].items():
-        _set(cfg, key, value)
-    given = set(flags) | {k for k, _ in items}
+        cfg.set(key, value)
+    for key, value in base.items():
+        if key not in ("genotype", "preset"):
+            cfg.set(key, value)
+    given = set(flags) | {k for k, _ in items} | set(base)
     if "dataset" not in given and resolved.search_dir is not None:
         search_cfg = yaml.safe_load((resolved.search_dir / "config.yaml").read_text()) or {}
         if search_cfg.get("dataset"):
@@ -203,7 +183,7 @@ def resolve_train_config(genotype: str, flags: dict[str, Any] | None = None,
                 cfg.data_root = search_cfg.get("data_root")
     for key, value in [*flags.items(), *items]:
         if key != "preset":
-            _set(cfg, key, value)
+            cfg.set(key, value)
     validate(cfg, family)
     return cfg, resolved
 
@@ -228,6 +208,13 @@ def validate(cfg: TrainConfig, family: str) -> None:
         (cfg.max_images is None or cfg.max_images >= cfg.batch_size, "max_images must be at least one batch"),
         (cfg.max_test_images is None or cfg.max_test_images >= 1, "max_test_images must be at least 1"),
         (cfg.stem in ("cifar", "imagenet"), f"stem must be cifar or imagenet, got {cfg.stem!r}"),
+        (0 <= cfg.momentum < 1, f"momentum must lie in [0, 1), got {cfg.momentum}"),
+        (cfg.weight_decay >= 0, f"weight_decay must be >= 0, got {cfg.weight_decay}"),
+        (cfg.crop_padding is None or cfg.crop_padding >= 0, "crop_padding must be >= 0"),
+        (cfg.cutout >= 0, f"cutout must be >= 0, got {cfg.cutout}"),
+        (cfg.color_jitter >= 0 and 0 <= cfg.hue <= 0.5, "color_jitter must be >= 0 and hue in [0, 0.5]"),
+        (cfg.seed >= 0, f"seed must be >= 0, got {cfg.seed}"),
+        (cfg.log in SINKS, f"log must be one of {', '.join(SINKS)}, got {cfg.log!r}"),
     ]
     for ok, message in checks:
         if not ok:
@@ -247,16 +234,6 @@ def learning_rate(cfg: TrainConfig, epoch: int, step: int, steps_per_epoch: int)
     return cfg.lr_min + (cfg.lr - cfg.lr_min) * (1.0 + math.cos(math.pi * t / cfg.epochs)) / 2.0
 
 
-def _device(name: str) -> torch.device:
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise DnasError(f"unknown device {name!r}; use cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise DnasError("device cuda was requested but PyTorch sees no CUDA device; use --device cpu")
-    return device
-
-
 def _same_images(a: ImageDataset, b: ImageDataset) -> bool:
     return a.images.shape == b.images.shape and torch.equal(a.labels, b.labels) and torch.equal(a.images, b.images)
 
@@ -273,8 +250,9 @@ class Trainer:
         self.genotype = genotype
         self.out = Path(out)
         self.progress = progress
-        self.device = _device(cfg.device)
-        self._stop_requested = False
+        self.device = resolve_device(cfg.device)
+        self.run_dir = RunDir(self.out, "train", own_files={GENOTYPE, RESULT}, results={RESULT},
+                              resume_free=RESUME_FREE_KEYS | {"genotype"})
 
     # ----- set-up ------------------------------------------------------------------------------------
     def _load_data(self) -> None:
@@ -325,7 +303,6 @@ class Trainer:
     # ----- checkpoints -------------------------------------------------------------------------------
     def _state(self, epoch: int, step: int, finished: bool) -> dict[str, Any]:
         return {
-            "format": CHECKPOINT_FORMAT,
             "config": self.cfg.to_dict(),
             "genotype": self.genotype.to_dict(),
             "epoch": epoch,
@@ -338,37 +315,17 @@ class Trainer:
             "stream": self.stream.state_dict(),
             "meters": {"window": self._window, "epoch": self._epoch_sums},
             "last_test": self.last_test,
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            },
-            "metrics_offset": self.log.offset,
+            "rng": rng_state(),
         }
 
     def _save(self, epoch: int, step: int, finished: bool = False) -> None:
-        atomic_torch_save(self._state(epoch, step, finished), self.out / CHECKPOINT)
+        self.run_dir.save_checkpoint(self._state(epoch, step, finished))
 
     def _load_checkpoint(self) -> dict[str, Any] | None:
-        path = self.out / CHECKPOINT
-        if not path.exists():
-            return None
-        try:
-            state = torch.load(path, map_location=self.device, weights_only=True)
-            if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT or "optimizer" not in state:
-                raise ValueError("not a dnas training checkpoint")
-        except Exception as err:  # noqa: BLE001 - any unreadable file is reported the same way
-            raise DnasError(f"checkpoint {path} is unreadable or not a training checkpoint ({type(err).__name__}); "
-                            "delete it to train from scratch, or choose another --out") from None
-        saved, current = state["config"], self.cfg.to_dict()
         # the genotype is compared as a cell, not as the text that named it
-        differ = sorted(k for k in set(saved) | set(current)
-                        if k not in RESUME_FREE_KEYS | {"genotype"} and saved.get(k) != current.get(k))
-        if state["genotype"] != self.genotype.to_dict():
-            differ.append("the genotype")
-        if differ:
-            raise DnasError(f"{self.out} holds a training run with a different configuration ({', '.join(differ)}); "
-                            "run with the same settings to resume it, or choose another --out")
-        return state
+        return self.run_dir.load_checkpoint(
+            self.cfg.to_dict(), self.device,
+            lambda state: ["the genotype"] if state["genotype"] != self.genotype.to_dict() else [])
 
     def _restore(self, state: dict[str, Any]) -> None:
         self.net.load_state_dict(state["net"])
@@ -377,24 +334,9 @@ class Trainer:
         self._window, self._epoch_sums = ({k: v.to(self.device) if isinstance(v, Tensor) else v for k, v in m.items()}
                                           for m in (state["meters"]["window"], state["meters"]["epoch"]))
         self.last_test = state["last_test"]
-        torch.set_rng_state(state["rng"]["torch"].cpu())
-        if state["rng"]["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
+        set_rng_state(state["rng"])
         self.global_step = state["global_step"]
         self.elapsed = state["elapsed"]
-
-    def _check_out_dir(self) -> None:
-        if self.out.exists() and not self.out.is_dir():
-            raise DnasError(f"--out {self.out} is a file; give a directory")
-        if self.out.is_dir() and not (self.out / CHECKPOINT).exists():
-            foreign = sorted(p.name for p in self.out.iterdir() if p.name not in OWN_FILES)
-            if foreign:
-                raise DnasError(f"--out {self.out} already holds other files ({', '.join(foreign[:3])}); choose an "
-                                "empty or new directory")
-            config = self.out / "config.yaml"
-            if config.exists() and config.read_text() != self.cfg.to_yaml():
-                raise DnasError(f"{self.out} holds the config of a different training run and no checkpoint; "
-                                "choose another --out")
 
     # ----- the loop ----------------------------------------------------------------------------------
     def run(self, stop_after: int | None = None) -> dict[str, Any] | None:
@@ -403,51 +345,46 @@ class Trainer:
         ``stop_after``: stop once the run has taken that many steps in total, with the checkpoint
         saved, and return None (what an interruption does; running again resumes).
         """
-        self._check_out_dir()
-        self.out.mkdir(parents=True, exist_ok=True)
-        self._build()
-        state = self._load_checkpoint()
-        self.global_step, self.elapsed = 0, 0.0
-        self._reset_window()
-        self._reset_epoch()
-        self.last_test: dict[str, float] = {}
-        self._t0 = time.perf_counter()
-        if state is None:
-            atomic_write_text(self.out / "config.yaml", self.cfg.to_yaml())
-            atomic_write_text(self.out / "env.json", json.dumps(environment(), indent=2) + "\n")
-            self.genotype.save(self.out / "genotype.json")
-        else:
-            self._restore(state)
-        self.log = MetricsLog(self.out / "metrics.jsonl", None if state is None else state["metrics_offset"])
-        if state is not None and state["finished"] and (self.out / "result.json").exists():
-            self.log.close()
-            return json.loads((self.out / "result.json").read_text())
-        start = (0, 0) if state is None else (state["epoch"], state["step"])
-        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        self.run_dir.open()
+        failed = True
         try:
-            for s in previous:
-                signal.signal(s, self._request_stop)
-        except ValueError:  # not the main thread: no graceful interruption
-            previous = {}
-        try:
-            finished = self._loop(*start, stop_after)
+            self._build()
+            state = self._load_checkpoint()
+            self.global_step, self.elapsed = 0, 0.0
+            self._reset_window()
+            self._reset_epoch()
+            self.last_test: dict[str, float] = {}
+            if state is None:
+                self.run_dir.start(self.cfg.to_yaml())
+                self.run_dir.write_json(GENOTYPE, self.genotype.to_dict())
+            else:
+                self._restore(state)
+            self._t0 = time.perf_counter()
+            self.log = self.run_dir.metrics(None if state is None else state["metrics_offset"], self.cfg.log,
+                                            purge_step=self.global_step)
+            if state is not None and state["finished"] and self.run_dir.file(RESULT).exists():
+                failed = False
+                return self.run_dir.read_json(RESULT)
+            start = (0, 0) if state is None else (state["epoch"], state["step"])
+            with GracefulStop() as self._stop:
+                finished = self._loop(*start, stop_after)
+            result = self._write_result() if finished else None
+            failed = False
+            return result
         finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
-            self.log.close()
-        return self._write_result() if finished else None
+            if failed:
+                self.run_dir.abandon()
+            else:
+                self.run_dir.close()
 
-    def _request_stop(self, signum, frame) -> None:  # noqa: ARG002
-        self._stop_requested = True
+    def _interrupted(self) -> DnasError:
+        return DnasError(f"interrupted; the training run is saved in {self.out}: run the same command again to "
+                         "resume it")
 
     def _loop(self, start_epoch: int, start_step: int, stop_after: int | None) -> bool:
         cfg = self.cfg
-        bar = None
-        if self.progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=cfg.epochs * self.steps_per_epoch, initial=self.global_step, unit="step",
-                       dynamic_ncols=True, mininterval=1.0, file=sys.stderr, desc=f"train {self.out.name}")
+        bar = progress_bar(self.progress, cfg.epochs * self.steps_per_epoch, self.global_step,
+                           f"train {self.out.name}")
         try:
             for epoch in range(start_epoch, cfg.epochs):
                 self.net.drop_path_prob = cfg.drop_path_prob * epoch / cfg.epochs
@@ -459,14 +396,13 @@ class Trainer:
                         bar.update(1)
                     if self.global_step % cfg.log_every == 0:
                         self._log_step(epoch, step)
-                    stop = self._stop_requested or (stop_after is not None and self.global_step >= stop_after)
+                    stop = self._stop.requested or (stop_after is not None and self.global_step >= stop_after)
                     if stop or (cfg.checkpoint_every and self.global_step % cfg.checkpoint_every == 0):
                         self._averages(self._epoch_sums, epoch)  # never checkpoint non-finite weights
                         self._save(epoch, step + 1)
                     if stop:
-                        if self._stop_requested:
-                            raise DnasError(f"interrupted; the training run is saved in {self.out}: run the same "
-                                            "command again to resume it")
+                        if self._stop.requested:
+                            raise self._interrupted()
                         return False
                 self._end_epoch(epoch)
         finally:
@@ -515,8 +451,11 @@ class Trainer:
     def _averages(self, sums: dict[str, Any], epoch: int) -> tuple[float, float]:
         loss = sums["loss"].item() / max(sums["batches"], 1)
         if not math.isfinite(loss):
+            kept = (f"the last good checkpoint in {self.out} was kept (rerun with other settings under another --out)"
+                    if self.run_dir.has_checkpoint else f"no checkpoint had been written, so {self.out} was left as "
+                    "it was")
             raise NonFiniteLossError(f"the training loss became non-finite in epoch {epoch} (step {self.global_step});"
-                                     f" lower lr or check the data; the last good checkpoint in {self.out} was kept")
+                                     f" lower lr or check the data; {kept}")
         return loss, sums["correct"].item() / max(sums["images"], 1)
 
     def _log_step(self, epoch: int, step: int) -> None:
@@ -539,9 +478,8 @@ class Trainer:
         self.log.write(record)
         self._reset_epoch()
         self._save(epoch + 1, 0, finished=last)
-        if self._stop_requested and not last:
-            raise DnasError(f"interrupted; the training run is saved in {self.out}: run the same command again to "
-                            "resume it")
+        if self._stop.requested and not last:
+            raise self._interrupted()
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
@@ -581,7 +519,7 @@ class Trainer:
             "steps": self.global_step,
             "seconds": round(self.elapsed + time.perf_counter() - self._t0, 3),
         }
-        atomic_write_text(self.out / "result.json", json.dumps(result, indent=2) + "\n")
+        self.run_dir.write_json(RESULT, result)
         return result
 
 

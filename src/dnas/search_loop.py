@@ -15,19 +15,15 @@ and read on the host only every ``log_every`` steps.
 
 from __future__ import annotations
 
-import json
 import math
-import platform
-import signal
-import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-import dnas
 from dnas.benchmarks import load_table, lookup
 from dnas.bilevel import BilevelProblem
 from dnas.components import (
@@ -43,74 +39,45 @@ from dnas.data import Augment, BatchStream, ImageDataset, load_dataset, split_in
 from dnas.diagnostics import gradient_alignment
 from dnas.errors import DnasError, NonFiniteLossError
 from dnas.hessian import dominant_eigenvalue
+from dnas.runs import GracefulStop, RunDir, progress_bar, resolve_device, rng_state, set_rng_state
 from dnas.spaces import Genotype, get_space
 from dnas.supernet import build_supernet
-from dnas.utils import atomic_torch_save, atomic_write_text
 
-CHECKPOINT = "checkpoint.pt"
-CHECKPOINT_FORMAT = 1
-OWN_FILES = {"config.yaml", "env.json", "metrics.jsonl", CHECKPOINT, "genotype.json", "results.json"}
-# keys that may differ between a run and its resumption
-RESUME_FREE_KEYS = {"device", "log_every", "checkpoint_every"}
-
-
-def environment() -> dict[str, Any]:
-    return {
-        "dnas": dnas.__version__,
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "platform": platform.platform(),
-        "processor": platform.machine(),
-        "torch_threads": torch.get_num_threads(),
-        "cuda": torch.cuda.is_available(),
-        "argv": sys.argv,
-    }
-
-
-class MetricsLog:
-    """``metrics.jsonl``: one JSON object per line, flushed at once; truncated to the checkpoint on resume."""
-
-    def __init__(self, path: Path, resume_offset: int | None):
-        self.path = path
-        if resume_offset is None or not path.exists():
-            path.write_text("")
-        else:
-            with open(path, "r+b") as f:
-                f.truncate(resume_offset)
-        self._file = open(path, "a")  # noqa: SIM115 - kept open for the whole run
-
-    def write(self, record: dict[str, Any]) -> None:
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
-
-    @property
-    def offset(self) -> int:
-        return self._file.tell()
-
-    def close(self) -> None:
-        self._file.close()
-
-
-def _device(name: str) -> torch.device:
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise DnasError(f"unknown device {name!r}; use cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise DnasError("device cuda was requested but PyTorch sees no CUDA device; use --device cpu")
-    return device
+GENOTYPE = "genotype.json"
+RESULTS = "results.json"
+# keys that may differ between a run and its resumption (they do not change the result)
+RESUME_FREE_KEYS = {"device", "log_every", "checkpoint_every", "log"}
+#: ``on_step(search, record)`` / ``on_epoch(search, record)``: called after each logged step / epoch
+Callback = Callable[["Search", dict[str, Any]], None]
 
 
 class Search:
-    """A search run in directory ``out``; ``run()`` resumes from ``out/checkpoint.pt`` when present."""
+    """A search run in directory ``out``.
 
-    def __init__(self, cfg: SearchConfig, out: str | Path, progress: bool = True):
+    ``run()`` does everything (resuming from ``out/checkpoint.pt`` when present) and returns the
+    genotype; ``results.json`` and ``genotype.json`` are written at the end. For a custom loop::
+
+        search = Search(cfg, out).open()     # lock the directory, build, resume
+        while not search.done:
+            search.step()                    # one iteration: epoch hooks, logging, checkpoints included
+        genotype = search.finish()           # results.json, genotype.json; releases the directory
+
+    ``on_step(search, record)`` and ``on_epoch(search, record)`` are called with every logged step
+    record and every epoch record (the dicts written to ``metrics.jsonl``).
+    """
+
+    def __init__(self, cfg: SearchConfig, out: str | Path, progress: bool = True, *,
+                 on_step: Callback | None = None, on_epoch: Callback | None = None):
         self.cfg = cfg
         self.out = Path(out)
         self.progress = progress
+        self.on_step, self.on_epoch = on_step, on_epoch
         self.space = get_space(cfg.space)
-        self.device = _device(cfg.device)
-        self._stop_requested = False
+        self.device = resolve_device(cfg.device)
+        self.run_dir = RunDir(self.out, "search", own_files={GENOTYPE, RESULTS}, results={GENOTYPE, RESULTS},
+                              resume_free=RESUME_FREE_KEYS)
+        self._stop = GracefulStop()
+        self._opened = False
 
     # ----- set-up ------------------------------------------------------------------------------------
     def _build(self) -> None:
@@ -171,16 +138,15 @@ class Search:
                                       weight_decay=cfg.a_weight_decay)
 
     # ----- checkpoints -------------------------------------------------------------------------------
-    def _state(self, epoch: int, step: int, finished: bool) -> dict[str, Any]:
+    def _state(self, finished: bool) -> dict[str, Any]:
         return {
-            "format": CHECKPOINT_FORMAT,
             "config": self.cfg.to_dict(),
-            "epoch": epoch,
-            "step": step,
+            "epoch": self.epoch,
+            "step": self.step_in_epoch,
             "global_step": self.global_step,
             "arch_steps": self.arch_steps,
             "finished": finished,
-            "elapsed": self.elapsed + time.perf_counter() - self._t0,
+            "elapsed": self.seconds,
             "net": self.problem.net.state_dict(),
             "alphas": self.problem.alphas.state_dict(),
             "w_opt": self.w_opt.state_dict(),
@@ -188,40 +154,13 @@ class Search:
             "lr_schedule": self.lr_schedule.state_dict(),
             "components": {k: c.state_dict() for k, c in self.components.items()},
             "streams": {"train": self.train_stream.state_dict(), "val": self.val_stream.state_dict()},
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            },
-            "metrics_offset": self.log.offset,
+            "rng": rng_state(),
             "meters": {"sums": self._sums, "counts": self._counts, "batches": self._batches,
                        "alignment": self._alignment},
         }
 
-    def _save(self, epoch: int, step: int, finished: bool = False) -> None:
-        atomic_torch_save(self._state(epoch, step, finished), self.out / CHECKPOINT)
-
-    def _load_checkpoint(self) -> dict[str, Any] | None:
-        path = self.out / CHECKPOINT
-        if not path.exists():
-            return None
-        try:
-            state = torch.load(path, map_location=self.device, weights_only=True)
-            if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-                raise ValueError("not a dnas search checkpoint")
-        except Exception as err:  # noqa: BLE001 - any unreadable file is reported the same way
-            raise DnasError(
-                f"checkpoint {path} is unreadable or corrupt ({type(err).__name__}); delete it to restart the "
-                "search from scratch, or choose another --out"
-            ) from None
-        saved, current = state["config"], self.cfg.to_dict()
-        differ = sorted(k for k in set(saved) | set(current)
-                        if k not in RESUME_FREE_KEYS and saved.get(k) != current.get(k))
-        if differ:
-            raise DnasError(
-                f"{self.out} holds a search with a different configuration ({', '.join(differ)}); "
-                "run with the same settings to resume it, or choose another --out"
-            )
-        return state
+    def _save(self, finished: bool = False) -> None:
+        self.run_dir.save_checkpoint(self._state(finished))
 
     def _restore(self, state: dict[str, Any]) -> None:
         self.problem.net.load_state_dict(state["net"])
@@ -233,116 +172,156 @@ class Search:
             comp.load_state_dict(state["components"].get(key, {}))
         self.train_stream.load_state_dict(state["streams"]["train"])
         self.val_stream.load_state_dict(state["streams"]["val"])
-        torch.set_rng_state(state["rng"]["torch"].cpu())
-        if state["rng"]["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all([s.cpu() for s in state["rng"]["cuda"]])
+        set_rng_state(state["rng"])
+        self.epoch, self.step_in_epoch = state["epoch"], state["step"]
         self.global_step = state["global_step"]
         self.arch_steps = state["arch_steps"]
         self.elapsed = state["elapsed"]
-        self._resumed_meters = state["meters"]
-
-    def _check_out_dir(self) -> None:
-        if self.out.exists() and not self.out.is_dir():
-            raise DnasError(f"--out {self.out} is a file; give a directory")
-        if self.out.is_dir() and not (self.out / CHECKPOINT).exists():
-            foreign = sorted(p.name for p in self.out.iterdir() if p.name not in OWN_FILES)
-            if foreign:
-                raise DnasError(
-                    f"--out {self.out} already holds other files ({', '.join(foreign[:3])}); choose an empty "
-                    "or new directory"
-                )
-            config = self.out / "config.yaml"
-            if config.exists() and config.read_text() != self.cfg.to_yaml():
-                raise DnasError(
-                    f"{self.out} holds the config of a different search and no checkpoint; choose another --out"
-                )
+        meters = state["meters"]  # continue the log window that the checkpoint cut
+        self._sums, self._counts, self._batches = meters["sums"], meters["counts"], meters["batches"]
+        self._alignment = meters["alignment"]
 
     # ----- the loop ----------------------------------------------------------------------------------
-    def run(self) -> Genotype:
-        self._check_out_dir()
-        self.out.mkdir(parents=True, exist_ok=True)
-        self._build()
-        state = self._load_checkpoint()
-        self.global_step, self.arch_steps, self.elapsed = 0, 0, 0.0
-        self._resumed_meters: dict[str, Any] | None = None
-        self._t0 = time.perf_counter()
-        if state is None:
-            atomic_write_text(self.out / "config.yaml", self.cfg.to_yaml())
-            atomic_write_text(self.out / "env.json", json.dumps(environment(), indent=2) + "\n")
-        else:
-            self._restore(state)
-        self.log = MetricsLog(self.out / "metrics.jsonl", None if state is None else state["metrics_offset"])
-        start_epoch, start_step = (0, 0) if state is None else (state["epoch"], state["step"])
-        if state is not None and state["finished"]:
-            self.log.close()
-            return self.genotype()
-        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            for s in previous:
-                signal.signal(s, self._request_stop)
-        except ValueError:  # not the main thread: no graceful interruption
-            previous = {}
-        try:
-            self._loop(start_epoch, start_step)
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
-            self.log.close()
-        return self.genotype()
+    @property
+    def seconds(self) -> float:
+        """Search time so far (over all the processes that ran this search)."""
+        return self.elapsed + time.perf_counter() - self._t0
 
-    def _request_stop(self, signum, frame) -> None:  # noqa: ARG002
-        self._stop_requested = True
+    @property
+    def done(self) -> bool:
+        return self.epoch >= self.cfg.epochs
+
+    def open(self) -> Search:
+        """Lock the run directory, build everything and restore the checkpoint if there is one."""
+        if self._opened:
+            return self
+        self.run_dir.open()
+        try:
+            self._build()
+            state = self.run_dir.load_checkpoint(self.cfg.to_dict(), self.device)
+            self.epoch = self.step_in_epoch = self.global_step = self.arch_steps = 0
+            self.elapsed = 0.0
+            self._reset_meters()
+            if state is None:
+                self.run_dir.start(self.cfg.to_yaml())
+            else:
+                self._restore(state)
+            self.log = self.run_dir.metrics(None if state is None else state["metrics_offset"], self.cfg.log,
+                                            purge_step=self.global_step)
+            self._t0 = time.perf_counter()
+            self._stop.__enter__()
+            self._bar = progress_bar(self.progress and not self.done, self.cfg.epochs * self.steps_per_epoch,
+                                     self.global_step, f"{self.cfg.method} on {self.cfg.space}")
+            if not self.done:
+                self._begin_epoch()
+        except BaseException:
+            self.run_dir.abandon()
+            raise
+        self._opened = True
+        return self
+
+    def close(self, failed: bool = False) -> None:
+        """Release the run directory (a failed first start leaves nothing behind)."""
+        if not self._opened:
+            return
+        self._opened = False
+        self._stop.__exit__()
+        if self._bar is not None:
+            self._bar.close()
+        if failed:
+            self.run_dir.abandon()
+        else:
+            self.run_dir.close()
+
+    def run(self) -> Genotype:
+        """Run (or resume) the whole search; write ``genotype.json`` and ``results.json``."""
+        self.open()
+        try:
+            while not self.done:
+                self.step()
+        except BaseException:
+            self.close(failed=True)
+            raise
+        return self.finish()
+
+    def finish(self) -> Genotype:
+        """Write the results of a finished search and release its directory; returns the genotype."""
+        if not self.done:
+            raise DnasError(f"the search in {self.out} has not finished ({self.epoch} of {self.cfg.epochs} epochs)")
+        genotype = self.genotype()
+        try:
+            self.run_dir.write_json(GENOTYPE, genotype.to_dict())
+            self.run_dir.write_json(RESULTS, self.results(genotype))
+        finally:
+            self.close()
+        return genotype
+
+    def results(self, genotype: Genotype | None = None) -> dict[str, Any]:
+        """What ``results.json`` holds: the derived cell, its counts, the final strengths and the cost."""
+        genotype = genotype or self.genotype()
+        return {
+            "genotype": genotype.to_dict(),
+            "skip_connect": genotype.count("skip_connect"),
+            "parameter_free": genotype.count_parameter_free(),
+            "steps": self.global_step,
+            "arch_steps": self.arch_steps,
+            "seconds": round(self.seconds, 3),
+            "strengths": {t: s.cpu().tolist() for t, s in self.problem.strengths().items()},
+        }
 
     def genotype(self) -> Genotype:
         return self.discretizer(self.space, self.problem.strengths())
 
-    def _loop(self, start_epoch: int, start_step: int) -> None:
-        cfg = self.cfg
-        total = cfg.epochs * self.steps_per_epoch
-        bar = None
-        if self.progress:
-            from tqdm import tqdm
+    def _begin_epoch(self) -> None:
+        for comp in self.components.values():
+            comp.on_epoch_start(self.epoch, self.cfg.epochs)
+        self.problem.weight_lr = self.lr_schedule.get_last_lr()[0]
 
-            bar = tqdm(total=total, initial=self.global_step, unit="step", dynamic_ncols=True, mininterval=1.0,
-                       file=sys.stderr, desc=f"{cfg.method} on {cfg.space}")
-        self._reset_meters()
-        if self._resumed_meters is not None:  # continue the log window that the checkpoint cut
-            meters = self._resumed_meters
-            self._sums, self._counts, self._batches = meters["sums"], meters["counts"], meters["batches"]
-            self._alignment = meters["alignment"]
-        for epoch in range(start_epoch, cfg.epochs):
-            for comp in self.components.values():
-                comp.on_epoch_start(epoch, cfg.epochs)
-            self.problem.weight_lr = self.lr_schedule.get_last_lr()[0]
-            first = start_step if epoch == start_epoch else 0
-            for step in range(first, self.steps_per_epoch):
-                self.problem.epochs_elapsed = epoch + step / self.steps_per_epoch
-                self._iteration(epoch, step)
-                self.global_step += 1
-                if bar is not None:
-                    bar.update(1)
-                if self.global_step % cfg.log_every == 0:
-                    record = self._log_step(epoch)
-                    if bar is not None:
-                        bar.set_postfix(loss=f"{record['train_loss']:.3f}", acc=f"{record['train_acc']:.3f}",
-                                        refresh=False)
-                last = step + 1 == self.steps_per_epoch
-                if not last and (self._stop_requested or
-                                 (cfg.checkpoint_every and self.global_step % cfg.checkpoint_every == 0)):
-                    self._check_finite(epoch)
-                    self._save(epoch, step + 1)
-                    if self._stop_requested:
-                        raise DnasError(f"interrupted; the search is saved in {self.out}: run the same command "
-                                        "again to resume it")
-            self.lr_schedule.step()
-            self._check_finite(epoch)
-            self._log_epoch(epoch)
-            self._save(epoch + 1, 0, finished=epoch + 1 == cfg.epochs)
-            if self._stop_requested and epoch + 1 < cfg.epochs:
-                raise DnasError(f"interrupted; the search is saved in {self.out}: run the same command again to "
-                                "resume it")
-        if bar is not None:
-            bar.close()
+    def _interrupted(self) -> DnasError:
+        return DnasError(f"interrupted; the search is saved in {self.out}: run the same command again to resume it")
+
+    def step(self) -> dict[str, Any] | None:
+        """One iteration (see :meth:`_iteration`) with its bookkeeping: the step record when one is
+        logged, checkpoints every ``checkpoint_every`` steps, and at the last step of an epoch the
+        epoch record and a checkpoint. Returns the step record, if one was logged."""
+        if not self._opened:
+            self.open()
+        if self.done:
+            raise DnasError(f"the search in {self.out} has finished; call finish()")
+        cfg, epoch = self.cfg, self.epoch
+        self.problem.epochs_elapsed = epoch + self.step_in_epoch / self.steps_per_epoch
+        self._iteration(epoch, self.step_in_epoch)
+        self.global_step += 1
+        self.step_in_epoch += 1
+        if self._bar is not None:
+            self._bar.update(1)
+        record = None
+        if self.global_step % cfg.log_every == 0:
+            record = self._log_step(epoch)
+            if self._bar is not None:
+                self._bar.set_postfix(loss=f"{record['train_loss']:.3f}", acc=f"{record['train_acc']:.3f}",
+                                      refresh=False)
+            if self.on_step is not None:
+                self.on_step(self, record)
+        if self.step_in_epoch < self.steps_per_epoch:
+            if self._stop.requested or (cfg.checkpoint_every and self.global_step % cfg.checkpoint_every == 0):
+                self._check_finite(epoch)
+                self._save()
+                if self._stop.requested:
+                    raise self._interrupted()
+            return record
+        self.lr_schedule.step()
+        self._check_finite(epoch)
+        epoch_record = self._log_epoch(epoch)
+        self.epoch, self.step_in_epoch = epoch + 1, 0
+        self._save(finished=self.done)
+        if self.on_epoch is not None:
+            self.on_epoch(self, epoch_record)
+        if self._stop.requested and not self.done:
+            raise self._interrupted()
+        if not self.done:
+            self._begin_epoch()
+        return record
 
     def _iteration(self, epoch: int, step: int) -> None:
         cfg = self.cfg
@@ -358,18 +337,9 @@ class Search:
 
         # weight step
         self.w_opt.zero_grad(set_to_none=True)
-        with torch.no_grad():
-            activated = problem.activated()
         alignment_due = cfg.alignment_every and self.global_step % cfg.alignment_every == 0
         need_cells = alignment_due or any(r.needs_cell_gradients for r in self.weight_regularizers)
-        if need_cells:
-            cell_weights = [w.clone().requires_grad_(True) for w in problem.net.per_cell(activated)]
-        else:
-            cell_weights = problem.net.per_cell(activated)
-        masks = self.activation.active_mask(activated)
-        x, y = train_batch
-        logits = problem.net(x, cell_weights, masks)
-        loss = nn.functional.cross_entropy(logits, y)
+        loss, logits, cell_weights = problem.weight_loss(train_batch, cell_gradients=need_cells)
         loss.backward()
         cell_grads = [w.grad for w in cell_weights] if need_cells else []
         weights = problem.weights
@@ -380,7 +350,7 @@ class Search:
         nn.utils.clip_grad_norm_(weights, cfg.grad_clip)
         self.w_opt.step()
         self.activation.after_weight_step(dict(problem.alphas))
-        self._meter("train", loss.detach(), logits.detach(), y)
+        self._meter("train", loss.detach(), logits.detach(), train_batch[1])
         if alignment_due:
             self._alignment = {
                 t: gradient_alignment([cell_grads[i] for i in problem.net.cells_of_type(t)])
@@ -402,18 +372,16 @@ class Search:
         self._batches[split] += 1
 
     def _check_finite(self, epoch: int) -> None:
+        kept = (f"the last good checkpoint in {self.out} was kept (rerun with other settings under another --out)"
+                if self.run_dir.has_checkpoint else f"no checkpoint had been written, so {self.out} was left as it was")
         for split in ("train", "val"):
             if self._batches[split] and not math.isfinite(self._sums[f"{split}_loss"].item()):
-                raise NonFiniteLossError(
-                    f"the {split} loss became non-finite in epoch {epoch} (step {self.global_step}); lower w_lr or "
-                    f"a_lr or check the data; the last good checkpoint in {self.out} was kept"
-                )
+                raise NonFiniteLossError(f"the {split} loss became non-finite in epoch {epoch} (step "
+                                         f"{self.global_step}); lower w_lr or a_lr or check the data; {kept}")
         for p in self.problem.arch:
             if not torch.isfinite(p).all():
-                raise NonFiniteLossError(
-                    f"the architecture parameters became non-finite in epoch {epoch}; lower a_lr; the last good "
-                    f"checkpoint in {self.out} was kept"
-                )
+                raise NonFiniteLossError(f"the architecture parameters became non-finite in epoch {epoch}; lower "
+                                         f"a_lr; {kept}")
 
     def _log_step(self, epoch: int) -> dict[str, Any]:
         self._check_finite(epoch)
@@ -432,14 +400,14 @@ class Search:
         self._reset_meters()
         return record
 
-    def _log_epoch(self, epoch: int) -> None:
+    def _log_epoch(self, epoch: int) -> dict[str, Any]:
         genotype = self.genotype()
         strengths = self.problem.strengths()
         record = {
             "kind": "epoch",
             "epoch": epoch,
             "step": self.global_step,
-            "seconds": self.elapsed + time.perf_counter() - self._t0,
+            "seconds": self.seconds,
             "genotype": genotype.to_dict(),
             "skip_connect": genotype.count("skip_connect"),
             "parameter_free": genotype.count_parameter_free(),
@@ -450,18 +418,4 @@ class Search:
         if self.cfg.hessian_every and (epoch + 1) % self.cfg.hessian_every == 0:
             record["hessian_eigenvalue"] = dominant_eigenvalue(self.problem, self.diagnostic_batch, seed=epoch)
         self.log.write(record)
-
-
-def write_results(search: Search, genotype: Genotype) -> None:
-    out = search.out
-    genotype.save(out / "genotype.json")
-    results = {
-        "genotype": genotype.to_dict(),
-        "skip_connect": genotype.count("skip_connect"),
-        "parameter_free": genotype.count_parameter_free(),
-        "steps": search.global_step,
-        "arch_steps": search.arch_steps,
-        "seconds": round(search.elapsed + time.perf_counter() - search._t0, 3),
-        "strengths": {t: s.cpu().tolist() for t, s in search.problem.strengths().items()},
-    }
-    atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
+        return record

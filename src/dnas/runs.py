@@ -1,0 +1,425 @@
+"""Run directories: the machinery shared by ``dnas search``, ``dnas train`` and the compare grid.
+
+A run directory is owned by one process at a time and every write into it is atomic, so a run
+killed at any instant is resumed by the same command to the bit-identical result:
+
+- **Ownership.** :meth:`RunDir.open` takes an exclusive ``flock`` on ``RUN/.lock`` (the kernel
+  releases it when the holder dies, so a stale lock never blocks a rerun); a second process stops
+  with one sentence naming the holder's pid.
+- **What is ours.** A directory is taken only when it is new, empty, or holds nothing but this
+  kind of run's own files (``config.yaml`` first among them) and our temporaries. A user's own
+  files are never overwritten, not even ones that happen to share our names: without our
+  ``config.yaml`` the directory is refused.
+- **Atomic writes.** Every file is written to a temporary beside it and renamed over it
+  (:func:`atomic_write_bytes`); temporaries left by a kill are removed at the next start.
+- **Resume.** ``checkpoint.pt`` holds the full state, tagged with its format, its kind (search or
+  train), the resolved configuration and the torch thread count. A run with a checkpoint resumes
+  only with the same configuration (:func:`config_differences`, keys in ``resume_free`` aside) and
+  the same thread count (floating-point sums are split across threads differently, so the same
+  seed gives other numbers under another count). A directory whose first start died before its
+  first checkpoint holds no progress: it is started over.
+- **A failed first start leaves nothing behind**: :meth:`RunDir.abandon` removes what the start
+  wrote (the folder too, when it made it).
+- **Metrics** go to ``metrics.jsonl`` (always; truncated to the checkpoint's offset on resume) and,
+  with ``log=tensorboard``, to TensorBoard event files in ``RUN/tensorboard``.
+- **Graceful stop.** :class:`GracefulStop` turns SIGINT/SIGTERM into a flag the loop checks; the
+  loop then saves a checkpoint and stops.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import platform
+import shutil
+import signal
+import sys
+import tempfile
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dnas.errors import DnasError
+
+LOCK = ".lock"
+CHECKPOINT = "checkpoint.pt"
+CONFIG = "config.yaml"
+ENV = "env.json"
+METRICS = "metrics.jsonl"
+TENSORBOARD = "tensorboard"
+CHECKPOINT_FORMAT = 2
+#: the metric sinks a run can write to (``log=``); JSON lines are always written
+SINKS = ("jsonl", "tensorboard")
+
+
+# ----- atomic writes ------------------------------------------------------------------------------------
+def _write_error(path: Path, err: BaseException) -> DnasError:
+    reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err).splitlines()[0][:120]
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        reason = "no space left on the device"
+    return DnasError(f"could not write {path} ({reason}); check permissions and free disk space "
+                     "(files already there were left as they were)")
+
+
+def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
+    """Call ``write(file)`` on a temporary beside ``path``, fsync, rename over ``path``; OS errors
+    become one sentence and leave ``path`` as it was."""
+    path = Path(path)
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as err:  # torch.save reports a failed write as RuntimeError
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        raise _write_error(path, err) from None
+    except BaseException:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and a rename: readers never see half a file."""
+    _atomic_write(path, lambda f: f.write(data))
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_torch_save(obj: object, path: Path) -> None:
+    _atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def is_temporary(name: str, own_files: Iterable[str]) -> bool:
+    """``.NAME.<random>.tmp`` of one of ``own_files``: what a write killed half-way leaves."""
+    return name.endswith(".tmp") and any(name.startswith(f".{own}.") for own in own_files)
+
+
+# ----- configuration and environment ------------------------------------------------------------------------
+def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any], free: Iterable[str] = ()) -> list[str]:
+    """The keys whose values differ between two configurations (``free`` keys aside)."""
+    free = set(free)
+    return sorted(k for k in set(saved) | set(current) if k not in free and saved.get(k) != current.get(k))
+
+
+def environment() -> dict[str, Any]:
+    """What ``env.json`` records: versions, platform, torch threads, device, command line."""
+    import dnas
+
+    return {
+        "dnas": dnas.__version__,
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "processor": platform.machine(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.is_available(),
+        "argv": sys.argv,
+    }
+
+
+def resolve_device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise DnasError(f"unknown device {name!r}; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DnasError("device cuda was requested but PyTorch sees no CUDA device; use --device cpu")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise DnasError(f"unsupported device {name!r}; use cpu, cuda or cuda:N")
+    return device
+
+
+def rng_state() -> dict[str, Any]:
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+# ----- the run directory ----------------------------------------------------------------------------------
+class RunDir:
+    """The directory of one run of ``kind`` (``search`` or ``train``).
+
+    ``own_files``: every file such a run writes (besides the lock, ``tensorboard/`` and
+    temporaries); ``results``: the files of a finished run (their presence without a checkpoint
+    means the checkpoint was removed, and the directory is refused rather than started over).
+    """
+
+    def __init__(self, path: str | Path, kind: str, own_files: Iterable[str], results: Iterable[str],
+                 resume_free: Iterable[str] = ()):
+        self.path = Path(path)
+        self.kind = kind
+        self.noun = {"search": "search", "train": "training run"}.get(kind, f"{kind} run")
+        self.own_files = {CONFIG, ENV, METRICS, CHECKPOINT, *own_files}
+        self.results = set(results)
+        self.resume_free = set(resume_free)
+        self.created = False
+        self._lock_fd: int | None = None
+        self._metrics: MetricsLog | None = None
+
+    # ----- ownership -------------------------------------------------------------------------------
+    def _listing(self) -> list[str]:
+        try:
+            return sorted(p.name for p in self.path.iterdir())
+        except OSError as err:
+            raise DnasError(f"cannot read --out {self.path} ({err.strerror}); check its permissions") from None
+
+    def check(self) -> None:
+        """Refuse (one sentence, nothing written) a path that is not, or cannot become, a run of ours."""
+        path = self.path
+        for parent in [path, *path.parents]:
+            if parent.exists() and not parent.is_dir():
+                raise DnasError(f"--out {path}: {parent} is a file, not a directory; give a directory")
+            if parent.exists():
+                break
+        if not path.is_dir():
+            return
+        names = [n for n in self._listing() if n not in (LOCK, TENSORBOARD) and not is_temporary(n, self.own_files)]
+        foreign = [n for n in names if n not in self.own_files]
+        if foreign:
+            raise DnasError(f"--out {path} already holds other files ({', '.join(foreign[:3])}); choose an empty "
+                            "or new directory")
+        if names and CONFIG not in names:
+            raise DnasError(f"--out {path} holds {', '.join(names[:3])} but no {CONFIG}, so it is not a dnas "
+                            f"{self.noun}; choose an empty or new directory")
+        if CHECKPOINT not in names and self.results & set(names):
+            raise DnasError(f"--out {path} holds the results of a finished {self.noun} but no {CHECKPOINT}; "
+                            "choose another --out")
+
+    def open(self) -> None:
+        """Check, create and lock the directory, and remove temporaries that a kill left behind."""
+        self.check()
+        try:
+            if not self.path.is_dir():
+                self.path.mkdir(parents=True)
+                self.created = True
+            fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise DnasError(f"cannot create the run directory {self.path} ({err.strerror}); check the path and "
+                            "its permissions") from None
+        if not _try_lock(fd):
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise DnasError(f"{self.path} is in use by another dnas process (pid {holder}); wait for it to end or "
+                            "stop it, or choose another --out")
+        self._lock_fd = fd
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self.check()  # again, now that no other process can change the directory
+        for name in self._listing():
+            if is_temporary(name, self.own_files):
+                (self.path / name).unlink(missing_ok=True)
+
+    def close(self) -> None:
+        if self._metrics is not None:
+            self._metrics.close()
+            self._metrics = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the lock; the file stays (unlinking it would race)
+            self._lock_fd = None
+
+    def abandon(self) -> None:
+        """A first start failed before its first checkpoint: remove what it wrote (and the folder if
+        it made it), so that the corrected command starts cleanly. Directories with a checkpoint are
+        kept as they are."""
+        if self._lock_fd is None or self.has_checkpoint:
+            self.close()
+            return
+        self.close()
+        if self.created:
+            shutil.rmtree(self.path, ignore_errors=True)
+            return
+        for name in (*self.own_files, LOCK):
+            (self.path / name).unlink(missing_ok=True)
+        shutil.rmtree(self.path / TENSORBOARD, ignore_errors=True)
+
+    # ----- files ---------------------------------------------------------------------------------------
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    @property
+    def has_checkpoint(self) -> bool:
+        return (self.path / CHECKPOINT).is_file()
+
+    def write_text(self, name: str, text: str) -> None:
+        atomic_write_text(self.path / name, text)
+
+    def read_json(self, name: str) -> Any:
+        return json.loads((self.path / name).read_text())
+
+    def write_json(self, name: str, data: Any) -> None:
+        self.write_text(name, json.dumps(data, indent=2) + "\n")
+
+    def start(self, config_yaml: str) -> None:
+        """A fresh start: ``config.yaml`` (written first: it marks the directory as ours) and ``env.json``."""
+        self.write_text(CONFIG, config_yaml)
+        self.write_json(ENV, environment())
+
+    # ----- checkpoints ---------------------------------------------------------------------------------
+    def save_checkpoint(self, state: dict[str, Any]) -> None:
+        tagged = {"format": CHECKPOINT_FORMAT, "kind": self.kind, "threads": torch.get_num_threads(), **state}
+        if self._metrics is not None:
+            tagged["metrics_offset"] = self._metrics.offset
+        atomic_torch_save(tagged, self.path / CHECKPOINT)
+
+    def load_checkpoint(self, config: Mapping[str, Any], device: torch.device,
+                        differences: Callable[[dict[str, Any]], list[str]] | None = None) -> dict[str, Any] | None:
+        """The checkpoint's state, or None for a fresh start; refuses an unreadable checkpoint, one of
+        another kind, configuration or thread count (one sentence each). ``differences(state)``
+        names further differences (e.g. the trained cell)."""
+        path = self.path / CHECKPOINT
+        if not path.is_file():
+            return None
+        try:
+            state = torch.load(path, map_location=device, weights_only=True)
+            if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+                raise ValueError("not a dnas checkpoint of this version")
+        except Exception as err:  # noqa: BLE001 - any unreadable file is reported the same way
+            raise DnasError(f"checkpoint {path} is unreadable or corrupt ({type(err).__name__}); delete it to start "
+                            "the run from scratch, or choose another --out") from None
+        if state.get("kind") != self.kind:
+            raise DnasError(f"{self.path} holds a run of another kind ({state.get('kind')}), not a {self.noun}; "
+                            "choose another --out")
+        differ = config_differences(state["config"], config, self.resume_free)
+        differ += differences(state) if differences is not None else []
+        if differ:
+            raise DnasError(f"{self.path} holds a {self.noun} with a different configuration ({', '.join(differ)}); "
+                            "run with the same settings to resume it, or choose another --out")
+        threads = torch.get_num_threads()
+        if state["threads"] != threads:
+            raise DnasError(f"{self.path} was run with {state['threads']} torch threads and this process has {threads};"
+                            f" resume with --threads {state['threads']} (results depend on the thread count)")
+        return state
+
+    # ----- metrics -------------------------------------------------------------------------------------
+    def metrics(self, resume_offset: int | None, sinks: str = "jsonl", purge_step: int = 0) -> MetricsLog:
+        self._metrics = MetricsLog(self.path / METRICS, resume_offset,
+                                   tensorboard=self.path / TENSORBOARD if sinks == "tensorboard" else None,
+                                   purge_step=purge_step)
+        return self._metrics
+
+
+def _try_lock(fd: int) -> bool:
+    """An exclusive lock on ``fd`` without waiting (``flock`` on POSIX, ``msvcrt.locking`` on Windows)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
+
+
+# ----- metric sinks ----------------------------------------------------------------------------------------
+class MetricsLog:
+    """``metrics.jsonl``: one JSON object per line, flushed at once; truncated to the checkpoint's
+    offset on resume. With ``tensorboard`` (a folder) every numeric field of a record is also a
+    TensorBoard scalar (``kind/field`` at the record's ``step``) and every ``strengths`` entry a
+    histogram; ``purge_step`` drops events a resumed run writes again."""
+
+    def __init__(self, path: Path, resume_offset: int | None, tensorboard: Path | None = None, purge_step: int = 0):
+        self.path = path
+        try:
+            if resume_offset is None or not path.exists():
+                path.write_text("")
+            else:
+                with open(path, "r+b") as f:
+                    f.truncate(resume_offset)
+            self._file = open(path, "a")  # noqa: SIM115 - kept open for the whole run
+        except OSError as err:
+            raise _write_error(path, err) from None
+        self._board = _tensorboard_writer(tensorboard, purge_step) if tensorboard is not None else None
+
+    def write(self, record: dict[str, Any]) -> None:
+        try:
+            self._file.write(json.dumps(record) + "\n")
+            self._file.flush()
+        except OSError as err:
+            raise _write_error(self.path, err) from None
+        if self._board is not None:
+            self._to_tensorboard(record)
+
+    def _to_tensorboard(self, record: dict[str, Any]) -> None:
+        step, kind = int(record.get("step", 0)), record.get("kind", "record")
+        for key, value in record.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in ("step", "epoch"):
+                self._board.add_scalar(f"{kind}/{key}", value, step)
+        for cell_type, values in (record.get("strengths") or {}).items():
+            self._board.add_histogram(f"strengths/{cell_type}", torch.tensor(values), step)
+        self._board.flush()
+
+    @property
+    def offset(self) -> int:
+        return self._file.tell()
+
+    def close(self) -> None:
+        self._file.close()
+        if self._board is not None:
+            self._board.close()
+
+
+def _tensorboard_writer(folder: Path, purge_step: int):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise DnasError('log=tensorboard needs the tensorboard package: pip install "dnas[tensorboard]"') from None
+    return SummaryWriter(log_dir=str(folder), purge_step=purge_step or None)
+
+
+# ----- graceful stop and progress ------------------------------------------------------------------------------
+class GracefulStop:
+    """Within ``with GracefulStop() as stop:``, SIGINT and SIGTERM set ``stop.requested`` instead of
+    killing the process (outside the main thread, where handlers cannot be installed, nothing changes)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def _handler(self, signum, frame) -> None:  # noqa: ARG002
+        self.requested = True
+
+    def __enter__(self) -> GracefulStop:
+        try:
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self._previous[s] = signal.signal(s, self._handler)
+        except ValueError:  # not the main thread
+            pass
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        self._previous.clear()
+
+
+def progress_bar(enabled: bool, total: int, initial: int, desc: str, unit: str = "step"):
+    """A ``tqdm.auto`` bar (a widget in notebooks, text in terminals) on stderr, or None."""
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, unit=unit, dynamic_ncols=True, mininterval=1.0, file=sys.stderr,
+                desc=desc)
