@@ -57,9 +57,12 @@ SINKS = ("jsonl", "tensorboard")
 
 # ----- atomic writes ------------------------------------------------------------------------------------
 def _write_error(path: Path, err: BaseException) -> DnasError:
-    reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err).splitlines()[0][:120]
     if isinstance(err, OSError) and err.errno == errno.ENOSPC:
         reason = "no space left on the device"
+    elif isinstance(err, OSError) and err.strerror:
+        reason = err.strerror
+    else:  # torch.save's RuntimeError names its C++ source, which tells a user nothing
+        reason = "the write failed"
     return DnasError(f"could not write {path} ({reason}); check permissions and free disk space "
                      "(files already there were left as they were)")
 
@@ -164,7 +167,7 @@ class RunDir:
                  resume_free: Iterable[str] = ()):
         self.path = Path(path)
         self.kind = kind
-        self.noun = {"search": "search", "train": "training run"}.get(kind, f"{kind} run")
+        self.noun = {"search": "search run", "train": "training run"}.get(kind, f"{kind} run")
         self.own_files = {CONFIG, ENV, METRICS, CHECKPOINT, *own_files}
         self.results = set(results)
         self.resume_free = set(resume_free)

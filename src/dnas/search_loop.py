@@ -184,8 +184,8 @@ class Search:
     # ----- the loop ----------------------------------------------------------------------------------
     @property
     def seconds(self) -> float:
-        """Search time so far (over all the processes that ran this search)."""
-        return self.elapsed + time.perf_counter() - self._t0
+        """Search time so far (over all the processes that ran this search; frozen when it is done)."""
+        return self.elapsed + (time.perf_counter() - self._t0 if self._t0 is not None else 0.0)
 
     @property
     def done(self) -> bool:
@@ -208,7 +208,7 @@ class Search:
                 self._restore(state)
             self.log = self.run_dir.metrics(None if state is None else state["metrics_offset"], self.cfg.log,
                                             purge_step=self.global_step)
-            self._t0 = time.perf_counter()
+            self._t0 = None if self.done else time.perf_counter()
             self._stop.__enter__()
             self._bar = progress_bar(self.progress and not self.done, self.cfg.epochs * self.steps_per_epoch,
                                      self.global_step, f"{self.cfg.method} on {self.cfg.space}")
@@ -314,6 +314,8 @@ class Search:
         self._check_finite(epoch)
         epoch_record = self._log_epoch(epoch)
         self.epoch, self.step_in_epoch = epoch + 1, 0
+        if self.done:  # the search time ends here, so results.json is the same whenever it is written
+            self.elapsed, self._t0 = self.seconds, None
         self._save(finished=self.done)
         if self.on_epoch is not None:
             self.on_epoch(self, epoch_record)

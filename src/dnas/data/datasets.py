@@ -477,8 +477,11 @@ def _decode_zip(path: Path) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
         depths = {len(p) for p in parts}
         if depths == {3} and len({p[0] for p in parts}) == 1:
             parts = [p[1:] for p in parts]
+        elif depths == {1}:
+            raise DnasError(f"the images in {path} are not in class folders: expected <class>/<image> members, "
+                            "optionally under one top-level folder")
         elif depths != {2}:
-            odd = next(m for m, p in zip(members, parts, strict=True) if len(p) != len(parts[0]))
+            odd = next((m for m, p in zip(members, parts, strict=True) if len(p) != len(parts[0])), members[0])
             raise DnasError(
                 f"{path} mixes layouts (e.g. member {odd!r}): expected <class>/<image>, optionally under "
                 "one top-level folder."
