@@ -122,7 +122,7 @@ def test_train_accepts_a_genotype_object_and_query_looks_it_up(tmp_path):
 
 
 def test_tensorboard_sink(tmp_path):
-    pytest.importorskip("torch.utils.tensorboard", reason="tensorboard is not installed (pip install dnas[tensorboard])")
+    pytest.importorskip("tensorboard", reason="tensorboard is not installed (pip install dnas[tensorboard])")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     found = dnas.search(dataset="digits", out=tmp_path / "run", log="tensorboard", **SMALL)
