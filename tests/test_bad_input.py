@@ -107,7 +107,7 @@ def test_non_finite_loss_before_the_first_checkpoint_keeps_nothing_and_the_fix_r
     out = tmp_path / "run"
     cfg = resolve_config({"epochs": 1, "batch_size": 16}, TINY)
 
-    def explode(self, epoch):
+    def explode(self, *args):
         raise NonFiniteLossError("the train loss became non-finite")
 
     original = Search._check_finite
@@ -124,7 +124,7 @@ def test_the_non_finite_message_says_whether_a_checkpoint_was_kept(tmp_path):
     cfg = resolve_config({"epochs": 1, "batch_size": 16}, TINY)
     search = Search(cfg, tmp_path / "run", progress=False).open()
     search._sums["train_loss"] += float("nan")
-    search._batches["train"] = 1
+    search._batches["train"], search._counts["train"] = 1, 16
     with pytest.raises(NonFiniteLossError, match="no checkpoint had been written"):
         search._check_finite(0)
     search._save()

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dnas.distributed import SINGLE, Group
 from dnas.supernet import Supernet
 
 if TYPE_CHECKING:  # components import this module; avoid the cycle at run time
@@ -28,8 +29,9 @@ Batch = tuple[Tensor, Tensor]
 
 class BilevelProblem:
     def __init__(self, net: Supernet, alphas: nn.ParameterDict, activation: Activation,
-                 arch_regularizers: Sequence = ()):
+                 arch_regularizers: Sequence = (), group: Group = SINGLE):
         self.net = net
+        self.group = group  # the ranks of a data-parallel run (one process: a group of one)
         self.alphas = alphas
         self.activation = activation
         self.arch_regularizers = list(arch_regularizers)
@@ -48,6 +50,12 @@ class BilevelProblem:
     @property
     def cell_types(self) -> list[str]:
         return list(self.alphas.keys())
+
+    def mean_(self, tensors: Sequence[Tensor | None]) -> None:
+        """Average gradients computed from this rank's shard over the ranks, in place, so that every
+        rank continues from the same values (a no-op in one process; see :mod:`dnas.distributed`).
+        Every quantity computed from data must pass here before it steers anything."""
+        self.group.mean_(tensors)
 
     # ----- forward ---------------------------------------------------------------------------------
     def activated(self) -> dict[str, Tensor]:

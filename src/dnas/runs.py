@@ -42,6 +42,7 @@ from typing import Any
 
 import torch
 
+from dnas.distributed import SINGLE, Group
 from dnas.errors import DnasError
 
 LOCK = ".lock"
@@ -164,8 +165,9 @@ class RunDir:
     """
 
     def __init__(self, path: str | Path, kind: str, own_files: Iterable[str], results: Iterable[str],
-                 resume_free: Iterable[str] = ()):
+                 resume_free: Iterable[str] = (), group: Group = SINGLE):
         self.path = Path(path)
+        self.group = group  # in a data-parallel run only rank 0 writes; every rank reads the checkpoint
         self.kind = kind
         self.noun = {"search": "search run", "train": "training run"}.get(kind, f"{kind} run")
         self.own_files = {CONFIG, ENV, METRICS, CHECKPOINT, *own_files}
@@ -205,7 +207,19 @@ class RunDir:
                             "choose another --out")
 
     def open(self) -> None:
-        """Check, create and lock the directory, and remove temporaries that a kill left behind."""
+        """Check, create and lock the directory, and remove temporaries that a kill left behind (rank 0;
+        the other ranks of a data-parallel run wait for it and stop with its error if it fails)."""
+        error = None
+        if self.group.main:
+            try:
+                self._open()
+            except DnasError as err:
+                error = str(err)
+        error = self.group.broadcast(error)
+        if error is not None:
+            raise DnasError(error)
+
+    def _open(self) -> None:
         self.check()
         try:
             if not self.path.is_dir():
@@ -240,7 +254,7 @@ class RunDir:
         """A first start failed before its first checkpoint: remove what it wrote (and the folder if
         it made it), so that the corrected command starts cleanly. Directories with a checkpoint are
         kept as they are."""
-        if self._lock_fd is None or self.has_checkpoint:
+        if self._lock_fd is None or self.has_checkpoint or not self.group.main:
             self.close()
             return
         self.close()
@@ -260,7 +274,8 @@ class RunDir:
         return (self.path / CHECKPOINT).is_file()
 
     def write_text(self, name: str, text: str) -> None:
-        atomic_write_text(self.path / name, text)
+        if self.group.main:
+            atomic_write_text(self.path / name, text)
 
     def read_json(self, name: str) -> Any:
         return json.loads((self.path / name).read_text())
@@ -275,7 +290,10 @@ class RunDir:
 
     # ----- checkpoints ---------------------------------------------------------------------------------
     def save_checkpoint(self, state: dict[str, Any]) -> None:
-        tagged = {"format": CHECKPOINT_FORMAT, "kind": self.kind, "threads": torch.get_num_threads(), **state}
+        if not self.group.main:
+            return
+        tagged = {"format": CHECKPOINT_FORMAT, "kind": self.kind, "threads": torch.get_num_threads(),
+                  "world": self.group.world, **state}
         if self._metrics is not None:
             tagged["metrics_offset"] = self._metrics.offset
         atomic_torch_save(tagged, self.path / CHECKPOINT)
@@ -303,6 +321,9 @@ class RunDir:
         if differ:
             raise DnasError(f"{self.path} holds a {self.noun} with a different configuration ({', '.join(differ)}); "
                             "run with the same settings to resume it, or choose another --out")
+        if state["world"] != self.group.world:
+            raise DnasError(f"{self.path} was run by {state['world']} process(es) and this run has {self.group.world};"
+                            f" resume it with {state['world']} (torchrun --nproc_per_node) so that it ends the same")
         threads = torch.get_num_threads()
         if state["threads"] != threads:
             raise DnasError(f"{self.path} was run with {state['threads']} torch threads and this process has {threads};"
@@ -311,6 +332,8 @@ class RunDir:
 
     # ----- metrics -------------------------------------------------------------------------------------
     def metrics(self, resume_offset: int | None, sinks: str = "jsonl", purge_step: int = 0) -> MetricsLog:
+        if not self.group.main:
+            return NullLog()
         self._metrics = MetricsLog(self.path / METRICS, resume_offset,
                                    tensorboard=self.path / TENSORBOARD if sinks == "tensorboard" else None,
                                    purge_step=purge_step)
@@ -382,6 +405,23 @@ class MetricsLog:
         self._file.close()
         if self._board is not None:
             self._board.close()
+
+
+class NullLog(MetricsLog):
+    """The metric sink of ranks other than 0: records are dropped (rank 0 logs the reduced values)."""
+
+    def __init__(self) -> None:  # noqa: D107 - nothing to open
+        pass
+
+    def write(self, record: dict[str, Any]) -> None:
+        pass
+
+    @property
+    def offset(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass
 
 
 def _tensorboard_writer(folder: Path, purge_step: int):

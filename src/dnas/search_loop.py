@@ -37,6 +37,7 @@ from dnas.components import (
 from dnas.config import SearchConfig, build_component
 from dnas.data import Augment, BatchStream, ImageDataset, load_dataset, split_indices, stratified_subset
 from dnas.diagnostics import gradient_alignment
+from dnas.distributed import setup as setup_distributed
 from dnas.errors import DnasError, NonFiniteLossError
 from dnas.hessian import dominant_eigenvalue
 from dnas.runs import GracefulStop, RunDir, progress_bar, resolve_device, rng_state, set_rng_state
@@ -73,9 +74,13 @@ class Search:
         self.progress = progress
         self.on_step, self.on_epoch = on_step, on_epoch
         self.space = get_space(cfg.space)
-        self.device = resolve_device(cfg.device)
+        self.group, device = setup_distributed(cfg.device)  # launched by torchrun: data parallel
+        self.device = resolve_device(device)
+        if cfg.batch_size % self.group.world:
+            raise DnasError(f"batch_size {cfg.batch_size} is the global batch of {self.group.world} processes and "
+                            "must be divisible by their number")
         self.run_dir = RunDir(self.out, "search", own_files={GENOTYPE, RESULTS}, results={GENOTYPE, RESULTS},
-                              resume_free=RESUME_FREE_KEYS)
+                              resume_free=RESUME_FREE_KEYS, group=self.group)
         self._stop = GracefulStop()
         self._opened = False
 
@@ -130,7 +135,7 @@ class Search:
         })
         net.to(self.device)
         alphas.to(self.device)
-        self.problem = BilevelProblem(net, alphas, self.activation, self.arch_regularizers)
+        self.problem = BilevelProblem(net, alphas, self.activation, self.arch_regularizers, group=self.group)
         self.w_opt = torch.optim.SGD(self.problem.weights, lr=cfg.w_lr, momentum=cfg.w_momentum,
                                      weight_decay=cfg.w_weight_decay)
         self.lr_schedule = torch.optim.lr_scheduler.CosineAnnealingLR(self.w_opt, cfg.epochs, eta_min=cfg.w_lr_min)
@@ -303,11 +308,12 @@ class Search:
                                       refresh=False)
             if self.on_step is not None:
                 self.on_step(self, record)
+        stop = self.group.any(self._stop.requested, self.device)  # every rank stops at the same step
         if self.step_in_epoch < self.steps_per_epoch:
-            if self._stop.requested or (cfg.checkpoint_every and self.global_step % cfg.checkpoint_every == 0):
+            if stop or (cfg.checkpoint_every and self.global_step % cfg.checkpoint_every == 0):
                 self._check_finite(epoch)
                 self._save()
-                if self._stop.requested:
+                if stop:
                     raise self._interrupted()
             return record
         self.lr_schedule.step()
@@ -319,7 +325,7 @@ class Search:
         self._save(finished=self.done)
         if self.on_epoch is not None:
             self.on_epoch(self, epoch_record)
-        if self._stop.requested and not self.done:
+        if stop and not self.done:
             raise self._interrupted()
         if not self.done:
             self._begin_epoch()
@@ -328,9 +334,10 @@ class Search:
     def _iteration(self, epoch: int, step: int) -> None:
         cfg = self.cfg
         problem = self.problem
-        train_batch = next(self.train_stream)
+        # every rank draws the same global batch and keeps its shard (the whole batch in one process)
+        train_batch = self.group.shard(next(self.train_stream))
         if self.schedule.take_arch_step(self.global_step):
-            val_batch = next(self.val_stream)
+            val_batch = self.group.shard(next(self.val_stream))
             self.a_opt.zero_grad(set_to_none=True)
             val_loss, val_logits = self.estimator.arch_gradient(problem, train_batch, val_batch)
             self.a_opt.step()
@@ -345,12 +352,14 @@ class Search:
         loss.backward()
         cell_grads = [w.grad for w in cell_weights] if need_cells else []
         weights = problem.weights
+        problem.mean_([*(p.grad for p in weights), *cell_grads])
         # the Fisher trace is of grad_w L_train alone (DARTS-PRIME), before any regularizer adds to it
         self.schedule.observe_weight_gradients([p.grad for p in weights if p.grad is not None])
         for reg in self.weight_regularizers:
             reg.add_gradient(problem, train_batch, cell_weights, cell_grads, epoch, cfg.epochs)
         nn.utils.clip_grad_norm_(weights, cfg.grad_clip)
         self.w_opt.step()
+        self.group.mean_buffers_(problem.net)
         self.activation.after_weight_step(dict(problem.alphas))
         self._meter("train", loss.detach(), logits.detach(), train_batch[1])
         if alignment_due:
@@ -373,11 +382,24 @@ class Search:
         self._counts[split] += len(labels)
         self._batches[split] += 1
 
-    def _check_finite(self, epoch: int) -> None:
+    def _window(self) -> dict[str, float]:
+        """The log window's loss and accuracy per split, averaged over the ranks (one collective)."""
+        keys = ("train_loss", "train_correct", "val_loss", "val_correct")
+        sums = self.group.sum(torch.stack([self._sums[k].float() for k in keys])).tolist()
+        world, out = self.group.world, {}
+        for split in ("train", "val"):
+            if self._batches[split]:
+                out[f"{split}_loss"] = sums[keys.index(f"{split}_loss")] / (self._batches[split] * world)
+                out[f"{split}_acc"] = sums[keys.index(f"{split}_correct")] / (self._counts[split] * world)
+        return out
+
+    def _check_finite(self, epoch: int, window: dict[str, float] | None = None) -> None:
+        """Stop (on every rank alike) when a loss or ``alpha`` became NaN or infinite."""
+        window = self._window() if window is None else window
         kept = (f"the last good checkpoint in {self.out} was kept (rerun with other settings under another --out)"
                 if self.run_dir.has_checkpoint else f"no checkpoint had been written, so {self.out} was left as it was")
         for split in ("train", "val"):
-            if self._batches[split] and not math.isfinite(self._sums[f"{split}_loss"].item()):
+            if f"{split}_loss" in window and not math.isfinite(window[f"{split}_loss"]):
                 raise NonFiniteLossError(f"the {split} loss became non-finite in epoch {epoch} (step "
                                          f"{self.global_step}); lower w_lr or a_lr or check the data; {kept}")
         for p in self.problem.arch:
@@ -386,13 +408,10 @@ class Search:
                                          f"a_lr; {kept}")
 
     def _log_step(self, epoch: int) -> dict[str, Any]:
-        self._check_finite(epoch)
+        window = self._window()
+        self._check_finite(epoch, window)
         record: dict[str, Any] = {"kind": "step", "epoch": epoch, "step": self.global_step,
-                                  "lr": self.lr_schedule.get_last_lr()[0], "arch_steps": self.arch_steps}
-        for split in ("train", "val"):
-            if self._batches[split]:
-                record[f"{split}_loss"] = self._sums[f"{split}_loss"].item() / self._batches[split]
-                record[f"{split}_acc"] = self._sums[f"{split}_correct"].item() / self._counts[split]
+                                  "lr": self.lr_schedule.get_last_lr()[0], "arch_steps": self.arch_steps, **window}
         for t, value in self._alignment.items():
             record[f"alignment.{t}"] = float(value)
         for key, comp in self.components.items():

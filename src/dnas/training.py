@@ -54,6 +54,7 @@ from torch import Tensor, nn
 from dnas.config import Config, split_override
 from dnas.counting import count_multiply_adds, count_parameters
 from dnas.data import Augment, BatchStream, ImageDataset, load_dataset, stratified_subset
+from dnas.distributed import setup as setup_distributed
 from dnas.errors import DnasError, NonFiniteLossError
 from dnas.evalnet import EvalNetwork, build_eval_network, check_genotype, family_of
 from dnas.genotypes import ResolvedGenotype, resolve_genotype
@@ -250,9 +251,13 @@ class Trainer:
         self.genotype = genotype
         self.out = Path(out)
         self.progress = progress
-        self.device = resolve_device(cfg.device)
+        self.group, device = setup_distributed(cfg.device)  # launched by torchrun: data parallel
+        self.device = resolve_device(device)
+        if cfg.batch_size % self.group.world:
+            raise DnasError(f"batch_size {cfg.batch_size} is the global batch of {self.group.world} processes and "
+                            "must be divisible by their number")
         self.run_dir = RunDir(self.out, "train", own_files={GENOTYPE, RESULT}, results={RESULT},
-                              resume_free=RESUME_FREE_KEYS | {"genotype"})
+                              resume_free=RESUME_FREE_KEYS | {"genotype"}, group=self.group)
 
     # ----- set-up ------------------------------------------------------------------------------------
     def _load_data(self) -> None:
@@ -396,12 +401,13 @@ class Trainer:
                         bar.update(1)
                     if self.global_step % cfg.log_every == 0:
                         self._log_step(epoch, step)
-                    stop = self._stop.requested or (stop_after is not None and self.global_step >= stop_after)
+                    requested = self.group.any(self._stop.requested, self.device)  # all ranks stop together
+                    stop = requested or (stop_after is not None and self.global_step >= stop_after)
                     if stop or (cfg.checkpoint_every and self.global_step % cfg.checkpoint_every == 0):
                         self._averages(self._epoch_sums, epoch)  # never checkpoint non-finite weights
                         self._save(epoch, step + 1)
                     if stop:
-                        if self._stop.requested:
+                        if requested:
                             raise self._interrupted()
                         return False
                 self._end_epoch(epoch)
@@ -422,14 +428,16 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.net.train()
-        x, y = next(self.stream)
+        x, y = self.group.shard(next(self.stream))  # every rank draws the global batch, keeps its shard
         self.optimizer.zero_grad(set_to_none=True)
         logits, aux = self.net(x)
         loss = self._loss(logits, aux, y)
         loss.backward()
+        self.group.mean_([p.grad for p in self.net.parameters()])  # data parallel: the global batch's gradient
         if cfg.grad_clip:
             nn.utils.clip_grad_norm_(self.net.parameters(), cfg.grad_clip)
         self.optimizer.step()
+        self.group.mean_buffers_(self.net)
         loss, correct = loss.detach(), (logits.detach().argmax(1) == y).sum()
         for sums in (self._window, self._epoch_sums):
             sums["loss"] += loss
@@ -449,14 +457,17 @@ class Trainer:
         self._epoch_sums = self._zeros()
 
     def _averages(self, sums: dict[str, Any], epoch: int) -> tuple[float, float]:
-        loss = sums["loss"].item() / max(sums["batches"], 1)
+        """Mean loss and accuracy of a window, over all ranks (every rank stops alike on a NaN)."""
+        total = self.group.sum(torch.stack([sums["loss"].float(), sums["correct"].float()])).tolist()
+        world = self.group.world
+        loss = total[0] / max(sums["batches"] * world, 1)
         if not math.isfinite(loss):
             kept = (f"the last good checkpoint in {self.out} was kept (rerun with other settings under another --out)"
                     if self.run_dir.has_checkpoint else f"no checkpoint had been written, so {self.out} was left as "
                     "it was")
             raise NonFiniteLossError(f"the training loss became non-finite in epoch {epoch} (step {self.global_step});"
                                      f" lower lr or check the data; {kept}")
-        return loss, sums["correct"].item() / max(sums["images"], 1)
+        return loss, total[1] / max(sums["images"] * world, 1)
 
     def _log_step(self, epoch: int, step: int) -> None:
         loss, acc = self._averages(self._window, epoch)
@@ -478,26 +489,31 @@ class Trainer:
         self.log.write(record)
         self._reset_epoch()
         self._save(epoch + 1, 0, finished=last)
-        if self._stop.requested and not last:
+        if self.group.any(self._stop.requested, self.device) and not last:
             raise self._interrupted()
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Test loss and accuracy (fraction), BatchNorm in inference mode, train-set normalisation."""
+        """Test loss and accuracy (fraction), BatchNorm in inference mode, train-set normalisation
+        (data parallel: each rank scores a contiguous part of the test set, the sums are reduced)."""
         self.net.eval()
         data = self.test_data
+        part = -(-len(data) // self.group.world)
+        first, last = self.group.rank * part, min(len(data), (self.group.rank + 1) * part)
         mean = torch.tensor(self.train_data.mean, device=self.device).view(1, -1, 1, 1)
         std = torch.tensor(self.train_data.std, device=self.device).view(1, -1, 1, 1).clamp(min=1e-8)
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
-        for start in range(0, len(data), self.cfg.eval_batch_size):
-            images = data.images[start:start + self.cfg.eval_batch_size].to(self.device)
-            labels = data.labels[start:start + self.cfg.eval_batch_size].to(self.device)
+        for start in range(first, last, self.cfg.eval_batch_size):
+            end = min(last, start + self.cfg.eval_batch_size)
+            images = data.images[start:end].to(self.device)
+            labels = data.labels[start:end].to(self.device)
             logits, _ = self.net((images.float() / 255 - mean) / std)
             loss_sum += F.cross_entropy(logits, labels, reduction="sum")
             correct += (logits.argmax(1) == labels).sum()
         self.net.train()
-        return {"test_loss": loss_sum.item() / len(data), "test_acc": correct.item() / len(data)}
+        loss_sum, correct = self.group.sum(torch.stack([loss_sum, correct.float()])).tolist()
+        return {"test_loss": loss_sum / len(data), "test_acc": correct / len(data)}
 
     def _write_result(self) -> dict[str, Any]:
         data = self.train_data

@@ -17,6 +17,12 @@ the kinks (curvature that the exact Hessian, with ``ReLU'' = 0``, does not have)
 networks the two agree to ``O(r^2)`` (``tests/test_estimators.py``); on the ReLU supernets they can
 differ by more than the size of the correction term itself.
 
+Data parallelism: every gradient computed from a batch is averaged over the ranks
+(``problem.mean_``) before it is used — ``grad_w L_train`` before the virtual step, ``grad_w L_val``
+before it sets a finite-difference radius, ``H v`` before the second product, and the final
+estimate — so the radii ``r/||v||`` are those of the all-reduced vectors and every rank evaluates
+the same points and ends with the same ``alpha.grad``.
+
 Estimators only use a small surface of the problem: ``weights``, ``arch``, ``net`` (for its
 buffers), ``activated()``, ``loss(batch, activated)``, ``arch_objective(batch)`` and
 ``weight_lr``. They change nothing but ``alpha.grad``: weights and BatchNorm statistics are
@@ -67,7 +73,9 @@ class FirstOrder(Estimator):
 
     def arch_gradient(self, problem: BilevelProblem, train_batch: Batch, val_batch: Batch) -> tuple[Tensor, Tensor]:
         objective, logits, _ = problem.arch_objective(val_batch)
-        set_grads(problem.arch, gradients(objective, problem.arch))  # zeros for a cell type the net lacks
+        grads = gradients(objective, problem.arch)  # zeros for a cell type the net lacks
+        problem.mean_(grads)
+        set_grads(problem.arch, grads)
         return objective.detach(), logits.detach()
 
 
@@ -157,13 +165,16 @@ class SecondOrder(_CurvatureEstimator):
             activated, leaves = _activated_leaves(problem)
             train_loss = self._train_loss(problem, train_batch, leaves)
             step = gradients(train_loss(), weights)
+            problem.mean_(step)
             with shifted(weights, step, -xi):  # w' = w - xi grad_w L_train, undone on exit
                 objective, logits, _ = problem.arch_objective(val_batch)
                 grads = gradients(objective, [*arch, *weights])
+            problem.mean_(grads)
             direct, v = grads[: len(arch)], grads[len(arch):]
             # at w again (an exact HVP builds its graph here, after the in-place step is undone)
             hvp = make_hvp(self.hvp, train_loss, weights, r=self.fd_radius)
             mixed = _pull_back(activated, hvp(v, wrt=list(leaves.values())), arch)
+            problem.mean_(mixed)
         correction = [xi * m for m in mixed]
         self._record(direct, correction)
         set_grads(arch, [d - c for d, c in zip(direct, correction, strict=True)])
@@ -197,11 +208,14 @@ class Amended(_CurvatureEstimator):
         with preserved_buffers(problem.net):
             objective, logits, _ = problem.arch_objective(val_batch)
             grads = gradients(objective, [*arch, *weights])
+            problem.mean_(grads)
             direct, v = grads[: len(arch)], grads[len(arch):]
             activated, leaves = _activated_leaves(problem)
             hvp = make_hvp(self.hvp, self._train_loss(problem, train_batch, leaves), weights, r=self.fd_radius)
             u = hvp(v)
+            problem.mean_(u)
             mixed = _pull_back(activated, hvp(u, wrt=list(leaves.values())), arch)
+            problem.mean_(mixed)
         correction = [self.eta * m for m in mixed]
         self._record(direct, correction)
         set_grads(arch, [d - c for d, c in zip(direct, correction, strict=True)])

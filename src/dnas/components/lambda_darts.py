@@ -215,6 +215,9 @@ class LambdaRegularizer(WeightRegularizer):
                 increments = self._exact(problem, batch, base, activated, groups)
             else:
                 increments = self._finite_difference(problem, batch, base, activated, groups, stacked)
+        # data parallel: the cell gradients (hence the direction p) were averaged by the loop; the
+        # increments are differences of shard gradients, averaged here like every data gradient
+        problem.mean_(increments)
         with torch.no_grad():
             for p, inc in zip(problem.weights, increments, strict=True):
                 if inc is not None:
