@@ -7,6 +7,8 @@ One iteration (DESIGN.md section 2):
 2. the weight step: ``L_train(w, A(alpha))`` on a training batch, backward, weight regularizers
    add their gradients, gradient-norm clipping, SGD step, activation hook (pruning).
 
+The schedule's ``order`` swaps the two (``weight-first``: AutoDL's NAS-Bench-201 DARTS, PR-DARTS).
+
 Everything a resumed run needs is checkpointed atomically: weights, alphas, both optimizers, the
 LR schedule, component states, both data streams and the RNG, and the position in the epoch, so
 an interrupted search resumes to exactly the same result. Metrics are accumulated on the device
@@ -345,18 +347,25 @@ class Search:
             bar.close()
 
     def _iteration(self, epoch: int, step: int) -> None:
+        train_batch = next(self.train_stream)
+        arch_step = self.schedule.take_arch_step(self.global_step)
+        if arch_step and not self.schedule.weight_first:
+            self._arch_step(train_batch)
+        self._weight_step(epoch, train_batch)
+        if arch_step and self.schedule.weight_first:
+            self._arch_step(train_batch)
+
+    def _arch_step(self, train_batch: tuple[Tensor, Tensor]) -> None:
+        val_batch = next(self.val_stream)
+        self.a_opt.zero_grad(set_to_none=True)
+        val_loss, val_logits = self.estimator.arch_gradient(self.problem, train_batch, val_batch)
+        self.a_opt.step()
+        self.arch_steps += 1
+        self._meter("val", val_loss, val_logits, val_batch[1])
+
+    def _weight_step(self, epoch: int, train_batch: tuple[Tensor, Tensor]) -> None:
         cfg = self.cfg
         problem = self.problem
-        train_batch = next(self.train_stream)
-        if self.schedule.take_arch_step(self.global_step):
-            val_batch = next(self.val_stream)
-            self.a_opt.zero_grad(set_to_none=True)
-            val_loss, val_logits = self.estimator.arch_gradient(problem, train_batch, val_batch)
-            self.a_opt.step()
-            self.arch_steps += 1
-            self._meter("val", val_loss, val_logits, val_batch[1])
-
-        # weight step
         self.w_opt.zero_grad(set_to_none=True)
         with torch.no_grad():
             activated = problem.activated()

@@ -231,7 +231,8 @@ class FisherSchedule(Schedule):
     name = "fisher"
 
     def __init__(self, *, f: float = 10.0, gamma: float = 0.2, threshold: float = 1.0, multiplier: float = 1.05,
-                 rebalance_split: bool = True):
+                 rebalance_split: bool = True, order: str = "arch-first"):
+        super().__init__(order=order)
         if f <= 0:
             raise DnasError(f"schedule fisher needs f > 0, got {f}")
         if not 0 < gamma <= 1:
