@@ -102,7 +102,8 @@ class Clamp(Activation):
         A(alpha) = clamp(alpha, 0, 1) * M            M: 0/1 mask of the ops still alive
 
     * init ``alpha = 1/|O_e| + init_noise * N(0, 1)``, ``|O_e|`` the real (non-``none``) ops of the
-      edge (1/7 on the DARTS space); ``none`` starts at 0 and masked (module docstring).
+      edge (1/7 on the DARTS space); ``none`` starts at 0 and masked (module docstring), as does any
+      op named in ``exclude``.
     * gradient: ``dA/dalpha = M * 1[0 <= alpha <= 1]``, zero for alpha outside [0, 1].
     * permanent pruning (``after_weight_step``, after every weight step): every alpha <= 0 is set to
       0 and masked forever; ``active_mask`` hands the mask to the supernet, which then skips the op.
@@ -123,7 +124,8 @@ class Clamp(Activation):
     node_bn = True
     allows_none = False
 
-    def __init__(self, *, init_noise: float = 1e-4, mask_sync_every: int = 1):
+    def __init__(self, *, init_noise: float = 1e-4, mask_sync_every: int = 1, exclude: str = ""):
+        super().__init__(exclude=exclude)
         if init_noise < 0:
             raise DnasError(f"activation clamp needs init_noise >= 0, got {init_noise}")
         if mask_sync_every < 1:
@@ -136,19 +138,21 @@ class Clamp(Activation):
         self._steps = 0
 
     def bind(self, space: SearchSpace) -> None:
+        super().bind(space)  # none (and any ``exclude``) out of the competition from the start
         self._space = space
-        self._masks = {t: self._live_ops(topo.edge_ops) for t, topo in space.cells.items()}
+        self._masks = {t: self._live_ops(space, t) for t in space.cells}
         self._host = {t: m.clone() for t, m in self._masks.items()}
 
-    @staticmethod
-    def _live_ops(edge_ops: Sequence[Sequence[str]]) -> Tensor:
-        return torch.tensor([[op != "none" for op in ops] for ops in edge_ops], dtype=torch.bool)
+    def _live_ops(self, space: SearchSpace, cell_type: str) -> Tensor:
+        kept = self._kept.get(cell_type)
+        topo = space.cells[cell_type]
+        return kept.clone() if kept is not None else torch.ones(topo.num_edges, topo.ops_per_edge, dtype=torch.bool)
 
     def init_alpha(self, shape: tuple[int, int], generator: torch.Generator) -> Tensor:
         noise = self.init_noise * torch.randn(shape, generator=generator)
         live = torch.ones(shape, dtype=torch.bool)
-        if self._space is not None:  # the none columns of the cell types of this shape, if they agree
-            patterns = [self._live_ops(c.edge_ops) for c in self._space.cells.values()
+        if self._space is not None:  # the excluded columns of the cell types of this shape, if they agree
+            patterns = [self._live_ops(self._space, t) for t, c in self._space.cells.items()
                         if (c.num_edges, c.ops_per_edge) == tuple(shape)]
             if patterns and all(torch.equal(p, patterns[0]) for p in patterns):
                 live = patterns[0]
