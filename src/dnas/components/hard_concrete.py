@@ -58,8 +58,13 @@ def sample_hard_concrete(beta: Tensor, tau: float, a: float, b: float) -> Tensor
 
 
 def gate_probability(beta: Tensor, tau: float, a: float, b: float) -> Tensor:
-    """``P(g != 0) = sigmoid(beta - tau ln(-a/b))``."""
-    return torch.sigmoid(beta - tau * math.log(-a / b))
+    """``P(g != 0) = sigmoid(beta - tau ln(-a/b))``, ``dP/dbeta = P (1 - P)``.
+
+    Computed in float64 and returned in the dtype of ``beta``: in float32 ``P`` rounds to exactly 1
+    once ``beta - tau ln(-a/b) > 16.6`` (the paper's start: 0.5 + 24), and autograd's ``P (1 - P)``
+    then gives a gradient of exactly 0 instead of ~2e-11; in float64 it is the true value, which
+    float32 represents."""
+    return torch.sigmoid(beta.double() - tau * math.log(-a / b)).to(beta.dtype)
 
 
 def select_top_k(gates: Tensor, k: int, drop_prob: float) -> Tensor:
