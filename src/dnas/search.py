@@ -167,7 +167,8 @@ class Search:
         alphas.to(self.device)
         self.problem = BilevelProblem(net, alphas, self.activation, self.arch_regularizers)
         self.w_opt = torch.optim.SGD(self.problem.weights, lr=cfg.w_lr, momentum=cfg.w_momentum,
-                                     weight_decay=cfg.w_weight_decay)
+                                     weight_decay=cfg.w_weight_decay, nesterov=cfg.w_nesterov)
+        self.problem.weight_optimizer = self.w_opt  # second-order DARTS' virtual step reads its momentum
         self.lr_schedule = torch.optim.lr_scheduler.CosineAnnealingLR(self.w_opt, cfg.epochs, eta_min=cfg.w_lr_min)
         self.a_opt = torch.optim.Adam(self.problem.arch, lr=cfg.a_lr, betas=(cfg.a_beta1, cfg.a_beta2),
                                       weight_decay=cfg.a_weight_decay)
