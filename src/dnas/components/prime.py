@@ -377,18 +377,30 @@ class ADMM(ArchRegularizer):
 
         R = (rho / 2) || (A(alpha) - Z + U) * M ||                  (squared=True: ||.||^2)
 
-    and every ``admm_freq`` architecture steps (before the loss of the next one), with ``A`` the
-    current activated weights (detached):
+    and after every ``admm_freq`` architecture steps, with ``alpha`` and ``A`` detached:
 
-    * ``variant="textbook"`` (default):  ``Z <- Pi_D(A + U)``,  ``U <- (kappa U + A - Z) * M``;
-      initially ``Z = A(alpha_0)``, ``U = 0`` (no pull until the first update).
-    * ``variant="code"`` (official code):  ``Z <- Pi_D(A(alpha + U))``,  ``U <- (kappa U + alpha - Z) * M``;
-      initially ``Z = alpha_0``, ``U = 0``. It mixes spaces (the dual is added to the raw ``alpha``
-      before the activation and updated with the raw ``alpha``, not ``A(alpha)``); with the clamp
-      activation and alpha in [0, 1] the two differ only where ``alpha + U`` leaves [0, 1], which
-      the code's clamp saturates before projecting.
+    * ``variant="code"`` (official code, default):  ``Z <- Pi_D(A(alpha + U))``,
+      ``U <- (kappa U + alpha - Z) * M``; initially ``Z = alpha_0``, ``U = 0``. It mixes spaces (the
+      dual is added to the raw ``alpha`` before the activation and updated with the raw ``alpha``,
+      not ``A(alpha)``); with the clamp activation and alpha in [0, 1] the two readings differ only
+      where ``alpha + U`` leaves [0, 1], which the clamp saturates before projecting.
+    * ``variant="textbook"``:  ``Z <- Pi_D(A + U)``,  ``U <- (kappa U + A - Z) * M``; initially
+      ``Z = A(alpha_0)``, ``U = 0`` (no pull until the first update).
 
-    ``kappa`` (code ``zuewma``) < 1 forgets old residuals; ADMM is ``kappa = 1``.
+    Timing. The official training loop (``train_scheduled_hard_statebn.py``) counts architecture
+    steps and, after each weight step, updates ``Z`` and ``U`` when ``(counter + 1) % admm_freq == 0``,
+    then resets the counter to 0: with its ``--admm_freq 10`` the update comes after every 9th
+    architecture step, before the next one. Here ``admm_freq`` is that period itself (the default 9
+    is the official timing; textbook ADMM updates every 10th: ``admm_freq=10``). The update is
+    made lazily, right before the loss of the next architecture step; between the weight step
+    after which the official code updates and that loss, ``alpha`` and the mask do not change, so
+    the two are the same. Architecture steps are counted by calls: the estimators evaluate ``R``
+    once per architecture step.
+
+    ``kappa`` (code ``zuewma``, which the official ``Network`` leaves at 1.0: the script's
+    ``--zuewma`` is never passed to it) < 1 forgets old residuals; ADMM is ``kappa = 1``.
+    Pruned ops can never enter ``Z`` (the official projection ignores the pruning mask and may
+    pick a pruned op while a live one exists; we mask it, see :func:`project_discrete`).
 
     Norm: the official code uses the non-squared Frobenius norm, the default here, so that the
     published configuration is reproduced: the pull towards ``Z - U`` then has the constant
@@ -396,13 +408,12 @@ class ADMM(ArchRegularizer):
     Textbook ADMM uses the squared norm, whose minimiser the scaled dual update ``U += A - Z``
     assumes; ``squared=True`` gives that form.
 
-    Architecture steps are counted by calls: the estimators evaluate ``R`` once per architecture
-    step. ``Z`` and ``U`` are state (checkpointed).
+    ``Z`` and ``U`` are state (checkpointed).
     """
 
     name = "admm"
 
-    def __init__(self, *, rho: float = 0.1, admm_freq: int = 10, variant: str = "textbook", kappa: float = 1.0,
+    def __init__(self, *, rho: float = 0.1, admm_freq: int = 9, variant: str = "code", kappa: float = 1.0,
                  squared: bool = False):
         if rho < 0 or admm_freq < 1:
             raise DnasError(f"arch regularizer admm needs rho >= 0 and admm_freq >= 1, got {rho}, {admm_freq}")
