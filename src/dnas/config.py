@@ -15,6 +15,7 @@ Override keys:
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,7 +105,13 @@ class SearchConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
+_EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def parse_value(text: str) -> Any:
+    """A YAML scalar; ``3e-4`` is a number (YAML 1.1 would read it as a string: no dot)."""
+    if _EXPONENT_FLOAT.fullmatch(text.strip()):
+        return float(text)
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError:
