@@ -214,7 +214,8 @@ class FisherSchedule(Schedule):
 
         FI_t = sum_w (dL_train/dw)^2,        E_t = gamma FI_t + (1 - gamma) E_{t-1}     (E_0 = FI_0)
 
-    Before each weight step: if ``0 < E < theta`` take one architecture step and ``theta <- theta d``,
+    Before each weight step: if ``0 < E < theta`` take one architecture step (before the weight step,
+    as the official code; ``order="weight-first"`` puts it after) and ``theta <- theta d``,
     else ``theta <- theta m``; ``theta_0 = threshold``, ``m = multiplier``, ``d = m^(-f)``. A bounded
     ``theta`` needs ``(#steps without) = f (#steps with)``, so in the long run one architecture step
     comes after every ``f`` weight steps without one (a share ``1/(1+f)`` of the iterations). Since
