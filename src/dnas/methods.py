@@ -19,11 +19,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from dnas.config import LIST_SLOTS, SINGLE_SLOTS
 from dnas.registry import Registry
 from dnas.spaces import get_space
 
 #: the keys whose value picks a component; ``slot.param`` keys set that component's parameters
-SLOT_KEYS = ("activation", "schedule", "estimator", "discretizer", "weight_regularizers", "arch_regularizers")
+SLOT_KEYS = SINGLE_SLOTS + LIST_SLOTS
 
 
 def with_changes(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
@@ -338,7 +339,6 @@ def describe(name: str, space: str) -> str:
     """A preset on ``space``: its changes from ``darts``, the implementation of each slot, and the
     fully resolved configuration (every hyper-parameter, defaults included) as YAML."""
     from dnas.components import SLOTS
-    from dnas.config import LIST_SLOTS
     from dnas.resolve import resolve_config
 
     method = METHODS.get(name)
