@@ -8,21 +8,22 @@ from dnas.resolve import resolve_config
 
 
 def test_defaults_follow_darts():
-    cfg = resolve_config()
+    cfg = resolve_config({"space": "darts"})
     assert (cfg.w_lr, cfg.w_lr_min, cfg.w_momentum, cfg.w_weight_decay, cfg.grad_clip) == (0.025, 0.001, 0.9, 3e-4, 5.0)
     assert (cfg.a_lr, cfg.a_beta1, cfg.a_beta2, cfg.a_weight_decay) == (3e-4, 0.5, 0.999, 1e-3)
     assert cfg.train_portion == 0.5 and cfg.batch_size == 64 and cfg.epochs == 50
     assert cfg.activation.name == "softmax" and cfg.estimator.name == "first-order"
-    assert cfg.discretizer.name == "argmax"  # nb201 default
-    assert resolve_config({"space": "darts"}).discretizer.name == "darts"
+    assert cfg.discretizer.name == "darts"
+    nb201 = resolve_config()  # AutoDL's NAS-Bench-201 DARTS-V1 (tests/test_presets.py has the full tables)
+    assert nb201.discretizer.name == "argmax" and (nb201.w_weight_decay, nb201.w_nesterov) == (5e-4, True)
 
 
 def test_overrides_and_component_params():
     cfg = resolve_config({"space": "darts", "epochs": 3}, ["w_lr=0.05", "schedule=every-k", "schedule.k=4",
                                                            "seed=7", "flip=false"])
     assert cfg.epochs == 3 and cfg.w_lr == 0.05 and cfg.seed == 7 and cfg.flip is False
-    assert cfg.schedule.name == "every-k" and cfg.schedule.params == {"k": 4}
-    assert cfg.activation.params == {"init_std": 1e-3}  # defaults are filled in
+    assert cfg.schedule.name == "every-k" and cfg.schedule.params == {"k": 4, "order": "arch-first"}
+    assert cfg.activation.params == {"init_std": 1e-3, "exclude": ""}  # defaults are filled in
 
 
 def test_space_and_method_may_come_as_overrides():
@@ -65,3 +66,9 @@ def test_every_method_resolves_on_every_space():
         for space in ("darts", "nb201", "s1", "s2", "s3", "s4"):
             cfg = resolve_config({"space": space, "method": method})
             assert cfg.method == method
+
+
+def test_numbers_in_exponent_notation_are_numbers():
+    cfg = resolve_config({"space": "darts"}, ["a_lr=3e-4", "w_weight_decay=5E-4", "estimator=amended",
+                                              "estimator.fd_radius=1e-3"])
+    assert (cfg.a_lr, cfg.w_weight_decay, cfg.estimator.params["fd_radius"]) == (3e-4, 5e-4, 1e-3)

@@ -153,9 +153,65 @@ def test_second_order_equals_its_formula(hvp, xi):
     assert torch.allclose(got, through, rtol=1e-9, atol=1e-12)
 
 
-def _unrolled(w, alpha, step, train):
+def _unrolled(w, alpha, step, train, constant=0.0):
+    """``w - step (grad_w L_train(w, alpha) + constant)``, differentiable in ``alpha``."""
     w = w.detach().requires_grad_(True)
-    return w - step * torch.autograd.grad(ridge_loss(w, alpha, train), w, create_graph=True)[0]
+    return w - step * (torch.autograd.grad(ridge_loss(w, alpha, train), w, create_graph=True)[0] + constant)
+
+
+def _with_momentum(problem, momentum=0.9, weight_decay=0.05):
+    """Give the problem a weight optimizer whose momentum buffer is set (one step on a made-up gradient)."""
+    opt = torch.optim.SGD([problem.net.w], lr=problem.weight_lr, momentum=momentum, weight_decay=weight_decay)
+    w0 = problem.net.w.detach().clone()
+    problem.net.w.grad = torch.linspace(-1.0, 2.0, len(w0), dtype=D)
+    opt.step()
+    with torch.no_grad():
+        problem.net.w.copy_(w0)  # the buffer is kept, the weights are put back
+    problem.net.w.grad = None
+    problem.weight_optimizer = opt
+    return opt.state[problem.net.w]["momentum_buffer"].clone()
+
+
+@pytest.mark.parametrize("hvp", ["exact", "fd"])
+def test_second_order_virtual_step_uses_the_optimizers_momentum_and_weight_decay(hvp):
+    """DARTS' code: w' = w - xi (mu m + grad_w L_train + lambda w)."""
+    problem, train, val = toy()
+    m = _with_momentum(problem)
+    w, alpha, xi = problem.net.w.detach(), problem.alphas["x"].detach(), problem.weight_lr
+    constant = 0.9 * m + 0.05 * w
+    w_unrolled = w - xi * (grad(ridge_loss, w, alpha, train) + constant)
+    _, b = blocks(w, alpha, train)
+    expected = grad(val_objective, w_unrolled, alpha, val, i=1) - xi * b @ grad(ridge_loss, w_unrolled, alpha, val)
+    got = estimate(SecondOrder(hvp=hvp), problem, train, val)
+    assert torch.allclose(got, expected, rtol=1e-9, atol=1e-12)
+    through = grad(lambda a: val_objective(_unrolled(w, a, xi, train, constant), a, val), alpha)
+    assert torch.allclose(got, through, rtol=1e-9, atol=1e-12)
+    # the paper's plain step ignores the optimizer; without the momentum term the two differ
+    plain = estimate(SecondOrder(hvp=hvp, virtual_step="gradient"), problem, train, val)
+    assert torch.allclose(plain, estimate(SecondOrder(hvp=hvp), toy()[0], train, val), rtol=1e-9, atol=1e-12)
+    assert (plain - got).norm() > 1e-3 * got.norm()
+
+
+def test_the_loop_hands_the_current_lr_and_the_weight_optimizer_to_the_estimator(tmp_path, monkeypatch):
+    seen = []
+    original = SecondOrder.arch_gradient
+
+    def record(self, problem, train_batch, val_batch):
+        buffers = [problem.weight_optimizer.state.get(p, {}).get("momentum_buffer") for p in problem.weights]
+        seen.append((problem.weight_lr, problem.weight_optimizer, all(b is not None for b in buffers)))
+        return original(self, problem, train_batch, val_batch)
+
+    monkeypatch.setattr(SecondOrder, "arch_gradient", record)
+    cfg = resolve_config({"space": "nb201", "method": "darts-2nd", "epochs": 3, "batch_size": 8},
+                         [*TINY, "max_images=48", "w_lr=0.1", "w_lr_min=0.01"])
+    search = Search(cfg, tmp_path / "run", progress=False)
+    search.run()
+    n = search.steps_per_epoch
+    assert n >= 2
+    cosine = [0.01 + (0.1 - 0.01) * (1 + math.cos(math.pi * e / 3)) / 2 for e in range(3)]
+    assert [lr for lr, _, _ in seen] == pytest.approx([lr for lr in cosine for _ in range(n)], rel=1e-12)
+    assert all(opt is search.w_opt for _, opt, _ in seen)
+    assert [ready for _, _, ready in seen] == [False] + [True] * (3 * n - 1)  # momentum after the first w step
 
 
 @pytest.mark.parametrize("hvp", ["exact", "fd"])
@@ -166,6 +222,45 @@ def test_amended_equals_its_formula(hvp):
     expected = grad(val_objective, w, alpha, val, i=1) - 0.25 * b @ h @ grad(ridge_loss, w, alpha, val)
     got = estimate(Amended(eta=0.25, hvp=hvp), problem, train, val)
     assert torch.allclose(got, expected, rtol=1e-9, atol=1e-12)
+
+
+class QuarticRidge(Ridge):
+    """``Ridge`` plus ``1/4 sum (A ⊙ w)^4``: the gradient is cubic in ``w``, so a central difference of
+    radius ``R`` errs by ``O(R^2)`` and the radii of the two products matter."""
+
+    def loss(self, batch, activated=None, cell_weights=None):
+        quadratic, pred = super().loss(batch, activated, cell_weights)
+        activated = self.activated() if activated is None else activated
+        return quadratic + 0.25 * ((activated["x"] * self.net.w) ** 4).sum(), pred
+
+
+def quartic_loss(w, alpha, batch):
+    return ridge_loss(w, alpha, batch) + 0.25 * ((torch.exp(alpha) * w) ** 4).sum()
+
+
+def test_amended_finite_differences_use_radius_r_over_the_norm_of_each_vector():
+    problem, train, val = toy()
+    problem = QuarticRidge(problem.net, problem.alphas, Exp(), [Pull()])
+    w, alpha, r = problem.net.w.detach(), problem.alphas["x"].detach(), 0.5
+
+    def central(f, at, direction, radius, i):
+        return (grad(f, at + radius * direction, alpha, train, i=i)
+                - grad(f, at - radius * direction, alpha, train, i=i)) / (2 * radius)
+
+    v = grad(quartic_loss, w, alpha, val)  # grad_w of L_val (the pull does not depend on w)
+    u = central(quartic_loss, w, v, r / v.norm(), i=0)  # first product: radius r / ||v||
+    z = central(quartic_loss, w, u, r / u.norm(), i=1)  # second product: radius r / ||u||
+    direct = grad(lambda ww, a, b: quartic_loss(ww, a, b) + pull(a), w, alpha, val, i=1)
+    expected = direct - 0.1 * z
+    got = estimate(Amended(eta=0.1, hvp="fd", fd_radius=r), problem, train, val)
+    assert torch.allclose(got, expected, rtol=1e-10, atol=1e-12)
+    # the radius matters at this size: r/||v|| for the second product, or the exact products, differ
+    wrong = direct - 0.1 * central(quartic_loss, w, u, r / v.norm(), i=1)
+    exact = estimate(Amended(eta=0.1, hvp="exact"), problem, train, val)
+    assert (wrong - got).norm() > 1e-4 * got.norm() and (exact - got).norm() > 1e-4 * got.norm()
+    # and a smaller radius (the option the collapse protocol compares) brings fd to the exact products
+    small = estimate(Amended(eta=0.1, hvp="fd", fd_radius=1e-4), problem, train, val)
+    assert (small - exact).norm() < 1e-6 * exact.norm()
 
 
 class PenaltyRidge(BilevelProblem):
@@ -227,7 +322,9 @@ def test_metrics_report_the_two_terms_and_survive_a_checkpoint():
     m = est.metrics()
     w, alpha = problem.net.w.detach(), problem.alphas["x"].detach()
     assert float(m["direct_norm"]) == pytest.approx(grad(val_objective, w, alpha, val, i=1).norm().item())
-    assert float(m["correction_norm"]) > 0
+    h, b = blocks(w, alpha, train)
+    correction = 0.1 * b @ h @ grad(ridge_loss, w, alpha, val)  # eta B H v, eta = 0.1
+    assert float(m["correction_norm"]) == pytest.approx(correction.norm().item(), rel=1e-10)
     other = Amended()
     other.load_state_dict(est.state_dict())
     assert other.metrics() == m
@@ -351,7 +448,10 @@ def test_presets_search_end_to_end(tmp_path, method, space, hvp):
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in records if r["kind"] == "step"]
     assert steps and search.arch_steps == search.global_step and steps[-1]["arch_steps"] == steps[-1]["step"]
-    assert all(math.isfinite(r["val_loss"]) and r["estimator.correction_norm"] > 0 for r in steps)
+    assert all(math.isfinite(r["val_loss"]) for r in steps)
+    metrics = search.estimator.metrics()  # the last step's terms are what the last record logs
+    assert steps[-1]["estimator.correction_norm"] == float(metrics["correction_norm"]) > 0
+    assert steps[-1]["estimator.direct_norm"] == float(metrics["direct_norm"]) > 0
 
 
 @pytest.mark.parametrize("method,hvp", [("darts-2nd", "fd"), ("amended-darts", "exact")])

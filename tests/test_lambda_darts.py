@@ -253,15 +253,22 @@ def test_lambda_ramp_and_metrics():
 ])
 def test_search_with_the_preset_logs_alignment_and_ramp(tmp_path, space, extra):
     cfg = resolve_config({"space": space, "method": "lambda-darts", "epochs": 2, "batch_size": 16},
-                         [*TINY, "max_images=64", "log_every=1", *extra])
+                         [*TINY, "max_images=64", "log_every=1", "alignment_every=1", *extra])
     (reg,) = cfg.weight_regularizers
     assert reg.name == "lambda" and reg.params["lam"] == 0.25
     assert reg.params["eps0"] == (1e-4 if space == "nb201" else 1e-3)
     assert cfg.a_lr == (1e-4 if space == "nb201" else 3e-4) and cfg.estimator.name == "first-order"
     Search(cfg, tmp_path / "run", progress=False).run()
     steps = _records(tmp_path / "run")
-    key = "weight_regularizers.0.R." + ("cell" if space == "nb201" else "normal")
-    assert all(key in r and -1.0 <= r[key] <= 1.0 for r in steps)
+    cell_type = "cell" if space == "nb201" else "normal"
+    key = f"weight_regularizers.0.R.{cell_type}"
+    # R is the alignment of this step's per-cell gradients of the regularized type: with corr it is the
+    # loop's own alignment diagnostic of the same gradients (computed apart, from the loop's cell gradients)
+    for r in steps:
+        if reg.params["measure"] == "corr":
+            assert r[key] == pytest.approx(r[f"alignment.{cell_type}"], rel=1e-5, abs=1e-7)
+        else:
+            assert key in r and r[key] != pytest.approx(r[f"alignment.{cell_type}"], rel=1e-3)
     assert "weight_regularizers.0.R.reduce" not in steps[0]
     assert {r["weight_regularizers.0.lambda_t"] for r in steps} == {0.0, 0.25}
     assert all(r["train_loss"] == r["train_loss"] for r in steps)  # finite

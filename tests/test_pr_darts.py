@@ -434,3 +434,113 @@ def test_cli_search_with_the_pr_darts_method(tmp_path, capsys):
     results = json.loads((out / "results.json").read_text())
     assert results["steps"] == 6 and "skip_connect" in results
     assert any("activation.tau" in r for r in _lines(out))
+
+
+# ----- the official code, transcribed independently ---------------------------------------------------
+# salesforce/PR-DARTS search_model_prdarts_nasnet.py orders the ops as AutoDL's DARTS_SPACE; dnas as DARTS
+OFFICIAL_OPS = ["none", "skip_connect", "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5",
+                "avg_pool_3x3", "max_pool_3x3"]
+TO_OFFICIAL = [DARTS_OPS.index(op) for op in OFFICIAL_OPS]  # official column c holds dnas column TO_OFFICIAL[c]
+CHAIN = [1, 4, 8, 13]  # '0<-1', '1<-2', '2<-3', '3<-4' among the sorted edge keys '0<-0', '0<-1', '1<-0', ...
+
+
+def official_regularizer(betas, selections, tau, lambdas=(0.01, 0.005, 0.005), threshold=0.2, a=-0.1, b=1.1):
+    """get_regularization() of the official code, restated: betas/selections in its op order."""
+    shift = tau * math.log(-a / b)
+
+    def group_mean(p, sel, cols):  # mean P over the selected entries of the columns, 0 if none is selected
+        count = sel[:, cols].sum()
+        return (p * sel)[:, cols].sum() / count if count > 0 else 0.0
+
+    skip = nonskip = pool = path = 0.0
+    for beta, sel in zip(betas, selections, strict=True):  # normal, reduce: each weighs one half
+        p = torch.sigmoid(beta - shift)
+        skip = skip + 0.5 * group_mean(p, sel, [1])
+        pool = pool + 0.5 * group_mean(p, sel, [6, 7])
+        nonskip = nonskip + 0.5 * group_mean(p, sel, [0, 2, 3, 4, 5])
+        factors = [(p * sel)[e, 2:6].sum() / sel[e, 2:6].sum() for e in CHAIN if sel[e, 2:6].sum() > 0]
+        path = path + 0.5 * (torch.stack(factors).prod() if factors else 0.0)
+
+    def hinge(v):
+        return v - threshold if v > threshold else 0.0
+
+    return lambdas[0] * hinge(skip) + lambdas[1] * (hinge(nonskip) + hinge(pool)) - lambdas[2] * path
+
+
+def official_genotype(beta):
+    """genotype()._parse(softmax(beta)) of the official code: per node the two strongest (op, input)
+    pairs over all incoming edges, none excluded, by the per-edge softmax."""
+    w = torch.softmax(beta, dim=-1)
+    gene, start = [], 0
+    for node in range(4):
+        pairs = [(float(w[start + j, k]), OFFICIAL_OPS[k], j) for j in range(2 + node) for k in range(8)
+                 if OFFICIAL_OPS[k] != "none"]
+        gene += [(op, j) for _, op, j in sorted(pairs, key=lambda t: -t[0])[:2]]
+        start += 2 + node
+    return tuple(gene)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_code_variant_and_rule_match_the_official_code_on_random_beta(seed):
+    g = torch.Generator().manual_seed(seed)
+    tau = [1.0, 0.55, 0.1][seed % 3]
+    act = HardConcrete(tau_max=tau)
+    problem, space = _problem("darts", act)
+    betas = {t: 2.0 * torch.randn(14, 8, generator=g, dtype=torch.float64) for t in ("normal", "reduce")}
+    selections = {}
+    for t in betas:
+        sel = torch.zeros(14, 8, dtype=torch.float64)
+        for e in range(14):  # two ops per edge, sometimes none of the convs of a chain edge
+            sel[e, torch.randperm(8, generator=g)[:2]] = 1.0
+        selections[t] = sel
+    leaves = {t: b.clone().requires_grad_(True) for t, b in betas.items()}
+    problem.alphas = leaves  # the regularizer reads P from the problem's alphas
+    ours = sum(PathRegularizer(variant="code", hinge=0.2)(problem, selections).values())
+    theirs_in = {t: b.clone().requires_grad_(True) for t, b in betas.items()}
+    theirs = official_regularizer([theirs_in[t][:, TO_OFFICIAL] for t in ("normal", "reduce")],
+                                  [selections[t][:, TO_OFFICIAL] for t in ("normal", "reduce")], tau)
+    assert float(ours.detach()) == pytest.approx(float(theirs.detach()), rel=1e-12, abs=1e-15)
+    ours.backward()
+    theirs.backward()
+    for t in betas:
+        torch.testing.assert_close(leaves[t].grad, theirs_in[t].grad, rtol=1e-10, atol=1e-15)
+    strengths = {t: act.strength(b, t) for t, b in betas.items()}
+    genotype = CodeRule()(space, strengths)
+    for t in betas:
+        assert genotype.cells[t] == official_genotype(betas[t][:, TO_OFFICIAL])
+
+
+def test_drop_prob_makes_a_sure_op_lose_its_slot_at_the_official_rate():
+    """One op whose gate is always 1, four always 0, top-1: without the drop the sure op always wins;
+    with drop p it wins unless dropped, or when dropped by the uniform tie-break among the other
+    undropped ops: P = (1-p) + p E[1/(1+N)], N ~ Bin(4, 1-p), E[1/(1+N)] = (1 - p^5) / (5 (1-p))."""
+    torch.manual_seed(0)
+    beta = torch.full((20_000, 5), -30.0)
+    beta[:, 0] = 30.0
+    for p in (0.0, 0.4):
+        act = HardConcrete(tau_max=1.0, top_k=1, drop_prob=p)
+        won = (act(beta, "cell")[:, 0] != 0).double().mean().item()
+        expected = 1.0 if p == 0 else (1 - p) + p * (1 - p**5) / (5 * (1 - p))
+        assert won == pytest.approx(expected, abs=0.01)  # 0.732 at p = 0.4
+
+
+def test_paper_preset_at_its_temperature_of_ten(tmp_path):
+    """The pr-darts preset as published (tau 10 -> 0.1, beta_0 = 0.5): at tau = 10 every gate opens with
+    P = sigmoid(0.5 + 24) ~ 1, so the path term is the sum of P over the 2 parameterised ops of each of
+    the 3 chain edges, (2 P)^3 = 8 (equation (8); the official code's mean would give 1), and
+    its gradient is ~2e-11 per entry: the first epochs are driven by the cross-entropy alone."""
+    cfg = resolve_config({"space": "nb201", "method": "pr-darts", "epochs": 3, "batch_size": 16}, TINY)
+    assert cfg.activation.params["tau_max"] == 10.0 and cfg.activation.params["init_mean"] == 0.5
+    search = Search(cfg, tmp_path / "run", progress=False)
+    search.run()
+    steps = [r for r in _lines(tmp_path / "run") if r["kind"] == "step"]
+    assert sorted({r["activation.tau"] for r in steps}) == pytest.approx([0.1, 5.05, 10.0])
+    first = steps[0]
+    assert first["activation.tau"] == 10.0
+    assert first["arch_regularizers.0.raw.path"] == pytest.approx(8.0, rel=1e-9)
+    assert first["arch_regularizers.0.raw.skip"] == pytest.approx(1.0, rel=1e-9)
+    act = HardConcrete(tau_max=10.0)
+    beta = torch.full((6, 5), 0.5, requires_grad=True)
+    reg_grad = torch.autograd.grad(act.probability(beta).sum(), beta)[0]  # float32 sigmoid: exactly 0
+    assert float(reg_grad.max()) == pytest.approx(math.exp(-(0.5 + 10 * math.log(11))), rel=1e-3)  # ~2.4e-11
+    assert search.activation.tau == 0.1 and search.problem.strengths()["cell"].dtype == torch.float64

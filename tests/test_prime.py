@@ -246,7 +246,7 @@ def test_prox_loss_and_gradient_against_hand_computed_values():
 
 # ----- ADMM -------------------------------------------------------------------------------------------
 def test_admm_textbook_updates_against_hand_computed_values():
-    reg = ADMM(rho=0.1, admm_freq=2)
+    reg = ADMM(rho=0.1, admm_freq=2, variant="textbook")
     reg.bind(NB201)
     problem = _problem(Softmax(), {})
     a0 = _rows(0.2, 0.2, 0.2, 0.2, 0.2)
@@ -268,7 +268,7 @@ def test_admm_textbook_updates_against_hand_computed_values():
     assert float(term) == pytest.approx(0.05 * math.sqrt(14.88))
     metrics = reg.metrics()
     assert metrics["updates"] == 2 and float(metrics["primal.cell"]) == pytest.approx(math.sqrt(6 * 0.745))
-    squared = ADMM(rho=0.1, squared=True)
+    squared = ADMM(rho=0.1, squared=True, variant="textbook")
     squared.bind(NB201)
     squared.load_state_dict(reg.state_dict())
     squared.calls = 1  # no update on this call
@@ -295,7 +295,7 @@ def test_admm_with_clamp_masks_pruned_entries_and_never_projects_onto_them():
     alpha = _rows(0.0, 0.5, 0.2, 0.2, 0.2)
     alpha[:, 1] = -0.1  # op 1 pruned on every edge
     act.after_weight_step({"cell": alpha})
-    reg = ADMM(rho=0.1, admm_freq=1)
+    reg = ADMM(rho=0.1, admm_freq=1, variant="textbook")
     reg.bind(NB201)
     problem = _problem(act, {"cell": alpha})
     reg(problem, {"cell": act(alpha, "cell")})
@@ -358,22 +358,107 @@ def test_end_to_end_searches_log_schedule_and_regularizers(tmp_path, space, meth
     last = steps[-1]
     assert 0 < search.arch_steps < search.global_step and last["schedule.arch_steps"] == search.arch_steps
     assert {"schedule.fisher_ewma", "schedule.threshold", "schedule.fisher"} <= set(last)
-    assert len({r["schedule.threshold"] for r in steps}) > 1
+    # the threshold after s decisions, a of them arch steps: theta_0 m^(s - a) d^a (theta_0 = 1000 here)
+    m, d = 1.05, 1.05 ** -10
+    for r in steps:
+        a = r["schedule.arch_steps"]
+        assert r["schedule.threshold"] == pytest.approx(1000 * m ** (r["step"] - a) * d**a, rel=1e-9)
     kind = "prox" if method == "darts-prime" else "admm"
-    values = [r[f"arch_regularizers.0.value.{t}"] for r in steps for t in search.space.cell_types
-              if f"arch_regularizers.0.value.{t}" in r]
-    assert values and all(math.isfinite(v) and v >= 0 for v in values) and max(values) > 0
     assert search.arch_regularizers[0].name == kind
+    arch_records = [r for prev, r in zip(steps, steps[1:], strict=False) if r["arch_steps"] > prev["arch_steps"]]
+    assert arch_records
+    for r in arch_records:  # records of iterations that took an architecture step (log_every=1)
+        for t in search.space.cell_types:
+            value = r[f"arch_regularizers.0.value.{t}"]
+            if kind == "prox":  # (t/T) rho/2 ||A - Pi(A)||, t the epochs before this iteration (T = 1)
+                coefficient = (r["step"] - 1) / search.steps_per_epoch * 0.05
+                assert r["arch_regularizers.0.coefficient"] == pytest.approx(coefficient, rel=1e-9)
+                assert value == pytest.approx(coefficient * r[f"arch_regularizers.0.distance.{t}"], rel=1e-6)
     if kind == "admm":
-        assert last["arch_regularizers.0.updates"] >= 1
+        first = next(r for r in steps if r["arch_steps"] == 1)
+        # the first call: Z = alpha_0, U = 0 and A(alpha_0) = alpha_0 on the live ops, so the term is exactly 0
+        assert all(first[f"arch_regularizers.0.value.{t}"] == 0.0 for t in search.space.cell_types)
+        assert any(r[f"arch_regularizers.0.value.{t}"] > 0 for r in arch_records[1:] for t in search.space.cell_types)
+        # Z and U are updated before every (admm_freq + 1)-th call: floor((calls - 1) / admm_freq) updates
+        assert all(r["arch_regularizers.0.updates"] == (r["arch_steps"] - 1) // 2 for r in arch_records)
         for t, alpha in search.problem.alphas.items():
             mask = search.activation.active_mask({t: alpha})[t]
             assert (alpha[~mask.to(alpha.device)] == 0).all() and not mask[:, 0].any()
             assert f"activation.active.{t}" in last
-        if space == "nb201":
+        if space == "nb201":  # the arg-max picks none exactly on the edges whose real ops are all pruned
             strengths = search.problem.strengths()["cell"]
-            chosen_none = [e for e, (op, _) in enumerate(genotype.cells["cell"]) if op == "none"]
-            assert all(strengths[e].max() == 0 for e in chosen_none)  # none only for a fully pruned edge
+            assert [op == "none" for op, _ in genotype.cells["cell"]] == (strengths.max(dim=1).values == 0).tolist()
+
+
+def test_none_is_derived_exactly_on_fully_pruned_edges():
+    act = _clamp()
+    alpha = act.init_alpha((6, 5), torch.Generator().manual_seed(0))  # none at 0, the real ops ~0.25
+    alpha[2, 1:] = torch.tensor([-0.1, -0.2, -1e-3, -0.5])  # every real op of edge 2 went below 0
+    alpha[4, 1:4] = -0.3  # edge 4 keeps one real op (column 4)
+    act.after_weight_step({"cell": alpha})
+    assert (alpha[2] == 0).all() and (alpha[4, :4] == 0).all() and alpha[4, 4] > 0
+    genotype = ArgmaxRule()(NB201, {"cell": act.strength(alpha, "cell")})
+    ops = [op for op, _ in genotype.cells["cell"]]
+    assert ops[2] == "none" and ops[4] == NB201.cells["cell"].edge_ops[4][4]
+    assert [op == "none" for op in ops] == [False, False, True, False, False, False]
+
+
+def test_admm_updates_after_every_admm_freq_architecture_steps():
+    """Official timing: Z, U updated after the 9th, 18th, ... step (before the 10th, 19th, ...);
+    textbook: after every 10th."""
+    problem = _problem(Softmax(), {})
+    a = _rows(0.1, 0.6, 0.1, 0.1, 0.1)
+    for freq, variant, first_updates in ((9, "code", [9, 18, 27]), (10, "textbook", [10, 20])):
+        reg = ADMM(admm_freq=freq, variant=variant)
+        reg.bind(NB201)
+        problem.alphas = {"cell": a}
+        updated_before = []  # 0-based index of the architecture step whose loss first sees an update
+        for call in range(30):
+            before = reg.updates
+            reg(problem, {"cell": a.softmax(-1) if variant == "code" else a})
+            if reg.updates > before:
+                updated_before.append(call)
+        assert updated_before == first_updates, variant
+    assert ADMM().admm_freq == 9 and ADMM().variant == "code"  # the official update and timing by default
+
+
+def test_clamp_supernet_normalises_every_node_and_softmax_does_not(tmp_path):
+    for method, normalised in (("darts-prime-v1", True), ("darts-prime", False)):
+        cfg = resolve_config({"space": "darts", "method": method, "epochs": 1, "batch_size": 8},
+                             ["channels=4", "layers=3", "max_images=200"])
+        search = Search(cfg, tmp_path / method, progress=False)
+        search._build()
+        nodes: list[torch.Tensor] = []
+
+        def keep(module, args, out, nodes=nodes):
+            nodes.extend(out)
+
+        for cell in search.problem.net.cells:
+            cell.nodes.register_forward_hook(keep)
+        x = next(search.train_stream)[0]
+        with torch.no_grad():
+            search.problem.forward(x)
+        assert len(nodes) == 3 * 4  # 3 cells, 4 intermediate nodes each
+        for node in nodes:
+            mean = node.mean(dim=(0, 2, 3))
+            var = node.var(dim=(0, 2, 3), unbiased=False)
+            is_normalised = bool(mean.abs().max() < 1e-4 and (var - 1).abs().max() < 1e-2)
+            assert is_normalised == normalised, method
+
+
+def test_preset_schedule_from_its_initial_threshold_of_one(tmp_path):
+    """The darts-prime preset as it is (theta_0 = 1, its alpha lr): an architecture step comes exactly
+    after the steps whose smoothed Fisher trace lies below the threshold, 0 < E_t < theta_t."""
+    cfg = resolve_config({"space": "nb201", "method": "darts-prime", "epochs": 1, "batch_size": 8},
+                         ["channels=4", "layers=1", "max_images=800", "log_every=1"])
+    assert cfg.schedule.params["threshold"] == 1.0 and cfg.a_lr == 3e-4
+    search = Search(cfg, tmp_path / "run", progress=False)
+    search.run()
+    steps = [r for r in _records(tmp_path / "run") if r["kind"] == "step"]
+    taken = [now["arch_steps"] - prev["arch_steps"] for prev, now in zip(steps, steps[1:], strict=False)]
+    due = [int(0 < prev["schedule.fisher_ewma"] < prev["schedule.threshold"]) for prev in steps[:-1]]
+    assert taken == due
+    assert steps[0]["arch_steps"] == 0 and 0 < sum(taken) < len(taken)
 
 
 def test_clamp_admm_search_resumes_with_masks_z_u_and_ewma(tmp_path, monkeypatch):

@@ -36,6 +36,8 @@ class BilevelProblem:
         self.activation = activation
         self.arch_regularizers = list(arch_regularizers)
         self.weight_lr = 0.0  # the current learning rate of w (DARTS' xi), set by the search loop
+        # the search loop's SGD optimizer of w (its momentum buffer and weight decay enter DARTS' virtual step)
+        self.weight_optimizer: torch.optim.Optimizer | None = None
         self.epochs_elapsed = 0.0  # fractional epochs before the current iteration, set by the search loop
 
     # ----- parameters ------------------------------------------------------------------------------

@@ -99,16 +99,12 @@ def cmd_spaces(args: argparse.Namespace) -> int:
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
-    from dnas.components import SLOTS
-    from dnas.methods import METHODS
+    from dnas import methods
 
-    for name in METHODS.names():
-        method = METHODS.get(name)
-        print(f"{name:14s} {method.summary}")
-        print(f"{'':14s} {method.reference}")
-    print("\ncomponents (combine with key=value overrides):")
-    for slot, registry in SLOTS.items():
-        print(f"  {slot:20s} {', '.join(registry.names()) or '-'}")
+    if args.show:
+        print(methods.describe(args.show, args.space))
+    else:
+        print(methods.listing())
     return 0
 
 
@@ -120,7 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
     cli_eval.add_subcommands(sub)
     cli_compare.add_subcommands(sub)
     sub.add_parser("spaces", help="list the search spaces")
-    sub.add_parser("methods", help="list the methods and components")
+    p = sub.add_parser("methods", help="list the methods and components (--show NAME: one resolved preset)")
+    p.add_argument("--show", metavar="NAME", help="print the preset NAME: its changes from darts, the implementation "
+                   "of each slot and the fully resolved configuration")
+    p.add_argument("--space", default="nb201", help="the search space the preset is resolved for (default nb201)")
     return parser
 
 

@@ -204,6 +204,7 @@ class SearchConfig(Config):
     w_lr: float = 0.025
     w_lr_min: float = 0.001
     w_momentum: float = 0.9
+    w_nesterov: bool = False
     w_weight_decay: float = 3e-4
     grad_clip: float = 5.0
     # architecture optimizer (Adam)

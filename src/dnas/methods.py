@@ -1,9 +1,16 @@
-"""Methods are named presets: one choice per slot of the search loop plus the paper's defaults.
+"""Methods are named presets: the DARTS protocol of the search space plus what a paper changes.
 
-A preset is a function of the search space (some published defaults differ by space) returning
-config overrides in the ``key=value`` vocabulary of :mod:`dnas.config`. Anything a preset sets
-can be overridden again on the command line, which is how methods are combined, for example
-``--method pr-darts estimator=amended weight_regularizers=lambda``.
+``darts`` is the base: every hyper-parameter of the search, as DARTS' official code sets it on the
+DARTS-family spaces (quark0/darts ``cnn/train_search.py``) and as AutoDL's NAS-Bench-201 DARTS-V1
+sets it on ``nb201`` (the code behind the benchmark's DARTS numbers). Every other method is
+"``darts`` plus these changes": its ``changes(space)`` name only what its paper and official code
+do differently, each value with its source. On ``nb201`` a method without official NAS-Bench-201
+code starts from AutoDL's protocol and applies the changes its paper makes to DARTS.
+
+Presets are ``key=value`` overrides in the vocabulary of :mod:`dnas.config`, so anything a preset
+sets can be overridden again on the command line, which is how methods are combined, e.g.
+``--method pr-darts estimator=amended weight_regularizers=lambda``. A change that picks another
+implementation for a slot (``schedule=fisher``) drops the base's parameters of that slot.
 """
 
 from __future__ import annotations
@@ -12,7 +19,57 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from dnas.config import LIST_SLOTS, SINGLE_SLOTS
 from dnas.registry import Registry
+from dnas.spaces import get_space
+
+#: the keys whose value picks a component; ``slot.param`` keys set that component's parameters
+SLOT_KEYS = SINGLE_SLOTS + LIST_SLOTS
+
+
+def with_changes(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """``base`` updated by ``changes``; a change of a slot's implementation drops the base's ``slot.*`` keys."""
+    replaced = [k for k in changes if k in SLOT_KEYS and changes[k] != base.get(k)]
+    merged = {k: v for k, v in base.items() if not any(k.startswith(f"{slot}.") for slot in replaced)}
+    merged.update(changes)
+    return merged
+
+
+def darts_protocol(space: str) -> dict[str, Any]:
+    """The ``darts`` preset: first-order DARTS with the official hyper-parameters of ``space``."""
+    base: dict[str, Any] = {
+        "activation": "softmax",
+        "activation.init_std": 1e-3,  # model_search.py: alphas = 1e-3 * randn (AutoDL: the same)
+        "activation.exclude": "",  # all 8 ops, none included (genotypes.py PRIMITIVES)
+        "schedule": "alternate",
+        "estimator": "first-order",  # train_search.py --unrolled off (AutoDL: DARTS-V1)
+        "weight_regularizers": "none",
+        "arch_regularizers": "none",
+        "train_portion": 0.5,  # train_search.py --train_portion 0.5 (AutoDL: cifar-split.txt, 25k/25k)
+        "w_lr": 0.025,  # train_search.py --learning_rate (AutoDL: DARTS.config LR)
+        "w_lr_min": 0.001,  # train_search.py --learning_rate_min (AutoDL: DARTS.config eta_min)
+        "w_momentum": 0.9,  # train_search.py --momentum (AutoDL: DARTS.config momentum)
+        "grad_clip": 5.0,  # train_search.py --grad_clip (AutoDL: DARTS-V1.py --gradient_clip)
+        "a_lr": 3e-4,  # train_search.py --arch_learning_rate (AutoDL: DARTS-V1.sh)
+        "a_beta1": 0.5,  # architect.py Adam betas (AutoDL: DARTS-V1.py)
+        "a_beta2": 0.999,
+        "a_weight_decay": 1e-3,  # train_search.py --arch_weight_decay (AutoDL: DARTS-V1.sh)
+        "epochs": 50,  # train_search.py --epochs (AutoDL: DARTS.config)
+        "batch_size": 64,  # train_search.py --batch_size (AutoDL: DARTS.config)
+    }
+    if get_space(space).family == "nb201":
+        return {
+            **base,
+            "schedule.order": "weight-first",  # AutoDL exps/NAS-Bench-201-algos/DARTS-V1.py: w step, then alpha
+            "w_nesterov": True,  # AutoDL configs/nas-benchmark/algos/DARTS.config: nesterov 1
+            "w_weight_decay": 5e-4,  # AutoDL configs/nas-benchmark/algos/DARTS.config: decay 0.0005
+        }
+    return {
+        **base,
+        "schedule.order": "arch-first",  # train_search.py train(): architect.step, then the w step
+        "w_nesterov": False,  # train_search.py: torch.optim.SGD without nesterov
+        "w_weight_decay": 3e-4,  # train_search.py --weight_decay
+    }
 
 
 @dataclass(frozen=True)
@@ -20,40 +77,93 @@ class Method:
     name: str
     summary: str
     reference: str
-    preset: Callable[[str], dict[str, Any]]
+    changes: Callable[[str], dict[str, Any]]  # what the method changes in darts_protocol(space)
 
     def overrides(self, space: str) -> dict[str, Any]:
-        return self.preset(space)
+        return with_changes(darts_protocol(space), self.changes(space))
 
 
 METHODS: Registry[Method] = Registry("method")
 
 
 def register_method(name: str, summary: str, reference: str):
-    def decorator(preset: Callable[[str], dict[str, Any]]) -> Callable[[str], dict[str, Any]]:
-        METHODS.register(name)(Method(name, summary, reference, preset))
-        return preset
+    def decorator(changes: Callable[[str], dict[str, Any]]) -> Callable[[str], dict[str, Any]]:
+        METHODS.register(name)(Method(name, summary, reference, changes))
+        return changes
 
     return decorator
 
 
+def _family(space: str) -> str:
+    return get_space(space).family
+
+
 @register_method(
     "darts",
-    "first-order DARTS: softmax relaxation, alternating SGD/Adam steps, no correction term",
+    "first-order DARTS: softmax relaxation, alternating SGD/Adam steps, no correction term (nb201: AutoDL's "
+    "DARTS-V1 protocol, weight step first)",
     "Liu, Simonyan, Yang. DARTS: Differentiable Architecture Search. ICLR 2019",
 )
 def _darts(space: str) -> dict[str, Any]:
+    return {}
+
+
+@register_method(
+    "darts-2nd",
+    "second-order DARTS: gradient through one virtual step of w with the optimizer's momentum and weight "
+    "decay (xi = current w lr), mixed Hessian-vector product by central finite difference",
+    "Liu, Simonyan, Yang. DARTS: Differentiable Architecture Search. ICLR 2019",
+)
+def _darts_2nd(space: str) -> dict[str, Any]:
     return {
-        "activation": "softmax",
-        "schedule": "alternate",
-        "estimator": "first-order",
-        "weight_regularizers": "none",
-        "arch_regularizers": "none",
+        "estimator": "second-order",  # train_search.py --unrolled (AutoDL: DARTS-V2.py)
+        "estimator.xi": None,  # architect.step(..., lr, ...): the current w learning rate
+        "estimator.virtual_step": "optimizer",  # architect.py _compute_unrolled_model: w - lr (mu m + g + wd w)
+        "estimator.hvp": "fd",  # architect.py _hessian_vector_product
+        "estimator.fd_radius": 0.01,  # architect.py _hessian_vector_product(r=1e-2)
+        **_arch_first_on_nb201(space),
     }
 
 
-def _pr_darts_common() -> dict[str, Any]:
-    return {"schedule": "alternate", "estimator": "first-order", "weight_regularizers": "none", "train_portion": 0.5}
+def _arch_first_on_nb201(space: str) -> dict[str, Any]:
+    """AutoDL's NAS-Bench-201 DARTS-V2.py (second order) takes the alpha step first, as DARTS' own code."""
+    return {"schedule.order": "arch-first"} if _family(space) == "nb201" else {}
+
+
+@register_method(
+    "amended-darts",
+    "Amended-DARTS: DARTS with the implicit term's inverse Hessian replaced by eta*H (eta 0.1) at the current "
+    "weights, two finite-difference Hessian-vector products",
+    "Bi, Hu, Xie, Chen, Wei, Tian. Stabilizing DARTS with Amended Gradient Estimation on Architectural "
+    "Parameters. arXiv 1910.11831",
+)
+def _amended_darts(space: str) -> dict[str, Any]:
+    # No official code is public; the only implementation (chengaopro/AdversarialNAS architect.py, Hessian-vector
+    # products "from openreview BJlgt2EYwr") gives the estimator and its radii. The paper's eta was not available.
+    return {
+        "estimator": "amended",
+        "estimator.eta": 0.1,  # not retrieved: spec 4.3's proposal (AdversarialNAS' --amending_coefficient is 0 = off)
+        "estimator.hvp": "fd",  # AdversarialNAS architect.py _hessian_vector_product_1/_2
+        "estimator.fd_radius": 0.01,  # AdversarialNAS architect.py: r=1e-2, R = r / ||v|| for both products
+        **_arch_first_on_nb201(space),  # AdversarialNAS network.py also steps the architecture first
+    }
+
+
+def _pr_darts_common(space: str) -> dict[str, Any]:
+    changes = {
+        "activation": "hard-concrete",
+        "activation.a": -0.1,  # paper section 5.1 / test_PRDARTS.py --a_min/--a_max
+        "activation.b": 1.1,  # paper section 5.1 / test_PRDARTS.py --b_min/--b_max
+        "activation.top_k": 2,  # paper 5.1: two ops per edge per iteration / test_PRDARTS.py --k 2
+        "arch_regularizers": "pr-darts",
+        "arch_regularizers.pr-darts.lambda1": 0.01,  # paper 5.1 / test_PRDARTS.py --regular_lambda1
+        "arch_regularizers.pr-darts.lambda2": 0.005,  # paper 5.1 / test_PRDARTS.py --regular_lambda2
+        "arch_regularizers.pr-darts.lambda3": 0.005,  # paper 5.1 / test_PRDARTS.py --regular_lambda3
+        "epochs": 200,  # paper 5.1 / configs/PRDARTS-NASNet-optimizer.config epochs
+    }
+    if _family(space) == "darts":  # (AutoDL's nb201 protocol takes the weight step first already)
+        changes["schedule.order"] = "weight-first"  # supplement Algorithm 1 / test_PRDARTS.py search_func
+    return changes
 
 
 @register_method(
@@ -64,30 +174,16 @@ def _pr_darts_common() -> dict[str, Any]:
     "NeurIPS 2020",
 )
 def _pr_darts(space: str) -> dict[str, Any]:
-    # paper section 5.1 and supplement A.2/A.4: 200 epochs, batch 128, 25k/25k split, SGD lr 0.025 cosine to 0,
-    # momentum 0.9, wd 3e-4; Adam 3e-4, wd 1e-3; only two ops per edge run per iteration
     return {
-        **_pr_darts_common(),
-        "activation": "hard-concrete",
-        "activation.tau_max": 10.0,
+        **_pr_darts_common(space),
+        "activation.tau_max": 10.0,  # paper 5.1: "We set temperature tau = 10 and linearly reduce it to 0.1"
         "activation.tau_min": 0.1,
-        "activation.init_mean": 0.5,
+        "activation.init_mean": 0.5,  # supplement A.2: beta = 0.5, so that P(g != 0) ~ 1 at tau = 10
         "activation.init_std": 0.0,
-        "activation.top_k": 2,
-        "arch_regularizers": "pr-darts",
-        "arch_regularizers.pr-darts.lambda1": 0.01,
-        "arch_regularizers.pr-darts.lambda2": 0.005,
-        "arch_regularizers.pr-darts.lambda3": 0.005,
-        "arch_regularizers.pr-darts.variant": "paper",
-        "discretizer": "pr-darts",
-        "epochs": 200,
-        "batch_size": 128,
-        "w_lr": 0.025,
-        "w_lr_min": 0.0,
-        "w_momentum": 0.9,
-        "w_weight_decay": 3e-4,
-        "a_lr": 3e-4,
-        "a_weight_decay": 1e-3,
+        "arch_regularizers.pr-darts.variant": "paper",  # section 4.1 groups, equation (8) path
+        "discretizer": "pr-darts",  # paper 5.1: top two of all non-zero ops of all previous nodes by P
+        "batch_size": 128,  # paper 5.1: mini-batch size 128
+        "w_lr_min": 0.0,  # supplement A.4: 0.025 "annealed down to zero via cosine decay"
     }
 
 
@@ -98,39 +194,26 @@ def _pr_darts(space: str) -> dict[str, Any]:
     "Zhou, Xiong, Socher, Hoi. NeurIPS 2020; code: salesforce/PR-DARTS (PRDARTS_search)",
 )
 def _pr_darts_code(space: str) -> dict[str, Any]:
-    # test_PRDARTS.py argparse defaults and configs/PRDARTS-NASNet-{optimizer,archs}.config; the code's
-    # nesterov momentum is not available in dnas (plain momentum is used)
-    from dnas.spaces import get_space
-
-    overrides = {
-        **_pr_darts_common(),
-        "activation": "hard-concrete",
-        "activation.tau_max": 1.0,
-        "activation.tau_min": 0.1,
-        "activation.init_mean": 0.0,
+    changes = {
+        **_pr_darts_common(space),
+        "activation.tau_max": 1.0,  # test_PRDARTS.py --tau_max 1
+        "activation.tau_min": 0.1,  # test_PRDARTS.py --tau_min 0.1
+        "activation.init_mean": 0.0,  # search_model_prdarts_nasnet.py: 1e-3 * randn
         "activation.init_std": 1e-3,
-        "activation.top_k": 2,
-        "activation.drop_prob": 0.4,
-        "activation.straight_through": True,
-        "arch_regularizers": "pr-darts",
-        "arch_regularizers.pr-darts.lambda1": 0.01,
-        "arch_regularizers.pr-darts.lambda2": 0.005,
-        "arch_regularizers.pr-darts.lambda3": 0.005,
-        "arch_regularizers.pr-darts.variant": "code",
-        "arch_regularizers.pr-darts.hinge": 0.2,
-        "discretizer": "pr-darts-code",
-        "epochs": 200,
-        "batch_size": 250,
-        "w_lr": 0.025,
-        "w_lr_min": 0.001,
-        "w_momentum": 0.9,
-        "w_weight_decay": 5e-4,
-        "a_lr": 3e-4,
-        "a_weight_decay": 1e-3,
+        "activation.drop_prob": 0.4,  # test_PRDARTS.py --dropout_pro 0.4
+        "activation.straight_through": True,  # get_gumbel_prob: hardwts = hardwts_idx - probs.detach() + probs
+        "arch_regularizers.pr-darts.variant": "code",  # get_regularization
+        "arch_regularizers.pr-darts.hinge": 0.2,  # test_PRDARTS.py --threshold 0.2
+        "discretizer": "pr-darts-code",  # genotype(): per-edge softmax, top two (op, input) pairs per node
+        "batch_size": 250,  # configs/PRDARTS-NASNet-optimizer.config batch_size
     }
-    if get_space(space).family == "darts":
-        overrides["layers"] = 6  # AutoDL nasnet-super with N=2: normal x2, reduce, normal, reduce, normal
-    return overrides
+    if _family(space) == "darts":  # PR-DARTS' search code is AutoDL's: on nb201 these are the base already
+        changes.update({
+            "w_nesterov": True,  # configs/PRDARTS-NASNet-optimizer.config nesterov 1
+            "w_weight_decay": 5e-4,  # configs/PRDARTS-NASNet-optimizer.config decay 0.0005 (eta_min 0.001 as DARTS)
+            "layers": 6,  # PRDARTS-NASNet-archs.config N=2, nasnet-super: normal x2, reduce, normal, reduce, normal
+        })
+    return changes
 
 
 @register_method(
@@ -141,112 +224,132 @@ def _pr_darts_code(space: str) -> dict[str, Any]:
     "Collapse by Harmonizing Operation Selection among Cells. ICLR 2023",
 )
 def _lambda_darts(space: str) -> dict[str, Any]:
-    # Official code (dr-faustus/Lambda-DARTS): run_search.sh for the DARTS family (lambda 0.25, eps0 1e-3,
-    # alpha lr 3e-4) and NAS-Bench201/scripts-search/algos/DARTS-V1.sh (lambda 0.25, eps0 1e-4, alpha lr 1e-4,
-    # alpha wd 1e-3); normal cells only on the DARTS family, all cells on NB201 (cells=auto).
-    # The NB201 alpha lr 1e-4 is kept: the authors lowered it from AutoDL's 3e-4 for their Lambda-DARTS runs only
-    # (their plain-DARTS command keeps 3e-4), and it produced the reported NB201 result; pass a_lr=3e-4 to isolate
-    # the regularizer against `darts`. Epochs and batch size are left at the shared defaults: the fork's 100 NB201
-    # epochs (configs/nas-benchmark/algos/DARTS.config) and batch 96 (run_search.sh) belong to its protocol for
-    # every method, not to the regularizer; set epochs=100 / batch_size=96 to follow it.
-    from dnas.spaces import get_space
-
-    nb201 = get_space(space).family == "nb201"
-    overrides: dict[str, Any] = {
-        "activation": "softmax",
-        "schedule": "alternate",
-        "estimator": "first-order",
+    # Official code: dr-faustus/Lambda-DARTS. DARTS-family spaces: run_search.sh + sota/cnn/train_search.py;
+    # NAS-Bench-201: NAS-Bench201/scripts-search/algos/DARTS-V1.sh + exps/algos/DARTS-V1.py, whose config is the
+    # fork's configs/nas-benchmark/algos/DARTS.config (100 epochs, wd 3e-4, no nesterov, batch 64).
+    changes: dict[str, Any] = {
         "weight_regularizers": "lambda",
-        "weight_regularizers.lambda.lam": 0.25,
-        "weight_regularizers.lambda.eps0": 1e-4 if nb201 else 1e-3,
-        "weight_regularizers.lambda.measure": "corr",
-        "weight_regularizers.lambda.cells": "auto",
-        "weight_regularizers.lambda.exact": False,
-        "arch_regularizers": "none",
+        "weight_regularizers.lambda.lam": 0.25,  # run_search.sh lambda_=0.25; DARTS-V1.sh lambda=0.25
+        "weight_regularizers.lambda.measure": "corr",  # run_search.sh reg_type='corr'; DARTS-V1.sh: corr
+        "weight_regularizers.lambda.cells": "auto",  # model_search.py: normal cells only; NB201: every cell
+        "weight_regularizers.lambda.exact": False,  # finite differences (get_perturbations, get_reg_grads)
     }
-    if nb201:
-        overrides["a_lr"] = 1e-4
-    return overrides
+    if _family(space) == "nb201":
+        return {
+            **changes,
+            "weight_regularizers.lambda.eps0": 1e-4,  # DARTS-V1.sh epsilon_0=0.0001
+            "a_lr": 1e-4,  # DARTS-V1.sh --arch_learning_rate 0.0001 (its plain-DARTS command keeps 0.0003)
+            "epochs": 100,  # fork's DARTS.config epochs 100 (the run logs are named "100iters-lowlr")
+            "w_weight_decay": 3e-4,  # fork's DARTS.config decay 0.0003
+            "w_nesterov": False,  # fork's DARTS.config nesterov 0
+        }
+    changes.update({
+        "weight_regularizers.lambda.eps0": 1e-3,  # run_search.sh epsilon_0=0.001
+        "batch_size": 96,  # run_search.sh --batch_size 96
+    })
+    if space == "darts":
+        changes["activation.exclude"] = "none"  # sota/cnn/spaces.py: s5 ("original DARTS space") has 7 ops, no none
+    return changes  # s1-s4: RobustDARTS' op sets as they are (spaces.py s3 keeps none)
 
 
-@register_method(
-    "darts-2nd",
-    "second-order DARTS: gradient through one virtual SGD step of w (xi = current w lr), mixed "
-    "Hessian-vector product by central finite difference (estimator.hvp=exact for double backward)",
-    "Liu, Simonyan, Yang. DARTS: Differentiable Architecture Search. ICLR 2019",
-)
-def _darts_2nd(space: str) -> dict[str, Any]:
-    # DARTS' train_search.py --unrolled: the search hyper-parameters are the first-order ones (config defaults)
+def _fisher_schedule() -> dict[str, Any]:
+    # DARTS-PRIME train_scheduled_hard_statebn.py with the README's --schedfreq 10 --dyno_split --dyno_schedule
     return {
-        "activation": "softmax",
-        "schedule": "alternate",
-        "estimator": "second-order",
-        "estimator.xi": None,
-        "estimator.hvp": "fd",
-        "estimator.fd_radius": 0.01,
-        "weight_regularizers": "none",
-        "arch_regularizers": "none",
-    }
-
-
-@register_method(
-    "amended-darts",
-    "Amended-DARTS: DARTS with the implicit term's inverse Hessian replaced by eta*H (eta 0.1) at the current "
-    "weights, two finite-difference Hessian-vector products (estimator.hvp=exact for double backward)",
-    "Bi, Hu, Xie, Chen, Wei, Tian. Stabilizing DARTS with Amended Gradient Estimation on Architectural "
-    "Parameters. arXiv 1910.11831",
-)
-def _amended_darts(space: str) -> dict[str, Any]:
-    # eta is not retrieved from the paper; 0.1 as in the AdversarialNAS re-implementation (spec section 4.3);
-    # everything else as DARTS (spec section 0.2)
-    return {
-        "activation": "softmax",
-        "schedule": "alternate",
-        "estimator": "amended",
-        "estimator.eta": 0.1,
-        "estimator.hvp": "fd",
-        "estimator.fd_radius": 0.01,
-        "weight_regularizers": "none",
-        "arch_regularizers": "none",
+        "schedule": "fisher",
+        "schedule.f": 10.0,  # --schedfreq 10
+        "schedule.gamma": 0.2,  # --ewma 0.2
+        "schedule.threshold": 1.0,  # --init_alpha_threshold 1.0
+        "schedule.multiplier": 1.05,  # --threshold_multiplier 1.05
+        "schedule.rebalance_split": True,  # --dyno_split: train_portion = 1 - 1/(1 + schedfreq)
+        "schedule.order": "arch-first",  # train(): the alpha step is taken before the w step
     }
 
 
 @register_method(
     "darts-prime",
-    "DARTS-PRIME (v3): softmax, Fisher-informed dynamic schedule (f=10, split f/(1+f)), proximity "
-    "regularization towards the discrete cell ramped to rho=0.1; on nb201 `none` stays a competitor",
+    "DARTS-PRIME (v3): softmax over all ops, Fisher-informed dynamic schedule (f=10, split f/(1+f)), proximity "
+    "regularization towards the discrete cell ramped to rho=0.1",
     "Maile, Lecarpentier, Luga, Wilson. DARTS-PRIME: Regularization and Scheduling Improve Constrained "
     "Optimization in Differentiable NAS. arXiv 2106.11655v3, 2021",
 )
 def _darts_prime(space: str) -> dict[str, Any]:
+    # k8lion/DARTS-PRIME README command: --reg prox --schedfreq 10 --dyno_split --dyno_schedule (softmax over the
+    # 8 ops of genotypes.py PRIMITIVES, none included; the optimizers keep the DARTS values of its argparse)
     return {
-        "activation": "softmax",
-        "schedule": "fisher",
-        "schedule.f": 10.0,
-        "schedule.rebalance_split": True,
-        "estimator": "first-order",
-        "weight_regularizers": "none",
+        **_fisher_schedule(),
         "arch_regularizers": "prox",
-        "arch_regularizers.prox.rho": 0.1,
+        "arch_regularizers.prox.rho": 0.1,  # --rho 0.1
+        "arch_regularizers.prox.squared": False,  # prox_loss: (A - disc).norm(), not squared
+        "arch_regularizers.prox.ramp": True,  # prox_loss: clock / total_epochs * rho / 2
     }
 
 
 @register_method(
     "darts-prime-v1",
     "DARTS-PRIME v1: clamp activation with permanent pruning (no `none`), Fisher-informed dynamic "
-    "schedule (f=10, split f/(1+f)), ADMM towards the discrete cell (rho=0.1, Z/U every 10 arch steps)",
+    "schedule (f=10, split f/(1+f)), ADMM towards the discrete cell (rho=0.1, Z/U after every 9th arch step)",
     "Maile, Lecarpentier, Luga, Wilson. On Constrained Optimization in Differentiable Neural Architecture "
     "Search. arXiv 2106.11655v1, 2021",
 )
 def _darts_prime_v1(space: str) -> dict[str, Any]:
+    # k8lion/DARTS-PRIME train_scheduled_hard_statebn.py --crb --reg admm --schedfreq 10 --dyno_split --dyno_schedule
     return {
-        "activation": "clamp",
-        "schedule": "fisher",
-        "schedule.f": 10.0,
-        "schedule.rebalance_split": True,
-        "estimator": "first-order",
-        "weight_regularizers": "none",
+        **_fisher_schedule(),
+        "activation": "clamp",  # --crb: clamp(alpha, 0, 1) over CRBPRIMITIVES (7 ops, no none)
+        "activation.init_noise": 1e-4,  # model_admm_hard_statebn.py: 1 / num_ops + 1e-4 * randn
         "arch_regularizers": "admm",
-        "arch_regularizers.admm.rho": 0.1,
-        "arch_regularizers.admm.admm_freq": 10,
+        "arch_regularizers.admm.rho": 0.1,  # --rho 0.1
+        "arch_regularizers.admm.admm_freq": 9,  # --admm_freq 10 with (alpha_counter + 1) % 10 == 0, then reset
+        "arch_regularizers.admm.variant": "code",  # update_Z: Pi(A(alpha + U)); update_U: U + alpha - Z
+        "arch_regularizers.admm.kappa": 1.0,  # Network(zuewma=1.0): --zuewma is never passed to it
+        "arch_regularizers.admm.squared": False,  # admm_loss: (...).norm(), not squared
     }
+
+
+# ----- descriptions for `dnas methods` -------------------------------------------------------------
+def _text(value: Any) -> str:
+    """A value as a ``key=value`` override writes it (YAML scalars: true, false, null)."""
+    if isinstance(value, bool) or value is None:
+        return {True: "true", False: "false", None: "null"}[value]
+    return str(value)
+
+
+def _where(factory: Any) -> str:
+    return f"{factory.__module__}.{factory.__qualname__}"
+
+
+def listing() -> str:
+    """Every method with its summary and reference, then every component of every slot with the
+    module and qualified name of its implementation."""
+    from dnas.components import SLOTS
+
+    lines = []
+    for name in METHODS.names():
+        method = METHODS.get(name)
+        lines += [f"{name:14s} {method.summary}", f"{'':14s} {method.reference}"]
+    lines.append("\ncomponents (combine with key=value overrides), and where each is defined:")
+    for slot, registry in SLOTS.items():
+        lines.append(f"  {slot}")
+        lines += [f"    {name:16s} {_where(registry.get(name))}" for name in registry.names()]
+    lines.append("\n`dnas methods --show NAME [--space SPACE]`: a preset's changes and its resolved configuration.")
+    return "\n".join(lines)
+
+
+def describe(name: str, space: str) -> str:
+    """A preset on ``space``: its changes from ``darts``, the implementation of each slot, and the
+    fully resolved configuration (every hyper-parameter, defaults included) as YAML."""
+    from dnas.components import SLOTS
+    from dnas.resolve import resolve_config
+
+    method = METHODS.get(name)
+    cfg = resolve_config({"method": name, "space": space})
+    lines = [f"{name} on {cfg.space}: {method.summary}", f"  {method.reference}", "", "changes from darts:"]
+    changes = method.changes(cfg.space)
+    lines += [f"  {key}={_text(value)}" for key, value in changes.items()] or ["  (none: this is the base)"]
+    lines += ["", "implementations:"]
+    for slot, registry in SLOTS.items():
+        chosen = getattr(cfg, slot)
+        for comp in (chosen if slot in LIST_SLOTS else [chosen]):
+            lines.append(f"  {slot:20s} {comp.name:16s} {_where(registry.get(comp.name))}")
+    lines += ["", "resolved configuration:", cfg.to_yaml().rstrip()]
+    return "\n".join(lines)

@@ -78,6 +78,7 @@ def validate(cfg: SearchConfig) -> None:
         (cfg.log in SINKS, f"log must be one of {', '.join(SINKS)}, got {cfg.log!r}"),
         (cfg.w_lr_min <= cfg.w_lr, f"w_lr_min ({cfg.w_lr_min}) must not exceed w_lr ({cfg.w_lr})"),
         (cfg.grad_clip > 0, f"grad_clip must be positive, got {cfg.grad_clip}"),
+        (not cfg.w_nesterov or cfg.w_momentum > 0, "w_nesterov needs w_momentum > 0"),
         (cfg.log_every >= 1, f"log_every must be at least 1, got {cfg.log_every}"),
         (cfg.channels is None or cfg.channels >= 2, "channels must be at least 2"),
         (cfg.layers is None or cfg.layers >= 1, "layers must be at least 1"),

@@ -7,6 +7,8 @@ One iteration (DESIGN.md section 2):
 2. the weight step: ``L_train(w, A(alpha))`` on a training batch, backward, weight regularizers
    add their gradients, gradient-norm clipping, SGD step, activation hook (pruning).
 
+The schedule's ``order`` swaps the two (``weight-first``: AutoDL's NAS-Bench-201 DARTS, PR-DARTS).
+
 Everything a resumed run needs is checkpointed atomically: weights, alphas, both optimizers, the
 LR schedule, component states, both data streams and the RNG, and the position in the epoch, so
 an interrupted search resumes to exactly the same result. Metrics are accumulated on the device
@@ -137,7 +139,8 @@ class Search:
         alphas.to(self.device)
         self.problem = BilevelProblem(net, alphas, self.activation, self.arch_regularizers, group=self.group)
         self.w_opt = torch.optim.SGD(self.problem.weights, lr=cfg.w_lr, momentum=cfg.w_momentum,
-                                     weight_decay=cfg.w_weight_decay)
+                                     weight_decay=cfg.w_weight_decay, nesterov=cfg.w_nesterov)
+        self.problem.weight_optimizer = self.w_opt  # second-order DARTS' virtual step reads its momentum
         self.lr_schedule = torch.optim.lr_scheduler.CosineAnnealingLR(self.w_opt, cfg.epochs, eta_min=cfg.w_lr_min)
         self.a_opt = torch.optim.Adam(self.problem.arch, lr=cfg.a_lr, betas=(cfg.a_beta1, cfg.a_beta2),
                                       weight_decay=cfg.a_weight_decay)
@@ -332,19 +335,27 @@ class Search:
         return record
 
     def _iteration(self, epoch: int, step: int) -> None:
-        cfg = self.cfg
-        problem = self.problem
         # every rank draws the same global batch and keeps its shard (the whole batch in one process)
         train_batch = self.group.shard(next(self.train_stream))
-        if self.schedule.take_arch_step(self.global_step):
-            val_batch = self.group.shard(next(self.val_stream))
-            self.a_opt.zero_grad(set_to_none=True)
-            val_loss, val_logits = self.estimator.arch_gradient(problem, train_batch, val_batch)
-            self.a_opt.step()
-            self.arch_steps += 1
-            self._meter("val", val_loss, val_logits, val_batch[1])
+        arch_step = self.schedule.take_arch_step(self.global_step)
+        if arch_step and not self.schedule.weight_first:
+            self._arch_step(train_batch)
+        self._weight_step(epoch, train_batch)
+        if arch_step and self.schedule.weight_first:
+            self._arch_step(train_batch)
+        self.group.mean_buffers_(self.problem.net)  # BatchNorm statistics of both steps' forwards
 
-        # weight step
+    def _arch_step(self, train_batch: tuple[Tensor, Tensor]) -> None:
+        val_batch = self.group.shard(next(self.val_stream))
+        self.a_opt.zero_grad(set_to_none=True)
+        val_loss, val_logits = self.estimator.arch_gradient(self.problem, train_batch, val_batch)
+        self.a_opt.step()
+        self.arch_steps += 1
+        self._meter("val", val_loss, val_logits, val_batch[1])
+
+    def _weight_step(self, epoch: int, train_batch: tuple[Tensor, Tensor]) -> None:
+        cfg = self.cfg
+        problem = self.problem
         self.w_opt.zero_grad(set_to_none=True)
         alignment_due = cfg.alignment_every and self.global_step % cfg.alignment_every == 0
         need_cells = alignment_due or any(r.needs_cell_gradients for r in self.weight_regularizers)
@@ -359,7 +370,6 @@ class Search:
             reg.add_gradient(problem, train_batch, cell_weights, cell_grads, epoch, cfg.epochs)
         nn.utils.clip_grad_norm_(weights, cfg.grad_clip)
         self.w_opt.step()
-        self.group.mean_buffers_(problem.net)
         self.activation.after_weight_step(dict(problem.alphas))
         self._meter("train", loss.detach(), logits.detach(), train_batch[1])
         if alignment_due:

@@ -4,22 +4,78 @@ An activation returns, per cell type, the ``(E, K)`` matrix ``A(alpha)`` that mu
 outputs (it may be stochastic during search), the deterministic ``strength`` of each op used for
 derivation, and optionally a host-side mask of ops whose weight is exactly zero, which the fused
 supernet then does not compute.
+
+Every activation takes ``exclude``: op names (comma-separated) taken out of the competition, e.g.
+``activation.exclude=none`` searches the DARTS space with Lambda-DARTS' 7 ops. An excluded op has
+weight exactly 0 and strength 0, gets no gradient, is never computed, and does not enter the
+softmax normaliser (``A = softmax over the kept ops``); the derivation therefore never picks it.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from dnas.components.base import Component
+from dnas.errors import DnasError
 from dnas.registry import Registry
+
+if TYPE_CHECKING:
+    from dnas.spaces.base import SearchSpace
+
+
+def op_names(text: str | None) -> tuple[str, ...]:
+    """``"none, skip_connect"`` -> ``("none", "skip_connect")`` (empty for None or "")."""
+    return tuple(name.strip() for name in str(text or "").split(",") if name.strip())
 
 
 class Activation(Component):
     #: the supernet puts a non-affine BatchNorm on every intermediate node (for unnormalized weights)
     node_bn: bool = False
-    #: the space's ``none`` op is kept (False: activations that cannot express "no edge" mask it)
+    #: the space's ``none`` op is kept (False: activations that cannot express "no edge" exclude it)
     allows_none: bool = True
+
+    def __init__(self, *, exclude: str = ""):
+        self.exclude = op_names(exclude)
+        self._kept: dict[str, Tensor | None] = {}  # host masks of the ops taking part (None: all)
+        self._kept_on: dict[tuple[str, str], Tensor] = {}  # the same on the device of alpha
+        self._bound = False
+
+    def excluded_ops(self) -> frozenset[str]:
+        return frozenset(self.exclude) | (frozenset() if self.allows_none else frozenset({"none"}))
+
+    def bind(self, space: SearchSpace) -> None:
+        present = {op for topo in space.cells.values() for ops in topo.edge_ops for op in ops}
+        unknown = [op for op in self.exclude if op not in present]
+        if unknown:
+            raise DnasError(f"activation {self.name} exclude names {', '.join(unknown)}, which the {space.name} "
+                            f"space does not have; its ops are {', '.join(sorted(present))}")
+        excluded = self.excluded_ops()
+        self._kept = {}
+        for cell_type, topo in space.cells.items():
+            kept = torch.tensor([[op not in excluded for op in ops] for ops in topo.edge_ops], dtype=torch.bool)
+            if not kept.any(dim=1).all():
+                raise DnasError(f"activation {self.name} exclude={','.join(self.exclude)} leaves an edge of the "
+                                f"{space.name} {cell_type} cell without any op")
+            self._kept[cell_type] = None if kept.all() else kept
+        self._kept_on = {}
+        self._bound = True
+
+    def kept(self, cell_type: str, like: Tensor) -> Tensor | None:
+        """Bool mask (device of ``like``) of the ops that take part, None when all of them do."""
+        if not self._bound:
+            if self.exclude:
+                raise DnasError(f"activation {self.name} with exclude needs the search space: call bind(space)")
+            return None
+        mask = self._kept.get(cell_type)
+        if mask is None:
+            return None
+        key = (cell_type, str(like.device))
+        if key not in self._kept_on:
+            self._kept_on[key] = mask.to(like.device)
+        return self._kept_on[key]
 
     def init_alpha(self, shape: tuple[int, int], generator: torch.Generator) -> Tensor:
         return 1e-3 * torch.randn(shape, generator=generator)
@@ -33,7 +89,8 @@ class Activation(Component):
 
     def active_mask(self, weights: dict[str, Tensor]) -> dict[str, Tensor | None] | None:
         """CPU bool masks of the ops that may be nonzero, or None when every op is active."""
-        return None
+        masks = {t: self._kept.get(t) for t in weights}
+        return masks if any(m is not None for m in masks.values()) else None
 
     def after_weight_step(self, alphas: dict[str, Tensor]) -> None:
         """Hook after each weight step (permanent pruning)."""
@@ -44,15 +101,22 @@ ACTIVATIONS: Registry[type[Activation]] = Registry("activation")
 
 @ACTIVATIONS.register("softmax")
 class Softmax(Activation):
-    """DARTS' continuous relaxation: ``A(alpha)_{e,o} = exp(alpha_{e,o}) / sum_o' exp(alpha_{e,o'})``."""
+    """DARTS' continuous relaxation over the kept ops ``O_e`` of each edge (all ops by default)::
+
+        A(alpha)_{e,o} = exp(alpha_{e,o}) / sum_{o' in O_e} exp(alpha_{e,o'})   (o in O_e),   0 otherwise
+    """
 
     name = "softmax"
 
-    def __init__(self, *, init_std: float = 1e-3):
+    def __init__(self, *, init_std: float = 1e-3, exclude: str = ""):
+        super().__init__(exclude=exclude)
         self.init_std = init_std
 
     def init_alpha(self, shape: tuple[int, int], generator: torch.Generator) -> Tensor:
         return self.init_std * torch.randn(shape, generator=generator)
 
     def __call__(self, alpha: Tensor, cell_type: str) -> Tensor:
+        kept = self.kept(cell_type, alpha)
+        if kept is not None:
+            alpha = alpha.masked_fill(~kept, float("-inf"))
         return torch.softmax(alpha, dim=-1)

@@ -24,8 +24,8 @@ estimate — so the radii ``r/||v||`` are those of the all-reduced vectors and e
 the same points and ends with the same ``alpha.grad``.
 
 Estimators only use a small surface of the problem: ``weights``, ``arch``, ``net`` (for its
-buffers), ``activated()``, ``loss(batch, activated)``, ``arch_objective(batch)`` and
-``weight_lr``. They change nothing but ``alpha.grad``: weights and BatchNorm statistics are
+buffers), ``activated()``, ``loss(batch, activated)``, ``arch_objective(batch)``, ``weight_lr``
+and ``weight_optimizer``. They change nothing but ``alpha.grad``: weights and BatchNorm statistics are
 restored, and repeated forwards of a batch replay the random numbers of its first forward.
 """
 
@@ -129,34 +129,64 @@ class _CurvatureEstimator(Estimator):
         self._norms = dict(state)
 
 
+VIRTUAL_STEPS = ("optimizer", "gradient")
+
+
+def optimizer_direction(problem: BilevelProblem, grads: list[Tensor]) -> list[Tensor]:
+    """``mu m + g + lambda w`` per weight: the direction of the weight optimizer's next SGD step for the
+    gradient ``g``, with its current momentum buffer ``m``, momentum ``mu`` and weight decay ``lambda``
+    (DARTS' ``_compute_unrolled_model``; no momentum term before the optimizer's first step, and
+    ``nesterov`` is ignored, as in DARTS' and AutoDL's code). Plain ``g`` without a weight optimizer."""
+    opt = problem.weight_optimizer
+    if opt is None:
+        return grads
+    groups = {p: group for group in opt.param_groups for p in group["params"]}
+    out = []
+    for p, g in zip(problem.weights, grads, strict=True):
+        group = groups.get(p)
+        if group is None:
+            out.append(g)
+            continue
+        d = g + group["weight_decay"] * p.detach() if group["weight_decay"] else g
+        buffer = opt.state.get(p, {}).get("momentum_buffer")
+        out.append(d + group["momentum"] * buffer if buffer is not None and group["momentum"] else d)
+    return out
+
+
 @ESTIMATORS.register("second-order")
 class SecondOrder(_CurvatureEstimator):
     """DARTS second order: the gradient through one virtual SGD step of the weights.
 
-        w' = w - xi grad_w L_train(w, alpha)
+        w' = w - xi d,     d = mu m + grad_w L_train(w, alpha) + lambda w     (virtual_step="optimizer")
+                           d = grad_w L_train(w, alpha)                       (virtual_step="gradient")
         g  = grad_alpha [L_val(w', alpha) + R_arch(alpha)]
              - xi grad^2_{alpha,w} L_train(w, alpha) . grad_w' L_val(w', alpha)
 
-    which is ``d/dalpha [L_val(w'(alpha), alpha) + R_arch(alpha)]`` exactly, the mixed term
-    computed by an HVP at ``w`` (``hvp="fd"``: DARTS' central difference; ``"exact"``: double
-    backward). ``xi=None`` uses the current learning rate of ``w`` (DARTS' choice).
+    which is ``d/dalpha [L_val(w'(alpha), alpha) + R_arch(alpha)]`` exactly (``mu m`` and ``lambda w``
+    do not depend on ``alpha``), the mixed term computed by an HVP at ``w`` (``hvp="fd"``: DARTS'
+    central difference; ``"exact"``: double backward). ``xi=None`` uses the current learning rate of
+    ``w`` (DARTS' choice), which the search loop keeps in ``problem.weight_lr``.
 
-    The virtual step is plain gradient descent, as in the paper's equation. DARTS' code also
-    puts momentum and weight decay into it (``w' = w - xi (mu m + grad + lambda w)``); those
-    terms do not depend on ``alpha``, so they only move the point ``w'`` where ``L_val`` is
-    evaluated, and the estimator would need the weight optimizer's state; we leave them out.
-    The step is taken in place on the weights and undone bit-exactly. Returns ``L_val + R_arch``
-    and the logits at ``w'``.
+    The virtual step: DARTS' code (``architect.py``, ``_compute_unrolled_model``) and AutoDL's
+    NAS-Bench-201 DARTS-V2 step with the weight optimizer's momentum buffer ``m`` (times its
+    momentum ``mu``) and weight decay ``lambda`` (:func:`optimizer_direction`, from
+    ``problem.weight_optimizer``, which the search loop sets); this is the default. The paper's
+    equation (7) has the plain gradient step, ``virtual_step="gradient"``. The step is taken in
+    place on the weights and undone bit-exactly. Returns ``L_val + R_arch`` and the logits at ``w'``.
     """
 
     name = "second-order"
 
-    def __init__(self, *, xi: float | None = None, hvp: str = "fd", fd_radius: float = 0.01):
+    def __init__(self, *, xi: float | None = None, hvp: str = "fd", fd_radius: float = 0.01,
+                 virtual_step: str = "optimizer"):
         super().__init__(hvp, fd_radius)
         if xi is not None and not (isinstance(xi, (int, float)) and xi >= 0):
             raise DnasError(f"estimator.xi must be a non-negative number or null (the weight learning rate), "
                             f"got {xi!r}")
+        if virtual_step not in VIRTUAL_STEPS:
+            raise DnasError(f"estimator.virtual_step must be one of {', '.join(VIRTUAL_STEPS)}, got {virtual_step!r}")
         self.xi = None if xi is None else float(xi)
+        self.virtual_step = virtual_step
 
     def arch_gradient(self, problem: BilevelProblem, train_batch: Batch, val_batch: Batch) -> tuple[Tensor, Tensor]:
         weights, arch = problem.weights, problem.arch
@@ -165,8 +195,10 @@ class SecondOrder(_CurvatureEstimator):
             activated, leaves = _activated_leaves(problem)
             train_loss = self._train_loss(problem, train_batch, leaves)
             step = gradients(train_loss(), weights)
-            problem.mean_(step)
-            with shifted(weights, step, -xi):  # w' = w - xi grad_w L_train, undone on exit
+            problem.mean_(step)  # data parallel: the global batch's gradient, before it moves w
+            if self.virtual_step == "optimizer":
+                step = optimizer_direction(problem, step)
+            with shifted(weights, step, -xi):  # w' = w - xi d, undone on exit
                 objective, logits, _ = problem.arch_objective(val_batch)
                 grads = gradients(objective, [*arch, *weights])
             problem.mean_(grads)
@@ -191,8 +223,14 @@ class Amended(_CurvatureEstimator):
     at the current weights (no unrolled step; ``w`` is assumed close to ``w*(alpha)``). Computed
     right to left: ``v = grad_w L_val``, ``u = H v``, ``z = grad^2_{alpha,w} L_train . u``. With
     ``hvp="fd"`` that is five forward/backward passes (the two differences at radii ``r/||v||``
-    and ``r/||u||``); ``"exact"`` builds one double-backward graph of ``L_train`` for both products.
-    Returns ``L_val + R_arch`` and the logits at ``w``.
+    and ``r/||u||``, ``r = fd_radius``); ``"exact"`` builds one double-backward graph of ``L_train``
+    for both products. Returns ``L_val + R_arch`` and the logits at ``w``.
+
+    There is no virtual step, so the weight optimizer's momentum and weight decay do not enter;
+    ``H`` is the Hessian of ``L_train`` alone (without the ``lambda I`` of the weight decay), as in
+    the only public implementation (AdversarialNAS' ``architect.py``, whose Hessian-vector products
+    are taken from the authors' ICLR 2020 submission: both products at the current weights, radius
+    0.01 over the norm of the vector).
     """
 
     name = "amended"

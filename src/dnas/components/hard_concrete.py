@@ -58,8 +58,13 @@ def sample_hard_concrete(beta: Tensor, tau: float, a: float, b: float) -> Tensor
 
 
 def gate_probability(beta: Tensor, tau: float, a: float, b: float) -> Tensor:
-    """``P(g != 0) = sigmoid(beta - tau ln(-a/b))``."""
-    return torch.sigmoid(beta - tau * math.log(-a / b))
+    """``P(g != 0) = sigmoid(beta - tau ln(-a/b))``, ``dP/dbeta = P (1 - P)``.
+
+    Computed in float64 and returned in the dtype of ``beta``: in float32 ``P`` rounds to exactly 1
+    once ``beta - tau ln(-a/b) > 16.6`` (the paper's start: 0.5 + 24), and autograd's ``P (1 - P)``
+    then gives a gradient of exactly 0 instead of ~2e-11; in float64 it is the true value, which
+    float32 represents."""
+    return torch.sigmoid(beta.double() - tau * math.log(-a / b)).to(beta.dtype)
 
 
 def select_top_k(gates: Tensor, k: int, drop_prob: float) -> Tensor:
@@ -91,7 +96,8 @@ class HardConcrete(Activation):
 
     def __init__(self, *, tau_max: float = 10.0, tau_min: float = 0.1, a: float = -0.1, b: float = 1.1,
                  init_mean: float = 0.5, init_std: float = 0.0, top_k: int = 0, drop_prob: float = 0.0,
-                 straight_through: bool = False):
+                 straight_through: bool = False, exclude: str = ""):
+        super().__init__(exclude=exclude)
         if not 0 < tau_min <= tau_max:
             raise DnasError(f"hard-concrete needs 0 < tau_min <= tau_max, got tau_min={tau_min}, tau_max={tau_max}")
         if not (a < 0 and b > 1):
@@ -135,15 +141,22 @@ class HardConcrete(Activation):
         return self.init_mean + self.init_std * torch.randn(shape, generator=generator)
 
     def __call__(self, alpha: Tensor, cell_type: str) -> Tensor:
+        kept = self.kept(cell_type, alpha)
         g = sample_hard_concrete(alpha, self.tau, self.a, self.b)
+        if kept is not None:
+            g = g * kept
         if not self.top_k:
             return g
-        sel = select_top_k(g, self.top_k, self.drop_prob)
+        sel = select_top_k(g if kept is None else g.masked_fill(~kept, float("-inf")), self.top_k, self.drop_prob)
+        if kept is not None:  # an edge with fewer than k kept ops
+            sel = sel * kept
         return sel * (1.0 + (g - g.detach())) if self.straight_through else sel * g
 
     def probability(self, alpha: Tensor, cell_type: str | None = None) -> Tensor:
-        """``P(g != 0)`` at the current temperature (differentiable)."""
-        return gate_probability(alpha, self.tau, self.a, self.b)
+        """``P(g != 0)`` at the current temperature (differentiable; 0 for the excluded ops of ``cell_type``)."""
+        p = gate_probability(alpha, self.tau, self.a, self.b)
+        kept = None if cell_type is None else self.kept(cell_type, alpha)
+        return p if kept is None else p * kept
 
     def deterministic_gate(self, alpha: Tensor, cell_type: str | None = None) -> Tensor:
         """The noise-free gate (``u = 1/2``): ``min(1, max(0, a + (b - a) sigmoid(beta / tau)))``."""
@@ -151,7 +164,7 @@ class HardConcrete(Activation):
 
     def strength(self, alpha: Tensor, cell_type: str) -> Tensor:
         """``P(g != 0)`` in float64 (derivation and reports; see the module docstring)."""
-        return gate_probability(alpha.detach().double(), self.tau, self.a, self.b)
+        return self.probability(alpha.detach().double(), cell_type)
 
     def active_mask(self, weights: dict[str, Tensor]) -> dict[str, Tensor | None] | None:
         """CPU masks of the entries of ``A`` that are not exactly 0 (the ops worth computing).

@@ -85,15 +85,17 @@ def _masked_mean(p: Tensor, mask: Tensor) -> Tensor:
 
 
 class _CellGroups:
-    """The constant masks of one cell topology (on the device of the architecture parameters)."""
+    """The constant masks of one cell topology (on the device of the architecture parameters);
+    ``kept`` (the activation's ``exclude``) removes ops from every group and from the chain."""
 
-    def __init__(self, topo: CellTopology, device: torch.device):
-        self.skip = op_mask(topo, lambda op: op == SKIP).to(device)
-        self.pool = op_mask(topo, lambda op: op in POOLS).to(device)
-        self.param = op_mask(topo, is_parameterised).to(device)
-        self.nonskip = 1.0 - self.skip
-        self.nonskip_code = 1.0 - self.skip - self.pool  # none + parameterised ops (+ noise)
-        self.chain = [e for e in chain_edges(topo) if any(map(is_parameterised, topo.edge_ops[e]))]
+    def __init__(self, topo: CellTopology, device: torch.device, kept: Tensor | None = None):
+        keep = torch.ones(topo.num_edges, topo.ops_per_edge) if kept is None else kept.detach().float().cpu()
+        self.skip = (op_mask(topo, lambda op: op == SKIP) * keep).to(device)
+        self.pool = (op_mask(topo, lambda op: op in POOLS) * keep).to(device)
+        self.param = (op_mask(topo, is_parameterised) * keep).to(device)
+        self.nonskip = keep.to(device) - self.skip
+        self.nonskip_code = self.nonskip - self.pool  # none + parameterised ops (+ noise)
+        self.chain = [e for e in chain_edges(topo) if self.param[e].any()]
 
 
 @ARCH_REGULARIZERS.register("pr-darts")
@@ -125,10 +127,11 @@ class PathRegularizer(ArchRegularizer):
         self.last: dict[str, Tensor | float] = {}  # terms and raw group values of the last call
 
     # ----- the groups --------------------------------------------------------------------------
-    def _cell_groups(self, problem: BilevelProblem, cell_type: str, device: torch.device) -> _CellGroups:
-        key = (cell_type, str(device))
+    def _cell_groups(self, problem: BilevelProblem, cell_type: str, p: Tensor) -> _CellGroups:
+        key = (cell_type, str(p.device))
         if key not in self._groups:
-            self._groups[key] = _CellGroups(_topology(problem, cell_type), device)
+            kept = problem.activation.kept(cell_type, p)
+            self._groups[key] = _CellGroups(_topology(problem, cell_type), p.device, kept)
         return self._groups[key]
 
     @staticmethod
@@ -144,7 +147,7 @@ class PathRegularizer(ArchRegularizer):
         probs = self.probabilities(problem, activated)
         values: dict[str, list[Tensor]] = {}
         for t, p in probs.items():
-            g = self._cell_groups(problem, t, p.device)
+            g = self._cell_groups(problem, t, p)
             cell = self._paper_cell(p, g) if self.variant == "paper" else self._code_cell(p, g, activated[t])
             for k, v in cell.items():
                 values.setdefault(k, []).append(v)

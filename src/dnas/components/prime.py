@@ -102,7 +102,8 @@ class Clamp(Activation):
         A(alpha) = clamp(alpha, 0, 1) * M            M: 0/1 mask of the ops still alive
 
     * init ``alpha = 1/|O_e| + init_noise * N(0, 1)``, ``|O_e|`` the real (non-``none``) ops of the
-      edge (1/7 on the DARTS space); ``none`` starts at 0 and masked (module docstring).
+      edge (1/7 on the DARTS space); ``none`` starts at 0 and masked (module docstring), as does any
+      op named in ``exclude``.
     * gradient: ``dA/dalpha = M * 1[0 <= alpha <= 1]``, zero for alpha outside [0, 1].
     * permanent pruning (``after_weight_step``, after every weight step): every alpha <= 0 is set to
       0 and masked forever; ``active_mask`` hands the mask to the supernet, which then skips the op.
@@ -123,7 +124,8 @@ class Clamp(Activation):
     node_bn = True
     allows_none = False
 
-    def __init__(self, *, init_noise: float = 1e-4, mask_sync_every: int = 1):
+    def __init__(self, *, init_noise: float = 1e-4, mask_sync_every: int = 1, exclude: str = ""):
+        super().__init__(exclude=exclude)
         if init_noise < 0:
             raise DnasError(f"activation clamp needs init_noise >= 0, got {init_noise}")
         if mask_sync_every < 1:
@@ -136,19 +138,21 @@ class Clamp(Activation):
         self._steps = 0
 
     def bind(self, space: SearchSpace) -> None:
+        super().bind(space)  # none (and any ``exclude``) out of the competition from the start
         self._space = space
-        self._masks = {t: self._live_ops(topo.edge_ops) for t, topo in space.cells.items()}
+        self._masks = {t: self._live_ops(space, t) for t in space.cells}
         self._host = {t: m.clone() for t, m in self._masks.items()}
 
-    @staticmethod
-    def _live_ops(edge_ops: Sequence[Sequence[str]]) -> Tensor:
-        return torch.tensor([[op != "none" for op in ops] for ops in edge_ops], dtype=torch.bool)
+    def _live_ops(self, space: SearchSpace, cell_type: str) -> Tensor:
+        kept = self._kept.get(cell_type)
+        topo = space.cells[cell_type]
+        return kept.clone() if kept is not None else torch.ones(topo.num_edges, topo.ops_per_edge, dtype=torch.bool)
 
     def init_alpha(self, shape: tuple[int, int], generator: torch.Generator) -> Tensor:
         noise = self.init_noise * torch.randn(shape, generator=generator)
         live = torch.ones(shape, dtype=torch.bool)
-        if self._space is not None:  # the none columns of the cell types of this shape, if they agree
-            patterns = [self._live_ops(c.edge_ops) for c in self._space.cells.values()
+        if self._space is not None:  # the excluded columns of the cell types of this shape, if they agree
+            patterns = [self._live_ops(self._space, t) for t, c in self._space.cells.items()
                         if (c.num_edges, c.ops_per_edge) == tuple(shape)]
             if patterns and all(torch.equal(p, patterns[0]) for p in patterns):
                 live = patterns[0]
@@ -210,7 +214,8 @@ class FisherSchedule(Schedule):
 
         FI_t = sum_w (dL_train/dw)^2,        E_t = gamma FI_t + (1 - gamma) E_{t-1}     (E_0 = FI_0)
 
-    Before each weight step: if ``0 < E < theta`` take one architecture step and ``theta <- theta d``,
+    Before each weight step: if ``0 < E < theta`` take one architecture step (before the weight step,
+    as the official code; ``order="weight-first"`` puts it after) and ``theta <- theta d``,
     else ``theta <- theta m``; ``theta_0 = threshold``, ``m = multiplier``, ``d = m^(-f)``. A bounded
     ``theta`` needs ``(#steps without) = f (#steps with)``, so in the long run one architecture step
     comes after every ``f`` weight steps without one (a share ``1/(1+f)`` of the iterations). Since
@@ -231,7 +236,8 @@ class FisherSchedule(Schedule):
     name = "fisher"
 
     def __init__(self, *, f: float = 10.0, gamma: float = 0.2, threshold: float = 1.0, multiplier: float = 1.05,
-                 rebalance_split: bool = True):
+                 rebalance_split: bool = True, order: str = "arch-first"):
+        super().__init__(order=order)
         if f <= 0:
             raise DnasError(f"schedule fisher needs f > 0, got {f}")
         if not 0 < gamma <= 1:
@@ -372,18 +378,30 @@ class ADMM(ArchRegularizer):
 
         R = (rho / 2) || (A(alpha) - Z + U) * M ||                  (squared=True: ||.||^2)
 
-    and every ``admm_freq`` architecture steps (before the loss of the next one), with ``A`` the
-    current activated weights (detached):
+    and after every ``admm_freq`` architecture steps, with ``alpha`` and ``A`` detached:
 
-    * ``variant="textbook"`` (default):  ``Z <- Pi_D(A + U)``,  ``U <- (kappa U + A - Z) * M``;
-      initially ``Z = A(alpha_0)``, ``U = 0`` (no pull until the first update).
-    * ``variant="code"`` (official code):  ``Z <- Pi_D(A(alpha + U))``,  ``U <- (kappa U + alpha - Z) * M``;
-      initially ``Z = alpha_0``, ``U = 0``. It mixes spaces (the dual is added to the raw ``alpha``
-      before the activation and updated with the raw ``alpha``, not ``A(alpha)``); with the clamp
-      activation and alpha in [0, 1] the two differ only where ``alpha + U`` leaves [0, 1], which
-      the code's clamp saturates before projecting.
+    * ``variant="code"`` (official code, default):  ``Z <- Pi_D(A(alpha + U))``,
+      ``U <- (kappa U + alpha - Z) * M``; initially ``Z = alpha_0``, ``U = 0``. It mixes spaces (the
+      dual is added to the raw ``alpha`` before the activation and updated with the raw ``alpha``,
+      not ``A(alpha)``); with the clamp activation and alpha in [0, 1] the two readings differ only
+      where ``alpha + U`` leaves [0, 1], which the clamp saturates before projecting.
+    * ``variant="textbook"``:  ``Z <- Pi_D(A + U)``,  ``U <- (kappa U + A - Z) * M``; initially
+      ``Z = A(alpha_0)``, ``U = 0`` (no pull until the first update).
 
-    ``kappa`` (code ``zuewma``) < 1 forgets old residuals; ADMM is ``kappa = 1``.
+    Timing. The official training loop (``train_scheduled_hard_statebn.py``) counts architecture
+    steps and, after each weight step, updates ``Z`` and ``U`` when ``(counter + 1) % admm_freq == 0``,
+    then resets the counter to 0: with its ``--admm_freq 10`` the update comes after every 9th
+    architecture step, before the next one. Here ``admm_freq`` is that period itself (the default 9
+    is the official timing; textbook ADMM updates every 10th: ``admm_freq=10``). The update is
+    made lazily, right before the loss of the next architecture step; between the weight step
+    after which the official code updates and that loss, ``alpha`` and the mask do not change, so
+    the two are the same. Architecture steps are counted by calls: the estimators evaluate ``R``
+    once per architecture step.
+
+    ``kappa`` (code ``zuewma``, which the official ``Network`` leaves at 1.0: the script's
+    ``--zuewma`` is never passed to it) < 1 forgets old residuals; ADMM is ``kappa = 1``.
+    Pruned ops can never enter ``Z`` (the official projection ignores the pruning mask and may
+    pick a pruned op while a live one exists; we mask it, see :func:`project_discrete`).
 
     Norm: the official code uses the non-squared Frobenius norm, the default here, so that the
     published configuration is reproduced: the pull towards ``Z - U`` then has the constant
@@ -391,13 +409,12 @@ class ADMM(ArchRegularizer):
     Textbook ADMM uses the squared norm, whose minimiser the scaled dual update ``U += A - Z``
     assumes; ``squared=True`` gives that form.
 
-    Architecture steps are counted by calls: the estimators evaluate ``R`` once per architecture
-    step. ``Z`` and ``U`` are state (checkpointed).
+    ``Z`` and ``U`` are state (checkpointed).
     """
 
     name = "admm"
 
-    def __init__(self, *, rho: float = 0.1, admm_freq: int = 10, variant: str = "textbook", kappa: float = 1.0,
+    def __init__(self, *, rho: float = 0.1, admm_freq: int = 9, variant: str = "code", kappa: float = 1.0,
                  squared: bool = False):
         if rho < 0 or admm_freq < 1:
             raise DnasError(f"arch regularizer admm needs rho >= 0 and admm_freq >= 1, got {rho}, {admm_freq}")

@@ -1,0 +1,289 @@
+"""Every preset's full hyper-parameter table, written from the papers and the official code (the
+source of each value in a comment), against what the preset resolves to; presets as changes of
+`darts`; and `dnas methods` (where each component is defined, `--show NAME`)."""
+
+from __future__ import annotations
+
+import pytest
+
+from dnas.cli import main
+from dnas.config import LIST_SLOTS, SINGLE_SLOTS
+from dnas.methods import METHODS, SLOT_KEYS, darts_protocol, with_changes
+from dnas.resolve import resolve_config
+
+# keys of a search configuration that are not hyper-parameters of a method
+NOT_HYPER = {"space", "method", "dataset", "data_root", "download", "image_size", "max_images", "seed",
+             "crop_padding", "flip", "alignment_every", "hessian_every", "benchmark_table", "log_every",
+             "checkpoint_every", "device", "log"}
+
+
+def flat(cfg) -> dict:
+    """The resolved configuration as ``key=value`` pairs: slots by name, components' parameters as
+    ``slot.param`` (list slots: ``slot.member.param``)."""
+    out = {}
+    for key, value in cfg.to_dict().items():
+        if key in NOT_HYPER:
+            continue
+        if key in SINGLE_SLOTS:
+            out[key] = value["name"]
+            out.update({f"{key}.{p}": v for p, v in value["params"].items()})
+        elif key in LIST_SLOTS:
+            out[key] = ",".join(c["name"] for c in value) or "none"
+            out.update({f"{key}.{c['name']}.{p}": v for c in value for p, v in c["params"].items()})
+        else:
+            out[key] = value
+    return out
+
+
+# ----- the DARTS bases ------------------------------------------------------------------------------
+# quark0/darts cnn/train_search.py (argparse defaults), architect.py, model_search.py
+DARTS_CODE = {
+    "epochs": 50,  # --epochs 50
+    "batch_size": 64,  # --batch_size 64
+    "train_portion": 0.5,  # --train_portion 0.5
+    "channels": None,  # --init_channels 16 = the space default
+    "layers": None,  # --layers 8 = the space default
+    "cutout": 0,  # --cutout off in the search
+    "w_lr": 0.025,  # --learning_rate 0.025
+    "w_lr_min": 0.001,  # --learning_rate_min 0.001
+    "w_momentum": 0.9,  # --momentum 0.9
+    "w_nesterov": False,  # torch.optim.SGD(..., momentum, weight_decay): no nesterov
+    "w_weight_decay": 3e-4,  # --weight_decay 3e-4
+    "grad_clip": 5.0,  # --grad_clip 5
+    "a_lr": 3e-4,  # --arch_learning_rate 3e-4
+    "a_beta1": 0.5,  # architect.py Adam betas=(0.5, 0.999)
+    "a_beta2": 0.999,
+    "a_weight_decay": 1e-3,  # --arch_weight_decay 1e-3
+    "activation": "softmax",  # model_search.py F.softmax(alphas)
+    "activation.init_std": 1e-3,  # model_search.py 1e-3 * torch.randn
+    "activation.exclude": "",  # genotypes.py PRIMITIVES: 8 ops, none included
+    "schedule": "alternate",  # one architect.step per iteration
+    "schedule.order": "arch-first",  # train(): architect.step before the weight step
+    "estimator": "first-order",  # --unrolled off
+    "discretizer": "darts",  # model_search.py genotype(): top-2 edges by best non-none op
+    "discretizer.edges_per_node": 2,
+    "weight_regularizers": "none",
+    "arch_regularizers": "none",
+}
+# AutoDL-Projects: configs/nas-benchmark/algos/DARTS.config, scripts-search/NAS-Bench-201-algos/DARTS-V1.sh,
+# exps/NAS-Bench-201-algos/DARTS-V1.py, xautodl/models/cell_searchs/search_model_darts.py
+AUTODL_NB201 = {
+    **DARTS_CODE,
+    "layers": None,  # DARTS-V1.sh num_cells=5 = the space default; channel=16
+    "w_nesterov": True,  # DARTS.config nesterov 1
+    "w_weight_decay": 5e-4,  # DARTS.config decay 0.0005 (epochs 50, batch 64, LR 0.025, eta_min 0.001 as DARTS)
+    "schedule.order": "weight-first",  # DARTS-V1.py search_func: w_optimizer.step, then a_optimizer.step
+    "discretizer": "argmax",  # search_model_darts.py genotype(): arg-max op per edge, none included
+}
+del AUTODL_NB201["discretizer.edges_per_node"]
+BASE = {"darts": DARTS_CODE, "nb201": AUTODL_NB201}
+
+# ----- the methods ----------------------------------------------------------------------------------
+SECOND_ORDER = {  # quark0/darts architect.py (--unrolled); AutoDL DARTS-V2.py
+    "estimator": "second-order",
+    "estimator.xi": None,  # architect.step(..., lr, ...): the current w learning rate
+    "estimator.virtual_step": "optimizer",  # _compute_unrolled_model: theta - eta (mu buffer + dtheta + wd theta)
+    "estimator.hvp": "fd",  # _hessian_vector_product: central difference
+    "estimator.fd_radius": 0.01,  # r=1e-2, R = r / ||v||
+    "schedule.order": "arch-first",  # AutoDL DARTS-V2.py: backward_step_unrolled, then the w step
+}
+AMENDED = {  # no official code; AdversarialNAS architect.py (HVPs "from openreview BJlgt2EYwr"), spec 4.2-4.3
+    "estimator": "amended",
+    "estimator.eta": 0.1,  # paper value not retrieved: spec 4.3's proposal
+    "estimator.hvp": "fd",  # _hessian_vector_product_1 and _2
+    "estimator.fd_radius": 0.01,  # r=1e-2 over ||v|| and over ||u||
+    "schedule.order": "arch-first",  # AdversarialNAS network.py: architect step, then the weight step
+}
+PR_PAPER = {  # PR-DARTS paper section 5.1 and supplement A.2-A.4
+    "activation": "hard-concrete",
+    "activation.tau_max": 10.0,  # 5.1: temperature 10, linearly reduced
+    "activation.tau_min": 0.1,  # 5.1: ... to 0.1
+    "activation.a": -0.1,  # 5.1: a = -0.1
+    "activation.b": 1.1,  # 5.1: b = 1.1
+    "activation.init_mean": 0.5,  # A.2: beta = 0.5
+    "activation.init_std": 0.0,
+    "activation.top_k": 2,  # 5.1: two operations per edge per iteration (following GDAS)
+    "activation.drop_prob": 0.0,  # not in the paper
+    "activation.straight_through": False,  # not in the paper
+    "activation.exclude": "",  # 5.1: eight operations, zero included
+    "arch_regularizers": "pr-darts",
+    "arch_regularizers.pr-darts.lambda1": 0.01,  # 5.1
+    "arch_regularizers.pr-darts.lambda2": 0.005,  # 5.1
+    "arch_regularizers.pr-darts.lambda3": 0.005,  # 5.1
+    "arch_regularizers.pr-darts.variant": "paper",  # 4.1 groups and equation (8): sum of P over O_p per edge
+    "arch_regularizers.pr-darts.hinge": 0.2,  # (code variant only)
+    "discretizer": "pr-darts",  # 5.1: top two of all non-zero ops from all previous nodes, by P
+    "discretizer.pairs_per_node": 2,
+    "epochs": 200,  # 5.1: 200 epochs
+    "batch_size": 128,  # 5.1: mini-batch size 128
+    "w_lr_min": 0.0,  # A.4: 0.025 annealed down to zero
+    "schedule.order": "weight-first",  # A.3 Algorithm 1: update W, then beta
+}
+PR_CODE = {  # salesforce/PR-DARTS PRDARTS_search: test_PRDARTS.py, search_model_prdarts_nasnet.py, configs/
+    **PR_PAPER,
+    "activation.tau_max": 1.0,  # --tau_max 1
+    "activation.init_mean": 0.0,  # 1e-3 * torch.randn
+    "activation.init_std": 1e-3,
+    "activation.drop_prob": 0.4,  # --dropout_pro 0.4
+    "activation.straight_through": True,  # hardwts = hardwts_idx - probs.detach() + probs
+    "arch_regularizers.pr-darts.variant": "code",  # get_regularization()
+    "arch_regularizers.pr-darts.hinge": 0.2,  # --threshold 0.2
+    "discretizer": "pr-darts-code",  # genotype(): softmax(beta) per edge, top-2 (op, input) per node
+    "batch_size": 250,  # PRDARTS-NASNet-optimizer.config batch_size 250
+    "w_lr_min": 0.001,  # PRDARTS-NASNet-optimizer.config eta_min 0.001
+    "w_nesterov": True,  # PRDARTS-NASNet-optimizer.config nesterov 1
+    "w_weight_decay": 5e-4,  # PRDARTS-NASNet-optimizer.config decay 0.0005
+    "epochs": 200,  # PRDARTS-NASNet-optimizer.config epochs 200
+    "schedule.order": "weight-first",  # test_PRDARTS.py search_func: w step, then the arch step
+}
+LAMBDA = {  # dr-faustus/Lambda-DARTS
+    "weight_regularizers": "lambda",
+    "weight_regularizers.lambda.lam": 0.25,  # run_search.sh lambda_=0.25; NB201 DARTS-V1.sh lambda=0.25
+    "weight_regularizers.lambda.measure": "corr",  # --corr_regularization corr
+    "weight_regularizers.lambda.cells": "auto",  # normal cells (DARTS family), all cells (NB201)
+    "weight_regularizers.lambda.exact": False,  # finite differences
+}
+LAMBDA_DARTS = {  # run_search.sh + sota/cnn/train_search.py, spaces.py
+    **LAMBDA,
+    "weight_regularizers.lambda.eps0": 1e-3,  # run_search.sh epsilon_0=0.001
+    "batch_size": 96,  # run_search.sh --batch_size 96
+}
+LAMBDA_NB201 = {  # NAS-Bench201/scripts-search/algos/DARTS-V1.sh, exps/algos/DARTS-V1.py, the fork's DARTS.config
+    **LAMBDA,
+    "weight_regularizers.lambda.eps0": 1e-4,  # DARTS-V1.sh epsilon_0=0.0001
+    "a_lr": 1e-4,  # DARTS-V1.sh --arch_learning_rate 0.0001
+    "epochs": 100,  # the fork's DARTS.config epochs 100
+    "w_weight_decay": 3e-4,  # the fork's DARTS.config decay 0.0003
+    "w_nesterov": False,  # the fork's DARTS.config nesterov 0
+    "schedule.order": "weight-first",  # the fork's DARTS-V1.py: w step (with the regularizer), then alpha
+}
+FISHER = {  # k8lion/DARTS-PRIME train_scheduled_hard_statebn.py, README: --schedfreq 10 --dyno_split --dyno_schedule
+    "schedule": "fisher",
+    "schedule.f": 10.0,  # --schedfreq 10
+    "schedule.gamma": 0.2,  # --ewma 0.2
+    "schedule.threshold": 1.0,  # --init_alpha_threshold 1.0
+    "schedule.multiplier": 1.05,  # --threshold_multiplier 1.05
+    "schedule.rebalance_split": True,  # --dyno_split
+    "schedule.order": "arch-first",  # train(): the alpha step before the weight step
+}
+PRIME_V3 = {
+    **FISHER,
+    "arch_regularizers": "prox",  # --reg prox
+    "arch_regularizers.prox.rho": 0.1,  # --rho 1e-1
+    "arch_regularizers.prox.squared": False,  # prox_loss: .norm()
+    "arch_regularizers.prox.ramp": True,  # prox_loss: clock / total_epochs
+}
+PRIME_V1 = {
+    **FISHER,
+    "activation": "clamp",  # --crb
+    "activation.init_noise": 1e-4,  # 1 / num_ops + 1e-4 * randn
+    "activation.mask_sync_every": 1,  # (host copy of the pruning mask; the code prunes after every w step)
+    "activation.exclude": "",  # CRBPRIMITIVES drops none; clamp excludes it by itself
+    "arch_regularizers": "admm",  # --reg admm
+    "arch_regularizers.admm.rho": 0.1,  # --rho 1e-1
+    "arch_regularizers.admm.admm_freq": 9,  # --admm_freq 10, (alpha_counter + 1) % 10 == 0, then reset to 0
+    "arch_regularizers.admm.variant": "code",  # update_Z, update_U
+    "arch_regularizers.admm.kappa": 1.0,  # Network(zuewma=1.0): the script's --zuewma is not passed
+    "arch_regularizers.admm.squared": False,  # admm_loss: .norm()
+}
+
+
+def _drop(table: dict, *keys: str) -> dict:
+    return {k: v for k, v in table.items() if k not in keys}
+
+
+def expected(method: str, space: str) -> dict:
+    """The table a preset must resolve to (DARTS-family spaces share the darts tables)."""
+    family = "nb201" if space == "nb201" else "darts"
+    base = BASE[family]
+    replaced_schedule = _drop(base, "schedule.order")
+    tables = {
+        "darts": base,
+        "darts-2nd": {**base, **SECOND_ORDER},
+        "amended-darts": {**base, **AMENDED},
+        "pr-darts": {**_drop(base, "activation.init_std", "discretizer.edges_per_node"), **PR_PAPER},
+        "pr-darts-code": {**_drop(base, "activation.init_std", "discretizer.edges_per_node"), **PR_CODE,
+                          "layers": 6 if family == "darts" else None},  # PRDARTS-NASNet-archs.config N=2: 6 cells
+        "lambda-darts": {**base, **(LAMBDA_NB201 if family == "nb201" else LAMBDA_DARTS),
+                         # sota/cnn/spaces.py: s5 (the DARTS space) has 7 ops, no none; s1-s4 as RobustDARTS'
+                         "activation.exclude": "none" if space == "darts" else ""},
+        "darts-prime": {**replaced_schedule, **PRIME_V3},
+        "darts-prime-v1": {**_drop(replaced_schedule, "activation.init_std"), **PRIME_V1},
+    }
+    return tables[method]
+
+
+@pytest.mark.parametrize("space", ["darts", "nb201", "s1", "s3"])
+@pytest.mark.parametrize("method", sorted(METHODS.names()))
+def test_every_preset_resolves_to_its_table(method, space):
+    got = flat(resolve_config({"method": method, "space": space}))
+    want = expected(method, space)
+    differ = {k: (got.get(k, "<missing>"), want.get(k, "<missing>")) for k in set(got) | set(want)
+              if got.get(k, "<missing>") != want.get(k, "<missing>")}
+    assert not differ, f"{method} on {space}: (resolved, table) {differ}"
+
+
+def test_every_method_has_a_table():
+    for method in METHODS.names():
+        expected(method, "darts")  # a KeyError names a method without a table
+
+
+# ----- presets as changes of darts -----------------------------------------------------------------
+def test_a_preset_is_darts_plus_its_changes():
+    for method in METHODS.names():
+        for space in ("darts", "nb201"):
+            merged = with_changes(darts_protocol(space), METHODS.get(method).changes(space))
+            assert METHODS.get(method).overrides(space) == merged
+    assert METHODS.get("darts").changes("darts") == {}
+
+
+@pytest.mark.parametrize("space", ["darts", "nb201", "s3"])
+def test_a_preset_restates_no_value_of_darts(space):
+    """Changes are differences: outside the slots a method replaces, no change repeats the base value."""
+    base = darts_protocol(space)
+    for method in METHODS.names():
+        changes = METHODS.get(method).changes(space)
+        replaced = {k for k in changes if k in SLOT_KEYS and changes[k] != base.get(k)}
+        same = [k for k, v in changes.items()
+                if k.split(".")[0] not in replaced and k in base and base[k] == v]
+        assert not same, f"{method} on {space} restates {same}"
+
+
+def test_changing_a_slot_drops_the_base_parameters_of_that_slot():
+    base = {"schedule": "alternate", "schedule.order": "weight-first", "activation": "softmax",
+            "activation.init_std": 1e-3, "epochs": 50}
+    merged = with_changes(base, {"schedule": "fisher", "schedule.f": 5.0, "activation.exclude": "none"})
+    assert merged == {"schedule": "fisher", "activation": "softmax", "activation.init_std": 1e-3, "epochs": 50,
+                      "schedule.f": 5.0, "activation.exclude": "none"}
+    assert list(merged).index("schedule") < list(merged).index("schedule.f")  # a slot before its parameters
+    # naming the same implementation again keeps its parameters
+    assert with_changes(base, {"schedule": "alternate"})["schedule.order"] == "weight-first"
+
+
+# ----- dnas methods ----------------------------------------------------------------------------------
+def test_methods_lists_where_each_component_is_defined(capsys):
+    assert main(["methods"]) == 0
+    out = capsys.readouterr().out
+    assert "hard-concrete    dnas.components.hard_concrete.HardConcrete" in out
+    assert "fisher           dnas.components.prime.FisherSchedule" in out
+    assert "lambda           dnas.components.lambda_darts.LambdaRegularizer" in out
+
+
+def test_methods_show_prints_the_resolved_preset(capsys):
+    assert main(["methods", "--show", "lambda-darts", "--space", "darts"]) == 0
+    out = capsys.readouterr().out
+    changes = out.split("changes from darts:")[1].split("implementations:")[0]
+    assert "batch_size=96" in changes and "activation.exclude=none" in changes
+    assert "weight_regularizers.lambda.exact=false" in changes and "epochs" not in changes
+    assert "weight_regularizers  lambda           dnas.components.lambda_darts.LambdaRegularizer" in out
+    resolved = out.split("resolved configuration:")[1]
+    assert "batch_size: 96" in resolved and "w_weight_decay: 0.0003" in resolved and "exclude: none" in resolved
+    assert main(["methods", "--show", "darts"]) == 0
+    out = capsys.readouterr().out
+    assert "darts on nb201" in out and "(none: this is the base)" in out and "w_nesterov: true" in out
+
+
+def test_methods_show_of_an_unknown_method_is_one_sentence(capsys):
+    assert main(["methods", "--show", "magic"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown method 'magic'" in err and len(err.strip().splitlines()) == 1
