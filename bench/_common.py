@@ -11,7 +11,8 @@ import resource
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -98,3 +99,15 @@ def iterate(search: Search) -> bool:
     search._iteration(epoch, step)
     search.global_step += 1
     return search.arch_steps > arch_steps
+
+
+def time_calls(fn: Callable[[], object], warmup: int, repeats: int) -> list[float]:
+    """Wall times of ``repeats`` calls of ``fn`` after ``warmup`` untimed ones (CPU: no synchronisation)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times

@@ -51,7 +51,6 @@ import importlib.util
 import json
 import statistics
 import sys
-import time
 import types
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -59,7 +58,7 @@ from pathlib import Path
 from typing import Any
 
 import roofline
-from _common import iterate, maxrss_mb, run_worker, search_at_last_epoch
+from _common import iterate, maxrss_mb, run_worker, search_at_last_epoch, time_calls
 
 
 @dataclass(frozen=True)
@@ -197,8 +196,6 @@ def _darts_step(config: Config, root: Path, batch: tuple) -> tuple[Callable[[], 
 def worker(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
 
-    from dnas.flops import count_work
-
     config = CONFIGS[spec["config"]]
     torch.set_num_threads(config.threads)
     torch.manual_seed(0)
@@ -206,7 +203,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     if spec["side"] == "dnas":
         with search_at_last_epoch(config.space, config.method, channels=config.channels, layers=config.layers,
                                   batch_size=config.batch, image_size=config.image_size) as search:
-            return _measure(lambda: iterate(search), search.problem.net, warmup, steps, count_work)
+            return _measure(lambda: iterate(search), search.problem.net, warmup, steps)
     _shim_cuda()
     g = torch.Generator().manual_seed(0)
     size = (config.batch, 3, config.image_size, config.image_size)
@@ -214,17 +211,13 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
              torch.randn(size, generator=g), torch.randint(0, 10, (config.batch,), generator=g))
     build = _autodl_step if config.original == "autodl" else _darts_step
     step, model = build(config, Path(spec["root"]), batch)
-    return _measure(step, model, warmup, steps, count_work)
+    return _measure(step, model, warmup, steps)
 
 
-def _measure(step: Callable[[], object], net: Any, warmup: int, steps: int, count_work) -> dict[str, Any]:
-    for _ in range(warmup):
-        step()
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
+def _measure(step: Callable[[], object], net: Any, warmup: int, steps: int) -> dict[str, Any]:
+    from dnas.flops import count_work
+
+    times = time_calls(step, warmup, steps)
     peak = maxrss_mb()
     with count_work(net) as work:  # one more iteration, counted (never timed)
         step()

@@ -34,11 +34,10 @@ import json
 import math
 import os
 import statistics
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
-from _common import run_worker
+from _common import run_worker, time_calls
 
 VARIANTS = ("conv fp32", "conv fp32-cl", "conv bf16-cl", "gemm fp32", "gemm bf16")
 CEILINGS = {"conv": ("conv fp32", "conv fp32-cl"), "gemm": ("gemm fp32",)}
@@ -52,17 +51,6 @@ def load_average() -> str:
 def stages(channels: int, image_size: int) -> list[tuple[int, int]]:
     """(channels, side) of the three stages of the search networks."""
     return [(channels * 2**i, max(1, image_size // 2**i)) for i in range(3)]
-
-
-def _time(fn: Callable[[], object], warmup: int, repeats: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def worker(spec: dict[str, Any]) -> dict[str, Any]:
@@ -98,7 +86,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
                     torch.mm(a, m)
             with count_work() as work:
                 run()
-            seconds = _time(run, spec["warmup"], spec["repeats"])
+            seconds = statistics.median(time_calls(run, spec["warmup"], spec["repeats"]))
             rates[variant] = work.flops / seconds
         rows.append({"channels": channels, "side": side, "positions": b * side * side, "rates": rates,
                      "ceilings": {name: max(rates[v] for v in members) for name, members in CEILINGS.items()}})

@@ -255,3 +255,27 @@ def test_peak_memory_of_one_iteration(method):
     # the weight step's pass, which every iteration runs
     assert peak <= 1.1 * (max(passes.values()) + WEIGHT_VECTORS[method] * weight_bytes)
     assert peak >= 0.9 * passes["w"]
+
+
+# ----- the roofline arithmetic and the comparison script's user errors -----------------------------
+def test_attainable_time_charges_every_op_at_the_ceiling_of_its_stage():
+    import roofline
+
+    table = {"stages": [{"positions": 4096, "ceilings": {"conv": 10e9, "gemm": 40e9}},
+                        {"positions": 1024, "ceilings": {"conv": 20e9, "gemm": 40e9}}]}
+    work = [("dense", "forward", 4096, 10e9),  # 1 s at stage 0's 10 GFLOP/s
+            ("depthwise", "grad_input", 900, 20e9),  # nearest stage 1: 1 s
+            ("matmul", "any", 0, 20e9)]  # matrix products at the best conv rate of all stages: 1 s
+    assert roofline.attainable_seconds(work, table, "conv") == pytest.approx(3.0)
+    assert roofline.percent_of_ceilings(work, 6.0, table)["conv"] == pytest.approx(50.0)
+
+
+def test_comparison_with_the_original_code_needs_its_checkout(tmp_path):
+    import subprocess
+
+    script = Path(__file__).resolve().parents[1] / "bench" / "bench_vs_original.py"
+    for args, word in ((["--configs", "nb201"], "--autodl"), (["--configs", "darts", "--darts", str(tmp_path)],
+                                                                 "model_search.py")):
+        proc = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True)
+        assert proc.returncode != 0
+        assert proc.stderr.strip().count("\n") == 0 and word in proc.stderr and "Traceback" not in proc.stderr
