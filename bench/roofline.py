@@ -9,7 +9,9 @@ stage, with the search batch B, this times
 * ``gemm``: the same arithmetic as one matrix product, ``(C x 9C) @ (9C x B*H*W)`` (the
   convolution's im2col product without the im2col), in fp32 and bf16.
 
-FLOPs of every microbenchmark are counted by :mod:`dnas.flops`, like those of the search. Two
+Each rate is the best of ``--repeats`` timed calls (load only ever slows a call down, and a ceiling
+is what the machine can reach). FLOPs of every microbenchmark are counted by :mod:`dnas.flops`,
+like those of the search. Two
 fp32 ceilings per stage: ``conv``, the best fp32 convolution rate (contiguous or channels-last: the
 kernels a supernet can call), and ``gemm``, the fp32 matrix-product rate (the arithmetic itself).
 An iteration's attainable rate under a ceiling is its FLOPs over the time they would take if every
@@ -33,7 +35,6 @@ import argparse
 import json
 import math
 import os
-import statistics
 from collections.abc import Iterable
 from typing import Any
 
@@ -86,7 +87,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
                     torch.mm(a, m)
             with count_work() as work:
                 run()
-            seconds = statistics.median(time_calls(run, spec["warmup"], spec["repeats"]))
+            seconds = min(time_calls(run, spec["warmup"], spec["repeats"]))  # a ceiling: the best of the repeats
             rates[variant] = work.flops / seconds
         rows.append({"channels": channels, "side": side, "positions": b * side * side, "rates": rates,
                      "ceilings": {name: max(rates[v] for v in members) for name, members in CEILINGS.items()}})
