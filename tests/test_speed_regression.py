@@ -201,9 +201,13 @@ def _sum(works: list[Work]) -> Work:
     return total
 
 
-@pytest.mark.parametrize("method", list(PASSES))
-def test_passes_and_flops_of_one_iteration(method):
-    with search_at_last_epoch("nb201", method, **TINY) as search:
+SHAPES = {"nb201": {**TINY}, "darts": {**TINY, "layers": 4}}  # DARTS: normal cells 0 and 3, reductions 1 and 2
+CASES = [("nb201", m) for m in PASSES] + [("darts", m) for m in ("darts", "darts-2nd", "lambda-darts")]
+
+
+@pytest.mark.parametrize(("space", "method"), CASES)
+def test_passes_and_flops_of_one_iteration(space, method):
+    with search_at_last_epoch(space, method, **SHAPES[space]) as search:
         iterate(search)  # first calls fill caches (pooling counts) and optimizer states
         problem, batch = search.problem, next(search.train_stream)
         reference = {kind: counted(lambda k=kind: reference_pass(problem, batch, k), problem.net)
@@ -216,11 +220,12 @@ def test_passes_and_flops_of_one_iteration(method):
             taken += took
             expected_arch = _sum([reference[k] for k in arch_passes]) if took else Work()
             expected_weight = _sum([reference[k] for k in weight_passes])
-            if method == "lambda-darts":  # R = mean cosine of the per-cell gradients: the Gram matrix of L cells x D
-                cells, size = len(problem.net.cells), problem.alphas["cell"].numel()
-                expected_weight.flops_by_key["matmul", "any", 0] += 2 * cells * size * cells
-            assert (arch_step.forwards, arch_step.backwards) == (expected_arch.forwards, expected_arch.backwards)
+            if method == "lambda-darts":  # R = mean cosine of the per-cell gradients: a Gram matrix of L cells x D
+                for cell_type in search.weight_regularizers[0].regularized_types(problem.net):
+                    cells, size = len(problem.net.cells_of_type(cell_type)), problem.alphas[cell_type].numel()
+                    expected_weight.flops_by_key["matmul", "any", 0] += 2 * cells * size * cells
             expected = _sum([expected_arch, expected_weight])
+            assert (arch_step.forwards, arch_step.backwards) == (expected_arch.forwards, expected_arch.backwards)
             assert (total.forwards, total.backwards) == (expected.forwards, expected.backwards)
             assert arch_step.flops == expected_arch.flops
             assert total.flops == expected.flops
