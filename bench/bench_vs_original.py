@@ -86,6 +86,8 @@ CONFIGS = {
     "nb201-tiny": Config("NB201 C=8 N=1 16x16, first order, 1 thread", "autodl", "DARTS-V1", "nb201", "darts",
                          8, 1, image_size=16, threads=1),
     "darts-2nd": Config("DARTS space 8 cells C=16, second order", "darts", "second", "darts", "darts-2nd", 16, 8),
+    "darts-tiny": Config("DARTS space 5 cells C=8 16x16, first order, 1 thread", "darts", "first", "darts", "darts",
+                         8, 5, image_size=16, threads=1),
 }
 DEFAULT = "nb201,nb201-2nd,darts,nb201-tiny"  # the rows of issue 14's table
 

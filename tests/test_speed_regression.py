@@ -284,3 +284,20 @@ def test_comparison_with_the_original_code_needs_its_checkout(tmp_path):
         proc = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True)
         assert proc.returncode != 0
         assert proc.stderr.strip().count("\n") == 0 and word in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_drives_the_original_code_from_checkouts_given_in_the_environment():
+    """Runs only where DNAS_AUTODL_DIR and DNAS_DARTS_DIR name checkouts of AutoDL-Projects and quark0/darts."""
+    import os
+    import subprocess
+
+    autodl, darts = os.environ.get("DNAS_AUTODL_DIR"), os.environ.get("DNAS_DARTS_DIR")
+    if not (autodl and darts):
+        pytest.skip("set DNAS_AUTODL_DIR and DNAS_DARTS_DIR to checkouts of the original code to run this test")
+    script = Path(__file__).resolve().parents[1] / "bench" / "bench_vs_original.py"
+    proc = subprocess.run([sys.executable, str(script), "--autodl", autodl, "--darts", darts, "--configs",
+                           "nb201-tiny,darts-tiny", "--repeats", "1", "--warmup", "0", "--steps", "1"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| NB201 C=8") or line.startswith("| DARTS")]
+    assert len(rows) == 4 and "AutoDL DARTS-V1" in rows[0] and "quark0/darts" in rows[1]
