@@ -63,6 +63,10 @@ class Work:
             out[key[index]] += flops
         return dict(out)
 
+    def __add__(self, other: Work) -> Work:
+        return Work(self.flops_by_key + other.flops_by_key, self.forwards + other.forwards,
+                    self.backwards + other.backwards)
+
     def __sub__(self, other: Work) -> Work:
         return Work(self.flops_by_key - other.flops_by_key, self.forwards - other.forwards,
                     self.backwards - other.backwards)
