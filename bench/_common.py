@@ -1,4 +1,4 @@
-"""Pieces every benchmark script shares: peak memory and one measurement per subprocess.
+"""Pieces the benchmark scripts share: peak memory, one measurement per subprocess, a prepared search.
 
 Each configuration runs in a fresh interpreter (``script --worker SPEC_JSON``) so that its peak
 resident memory is its own; the worker prints its result as the last line of JSON.
@@ -10,7 +10,17 @@ import json
 import resource
 import subprocess
 import sys
-from typing import Any
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+if TYPE_CHECKING:
+    from dnas.search_loop import Search
 
 
 def maxrss_mb() -> float:
@@ -38,3 +48,66 @@ def run_worker(script: str, spec: dict[str, Any]) -> dict[str, Any]:
         lines = proc.stderr.strip().splitlines()
         raise RuntimeError(lines[-1] if lines else f"worker exited with {proc.returncode}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@contextmanager
+def search_at_last_epoch(space: str, method: str, *, channels: int, layers: int, batch_size: int, image_size: int,
+                         device: str = "cpu", overrides: Sequence[str] = ()) -> Iterator[Search]:
+    """A built :class:`dnas.search_loop.Search` of ``method`` on random images, ready for ``iterate``.
+
+    The data are ``24 * batch_size`` random 3-channel images (speed and operation counts do not
+    depend on content; darts-prime keeps 1/11 of them for its architecture steps) and the search
+    is put in its last epoch, where components with ramps are at their final values (Lambda-DARTS'
+    lambda_t = lambda, PR-DARTS' final temperature). No checkpoints, logs or alignment diagnostics.
+    """
+    import dnas.search_loop
+    from dnas.data import ImageDataset
+    from dnas.resolve import resolve_config
+
+    n = 24 * batch_size
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (n, 3, image_size, image_size), dtype=torch.uint8, generator=g)
+    labels = torch.arange(n) % 10
+    synthetic = ImageDataset.from_tensors(images, labels, [str(i) for i in range(10)], "random")
+    cfg = resolve_config(
+        {"space": space, "method": method, "epochs": 2, "batch_size": batch_size, "device": device},
+        [f"channels={channels}", f"layers={layers}", "alignment_every=0", "checkpoint_every=0",
+         "log_every=1000000", "train_portion=0.5", *overrides],
+    )
+    original_loader = dnas.search_loop.load_dataset
+    dnas.search_loop.load_dataset = lambda *args, **kwargs: synthetic
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            search = dnas.search_loop.Search(cfg, Path(tmp) / "run", progress=False)
+            search._build()
+            search.global_step, search.arch_steps = 0, 0
+            search._reset_meters()
+            for component in search.components.values():
+                component.on_epoch_start(cfg.epochs - 1, cfg.epochs)
+            search.problem.weight_lr = cfg.w_lr
+            yield search
+    finally:
+        dnas.search_loop.load_dataset = original_loader
+
+
+def iterate(search: Search) -> bool:
+    """One search iteration (the architecture step when the schedule takes one, then the weight
+    step) in the last epoch, through the real loop; returns whether it took an architecture step."""
+    epoch, step = search.cfg.epochs - 1, search.global_step
+    search.problem.epochs_elapsed = epoch + step / search.steps_per_epoch
+    arch_steps = search.arch_steps
+    search._iteration(epoch, step)
+    search.global_step += 1
+    return search.arch_steps > arch_steps
+
+
+def time_calls(fn: Callable[[], object], warmup: int, repeats: int) -> list[float]:
+    """Wall times of ``repeats`` calls of ``fn`` after ``warmup`` untimed ones (CPU: no synchronisation)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times

@@ -28,6 +28,7 @@ import subprocess
 import sys
 import time
 
+import roofline
 from _common import maxrss_mb
 
 CONFIGS = [("first-order", None), ("second-order", "fd"), ("second-order", "exact"), ("amended", "fd"),
@@ -45,6 +46,7 @@ def worker(args: argparse.Namespace) -> None:
     from dnas.bilevel import BilevelProblem
     from dnas.components import ESTIMATORS
     from dnas.components.activations import Softmax
+    from dnas.flops import count_work
     from dnas.spaces import get_space
     from dnas.supernet import build_supernet
 
@@ -79,8 +81,12 @@ def worker(args: argparse.Namespace) -> None:
         g = step()
         times.append(time.perf_counter() - start)
         grad = grad or g
+    peak = maxrss_mb()
+    with count_work(net) as work:  # one more step, counted (never timed)
+        step()
     print(json.dumps({"seconds": statistics.median(times), "times": times, "setup_mb": setup_mb,
-                      "peak_mb": maxrss_mb(), "grad": grad}))
+                      "peak_mb": peak, "grad": grad, "passes": work.forwards, "flops": work.flops,
+                      "flops_by_key": [[*key, flops] for key, flops in work.flops_by_key.items()]}))
 
 
 def run_config(space: str, estimator: str, hvp: str | None, setting: dict, threads: int) -> dict:
@@ -132,10 +138,15 @@ def main(argv: list[str] | None = None) -> None:
           f"{setting['warmup']} warm-up + {setting['repeats']} timed steps, {'quick' if args.quick else 'full'} "
           "configuration")
     header = (f"{'space':6} {'estimator':13} {'hvp':5} {'seconds':>8} {'x first':>8} {'peak MB':>8} "
-              f"{'step MB':>8} {'x first':>8} {'|fd-exact|/|corr|':>18}")
+              f"{'step MB':>8} {'x first':>8} {'|fd-exact|/|corr|':>18} {'passes':>6} {'GFLOP':>7} {'GFLOP/s':>8} "
+              f"{'%conv':>6}")
+    print(f"# before: {roofline.load_average()}; GFLOP counted (dnas.flops) on one more step, %conv = achieved rate "
+          "over the roofline's conv ceiling")
     results = []
     for space in args.spaces.split(","):
         print(f"\n{space}: {setting[space]}")
+        ceilings = roofline.measure(setting[space]["channels"], setting["size"], setting["batch"], args.threads)
+        print(roofline.format_table(ceilings))
         print(header)
         rows = {}
         for estimator, hvp in CONFIGS:
@@ -150,13 +161,16 @@ def main(argv: list[str] | None = None) -> None:
                 correction = _norm([e - f for e, f in zip(exact, base["grad"], strict=True)])
                 distance = _norm([a - e for a, e in zip(r["grad"], exact, strict=True)])
                 agreement = f"{distance / correction:.3g}"
+            percent = roofline.percent_of_ceilings(r["flops_by_key"], r["seconds"], ceilings)["conv"]
             print(f"{space:6} {estimator:13} {hvp or '-':5} {r['seconds']:8.3f} {r['seconds'] / base['seconds']:8.2f} "
-                  f"{r['peak_mb']:8.0f} {step_mb:8.0f} {step_mb / base_step:8.2f} {agreement:>18}")
+                  f"{r['peak_mb']:8.0f} {step_mb:8.0f} {step_mb / base_step:8.2f} {agreement:>18} {r['passes']:6d} "
+                  f"{r['flops'] / 1e9:7.2f} {r['flops'] / r['seconds'] / 1e9:8.1f} {percent:6.1f}")
             results.append({"space": space, "estimator": estimator, "hvp": hvp, **setting[space],
                             "batch": setting["batch"], "size": setting["size"],
                             **{k: v for k, v in r.items() if k != "grad"},
                             "time_ratio": r["seconds"] / base["seconds"], "step_mb": step_mb,
                             "memory_ratio": step_mb / base_step})
+    print(f"# after: {roofline.load_average()}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

@@ -22,7 +22,8 @@ import statistics
 import time
 from typing import Any
 
-from _common import peak_memory_mb, run_worker
+import roofline
+from _common import peak_memory_mb, run_worker, time_calls
 
 SHAPES = {"darts": (16, 8), "nb201": (16, 5)}
 VARIANTS = ("eager", "channels_last", "autocast", "compile")
@@ -33,6 +34,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     from torch import nn
 
     from dnas.components.activations import Softmax
+    from dnas.flops import count_work
     from dnas.spaces import get_space
     from dnas.supernet import build_supernet
 
@@ -74,15 +76,13 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     start = time.perf_counter()
     first_loss = step()
     first = time.perf_counter() - start
-    for _ in range(spec["warmup"]):
-        step()
-    times = []
-    for _ in range(spec["steps"]):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return {"seconds": statistics.median(times), "first_call": first, "peak_mb": peak_memory_mb(spec["device"]),
-            "loss": first_loss}
+    times = time_calls(step, spec["warmup"], spec["steps"])
+    peak = peak_memory_mb(spec["device"])
+    with count_work(net) as work:  # the FLOPs of the step do not depend on the variant: counted in eager mode
+        nn.functional.cross_entropy(net(x, net.per_cell({t: activation(a, t) for t, a in alphas.items()})),
+                                    y).backward()
+    return {"seconds": statistics.median(times), "first_call": first, "peak_mb": peak, "loss": first_loss,
+            "flops": work.flops, "flops_by_key": [[*key, flops] for key, flops in work.flops_by_key.items()]}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -100,9 +100,13 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(worker(json.loads(args.worker))))
         return
     print(f"# supernet forward+backward, batch {args.batch}, 32x32x3, {args.threads} thread(s), {args.device}, "
-          f"median of {args.steps} after {args.warmup} warm-up; ratio = variant / eager")
+          f"median of {args.steps} after {args.warmup} warm-up; ratio = variant / eager; GFLOP counted (dnas.flops), "
+          "%conv = achieved rate over the roofline's conv ceiling")
+    print(f"# before: {roofline.load_average()}")
+    ceilings = roofline.measure(16, 32, args.batch, args.threads)  # both spaces: C=16 at 32x32
+    print(roofline.format_table(ceilings))
     print(f"{'space':6s} {'variant':14s} {'s/step':>8s} {'ratio':>6s} {'peak MB':>8s} {'first call s':>12s} "
-          f"{'loss':>8s}")
+          f"{'loss':>8s} {'GFLOP':>7s} {'GFLOP/s':>8s} {'%conv':>6s}")
     for space in args.spaces.split(","):
         base = None
         for variant in args.variants.split(","):
@@ -114,8 +118,11 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"{space:6s} {variant:14s} failed: {error}", flush=True)
                 continue
             base = base or r["seconds"]
+            percent = roofline.percent_of_ceilings(r["flops_by_key"], r["seconds"], ceilings)["conv"]
             print(f"{space:6s} {variant:14s} {r['seconds']:8.3f} {r['seconds'] / base:6.2f} {r['peak_mb']:8.0f} "
-                  f"{r['first_call']:12.1f} {r['loss']:8.4f}", flush=True)
+                  f"{r['first_call']:12.1f} {r['loss']:8.4f} {r['flops'] / 1e9:7.2f} "
+                  f"{r['flops'] / r['seconds'] / 1e9:8.1f} {percent:6.1f}", flush=True)
+    print(f"# after: {roofline.load_average()}")
 
 
 if __name__ == "__main__":

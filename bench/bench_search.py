@@ -14,6 +14,13 @@ Inputs are random 3-channel images (speed does not depend on content). Component
 put in their last epoch (Lambda-DARTS' lambda_t = lambda, PR-DARTS' final temperature). Every
 configuration runs in a fresh subprocess so that peak memory (``ru_maxrss``) is its own.
 
+The roofline (``bench/roofline.py``) is measured first, in the same run, and every row also gives
+the iteration's passes through the supernet, its FLOPs (convolutions and matrix products, forward
+and backward, counted from the network by :mod:`dnas.flops` on one more iteration after the timed
+ones), the achieved GFLOP/s and that rate as a percentage of the attainable one under the conv and
+gemm ceilings. The load average is printed before and after: figures taken on a busy machine are
+not figures of the code.
+
     python bench/bench_search.py                         # all methods, both spaces (tens of minutes)
     python bench/bench_search.py --quick                 # small shapes (a minute or two)
     python bench/bench_search.py --methods darts,lambda-darts --spaces nb201
@@ -24,12 +31,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from _common import maxrss_mb, peak_memory_mb, run_worker
+import roofline
+from _common import iterate, maxrss_mb, peak_memory_mb, run_worker, search_at_last_epoch
 
 FULL = {"darts": (16, 8), "nb201": (16, 5), "batch_size": 64, "image_size": 32, "warmup": 2, "steps": 6}
 QUICK = {"darts": (8, 5), "nb201": (8, 2), "batch_size": 16, "image_size": 16, "warmup": 1, "steps": 3}
@@ -39,30 +46,16 @@ REFERENCE = "reference"
 def worker(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
 
-    import dnas.search_loop
-    from dnas.data import ImageDataset
-    from dnas.resolve import resolve_config
-    from dnas.search_loop import Search
+    from dnas.flops import count_work
     from dnas.supernet import build_supernet, copy_into_reference
 
     torch.set_num_threads(spec["threads"])
-    size, n = spec["image_size"], 24 * spec["batch_size"]  # darts-prime keeps 1/11 for alpha
-    g = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (n, 3, size, size), dtype=torch.uint8, generator=g)
-    labels = torch.arange(n) % 10
-    synthetic = ImageDataset.from_tensors(images, labels, [str(i) for i in range(10)], "random")
-    dnas.search_loop.load_dataset = lambda *a, **k: synthetic
     method = "darts" if spec["method"] == REFERENCE else spec["method"]
     channels, layers = spec["shape"]
-    cfg = resolve_config(
-        {"space": spec["space"], "method": method, "epochs": 2, "batch_size": spec["batch_size"],
-         "device": spec["device"]},
-        [f"channels={channels}", f"layers={layers}", "alignment_every=0", "checkpoint_every=0",
-         "log_every=1000000", "train_portion=0.5"],
-    )
-    with tempfile.TemporaryDirectory() as tmp:
-        search = Search(cfg, Path(tmp) / "run", progress=False)
-        search._build()
+    with search_at_last_epoch(spec["space"], method, channels=channels, layers=layers,
+                              batch_size=spec["batch_size"], image_size=spec["image_size"],
+                              device=spec["device"]) as search:
+        cfg = search.cfg
         if spec["method"] == REFERENCE:
             reference = build_supernet(search.space, num_classes=10, in_channels=3, channels=channels,
                                        layers=layers, fused=False).to(search.device)
@@ -70,29 +63,27 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
             search.problem.net = reference
             search.w_opt = torch.optim.SGD(search.problem.weights, lr=cfg.w_lr, momentum=cfg.w_momentum,
                                            weight_decay=cfg.w_weight_decay)
-        search.global_step, search.arch_steps = 0, 0
-        search._reset_meters()
-        epoch = cfg.epochs - 1
-        for comp in search.components.values():
-            comp.on_epoch_start(epoch, cfg.epochs)
-        search.problem.weight_lr = cfg.w_lr
         build_mb = maxrss_mb()
-        times = []
-        for step in range(spec["warmup"] + spec["steps"]):
-            search.problem.epochs_elapsed = epoch + step / search.steps_per_epoch
+        times, took = [], []
+        for _ in range(spec["warmup"] + spec["steps"]):
             if search.device.type == "cuda":
                 torch.cuda.synchronize()
             start = time.perf_counter()
-            search._iteration(epoch, step)
+            took.append(iterate(search))
             if search.device.type == "cuda":
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - start)
-            search.global_step += 1
-        arch_steps = search.arch_steps
-    timed = times[spec["warmup"]:]
-    peak = peak_memory_mb(spec["device"])
+        arch_steps, peak = search.arch_steps, peak_memory_mb(spec["device"])
+        with count_work(search.problem.net) as work:  # one more iteration, counted (never timed)
+            counted_took = iterate(search)
+    timed, timed_took = times[spec["warmup"]:], took[spec["warmup"]:]
+    # the FLOP rate compares the counted iteration with timed iterations of the same kind (with or
+    # without an architecture step: darts-prime's schedule takes one only now and then)
+    same_kind = [t for t, k in zip(timed, timed_took, strict=True) if k == counted_took] or timed
     return {"seconds": statistics.median(timed), "mean_seconds": statistics.fmean(timed), "build_mb": build_mb,
-            "peak_mb": peak, "arch_steps": arch_steps, "iterations": len(times)}
+            "peak_mb": peak, "arch_steps": arch_steps, "iterations": len(times), "flops": work.flops,
+            "flops_by_key": [[*key, flops] for key, flops in work.flops_by_key.items()],
+            "flops_seconds": statistics.median(same_kind), "passes": work.forwards}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -119,11 +110,20 @@ def main(argv: list[str] | None = None) -> None:
     methods = ["darts", *[m for m in methods if m != "darts"]]  # the baseline of every ratio comes first
     print(f"# seconds per search iteration ({'quick' if args.quick else 'full'}: batch {base['batch_size']}, "
           f"{base['image_size']}x{base['image_size']}x3, {args.threads} thread(s), {args.device}, median of {steps} "
-          f"iterations after {warmup} warm-up); ratio = method / first-order DARTS (fused)")
-    print(f"{'space':6s} {'method':16s} {'s/iter':>8s} {'ratio':>6s} {'peak MB':>8s} {'arch steps':>10s}")
+          f"iterations after {warmup} warm-up); ratio = method / first-order DARTS (fused); GFLOP = convolutions "
+          "and matrix products of one iteration, counted (dnas.flops); %conv / %gemm = achieved rate over the "
+          "attainable rate under the roofline's conv / gemm ceiling")
+    print(f"# before: {roofline.load_average()}")
+    header = (f"{'space':6s} {'method':16s} {'s/iter':>8s} {'ratio':>6s} {'peak MB':>8s} {'arch steps':>10s} "
+              f"{'passes':>6s} {'GFLOP':>8s} {'GFLOP/s':>8s} {'%conv':>6s} {'%gemm':>6s}")
     rows = []
+    rooflines: dict[int, dict[str, Any]] = {}
     for space in [s.strip() for s in args.spaces.split(",") if s.strip()]:
         shape = base["nb201" if space == "nb201" else "darts"]
+        if shape[0] not in rooflines:
+            rooflines[shape[0]] = roofline.measure(shape[0], base["image_size"], base["batch_size"], args.threads)
+            print(roofline.format_table(rooflines[shape[0]]))
+            print(header)
         results = {}
         for method in [*methods, REFERENCE]:
             spec = {"space": space, "method": method, "shape": shape, "batch_size": base["batch_size"],
@@ -134,11 +134,15 @@ def main(argv: list[str] | None = None) -> None:
             except RuntimeError as error:
                 raise SystemExit(f"worker failed for {space}/{method}: {error}") from None
             ratio = r["seconds"] / results["darts"]["seconds"]
+            percent = roofline.percent_of_ceilings(r["flops_by_key"], r["flops_seconds"], rooflines[shape[0]])
             print(f"{space:6s} {method:16s} {r['seconds']:8.3f} {ratio:6.2f} {r['peak_mb']:8.0f} "
-                  f"{r['arch_steps']:>4d}/{r['iterations']:<5d}", flush=True)
-            rows.append({"space": space, "method": method, "ratio": ratio, **r})
+                  f"{r['arch_steps']:>4d}/{r['iterations']:<5d} {r['passes']:6d} {r['flops'] / 1e9:8.2f} "
+                  f"{r['flops'] / r['flops_seconds'] / 1e9:8.1f} {percent['conv']:6.1f} {percent['gemm']:6.1f}",
+                  flush=True)
+            rows.append({"space": space, "method": method, "ratio": ratio, "percent_of_ceilings": percent, **r})
+    print(f"# after: {roofline.load_average()}")
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+        args.json.write_text(json.dumps({"rooflines": rooflines, "rows": rows}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -5,9 +5,9 @@ BatchNorm scale and shift; BatchNorm running statistics are buffers and do not c
 those of modules whose name contains ``auxiliary`` — DARTS and its successors report the
 evaluation network without its auxiliary head, which exists only during training.
 
-Multiply-adds (the "mult-adds" / "FLOPs" of the DARTS, NASNet and PR-DARTS tables): measured by
-forward hooks on one input of batch size 1, in eval mode, so the auxiliary head (training only)
-is not run. Per call, a convolution costs
+Multiply-adds (the "mult-adds" / "FLOPs" of the DARTS, NASNet and PR-DARTS tables): counted while
+the network runs on one input of batch size 1 (:mod:`dnas.flops`), in eval mode, so the auxiliary
+head (training only) is not run. Per call, a convolution costs
 
     MACs = H_out * W_out * C_out * (C_in / groups) * k_h * k_w
 
@@ -21,7 +21,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch import Tensor, nn
+from torch import nn
+
+from dnas.flops import count_work
 
 EXCLUDED = ("auxiliary",)
 
@@ -31,41 +33,20 @@ def count_parameters(model: nn.Module, exclude: Sequence[str] = EXCLUDED) -> int
     return sum(p.numel() for name, p in model.named_parameters() if not any(word in name for word in exclude))
 
 
-def _conv_macs(module: nn.Conv2d, out: Tensor) -> int:
-    k_h, k_w = module.kernel_size
-    per_output = (module.in_channels // module.groups) * k_h * k_w
-    return (out.numel() // out.shape[0]) * per_output
-
-
-def _linear_macs(module: nn.Linear, out: Tensor) -> int:
-    return (out.numel() // out.shape[0]) * module.in_features
-
-
 def count_multiply_adds(model: nn.Module, input_shape: Sequence[int]) -> int:
     """Multiply-adds of one forward pass on a single ``input_shape = (C, H, W)`` image.
 
-    The model runs in eval mode under ``no_grad`` on the device of its parameters; its training
-    flag is restored afterwards.
+    Half the forward FLOPs that :func:`dnas.flops.count_work` counts (convolutions and matrix
+    products, 2 FLOPs per multiply-add). The model runs in eval mode under ``no_grad`` on the
+    device of its parameters; its training flag is restored afterwards.
     """
-    total = 0
-
-    def hook(module: nn.Module, args: tuple, out: Tensor) -> None:
-        nonlocal total
-        if isinstance(module, nn.Conv2d):
-            total += _conv_macs(module, out)
-        else:
-            total += _linear_macs(module, out)
-
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     first = next(model.parameters(), None)
     device = first.device if first is not None else torch.device("cpu")
     was_training = model.training
     try:
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), count_work() as work:
             model(torch.zeros(1, *input_shape, device=device))
     finally:
         model.train(was_training)
-        for h in handles:
-            h.remove()
-    return total
+    return work.flops // 2
