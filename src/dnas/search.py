@@ -39,6 +39,7 @@ from dnas.components import (
     WEIGHT_REGULARIZERS,
 )
 from dnas.config import SearchConfig, build_component
+from dnas.convergence import convergence
 from dnas.data import Augment, BatchStream, ImageDataset, load_dataset, split_indices, stratified_subset
 from dnas.diagnostics import gradient_alignment
 from dnas.errors import DnasError, NonFiniteLossError
@@ -444,6 +445,7 @@ class Search:
             "skip_connect": genotype.count("skip_connect"),
             "parameter_free": genotype.count_parameter_free(),
             "strengths": {t: s.cpu().tolist() for t, s in strengths.items()},
+            **convergence(self.space, strengths, self.activation.allows_none),
         }
         if self.table is not None:
             record["benchmark"] = lookup(self.table, genotype)
@@ -454,6 +456,7 @@ class Search:
 
 def write_results(search: Search, genotype: Genotype) -> None:
     out = search.out
+    strengths = search.problem.strengths()
     genotype.save(out / "genotype.json")
     results = {
         "genotype": genotype.to_dict(),
@@ -462,6 +465,7 @@ def write_results(search: Search, genotype: Genotype) -> None:
         "steps": search.global_step,
         "arch_steps": search.arch_steps,
         "seconds": round(search.elapsed + time.perf_counter() - search._t0, 3),
-        "strengths": {t: s.cpu().tolist() for t, s in search.problem.strengths().items()},
+        "strengths": {t: s.cpu().tolist() for t, s in strengths.items()},
+        **convergence(search.space, strengths, search.activation.allows_none),
     }
     atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
