@@ -167,6 +167,12 @@ def render_graphviz(graph: CellGraph, fmt: str) -> bytes:
     dot.attr("edge", fontname="Helvetica", fontsize="11", penwidth="1.6", arrowsize="0.7")
     for node in graph.nodes:
         dot.node(node.id, node.label, fillcolor=NODE_FILL[node.kind])
+    for kind, rank in (("input", "source"), ("output", "sink")):  # inputs leftmost, output rightmost
+        with dot.subgraph() as same:
+            same.attr(rank=rank)
+            for node in graph.nodes:
+                if node.kind == kind:
+                    same.node(node.id)
     for edge in graph.edges:
         if edge.op is None:
             dot.edge(edge.src, edge.dst, color=CONCAT_COLOR, penwidth="1.0")

@@ -193,7 +193,8 @@ def _charts(run: RunHistory) -> str:
                                         ylabel="mean over edges", ylim=(0, None), rules=[rule])))
     charts.append(("entropy", line_chart(_per_type_lines(run, "entropy"), title="op entropy (1 = uniform)",
                                          ylabel="mean over edges", ylim=(0, 1))))
-    hessian = [Line("", _epoch_series(run, lambda r: r.get("hessian_eigenvalue")), "#00695c")]
+    logged = [(x, y) for x, y in _epoch_series(run, lambda r: r.get("hessian_eigenvalue")) if y is not None]
+    hessian = [Line("", logged, "#00695c")]  # every hessian_every epochs: joined, not broken
     charts.append(("hessian", line_chart(hessian, title="dominant Hessian eigenvalue of L_val w.r.t. α",
                                          ylabel="λ_max", legend=False,
                                          empty="not logged (hessian_every=N logs it)")))
