@@ -17,6 +17,7 @@ from dnas.cli_report import watch
 from dnas.components import DISCRETIZERS
 from dnas.config import build_component
 from dnas.convergence import UNDECIDED_MARGIN
+from dnas.errors import DnasError
 from dnas.report.draw import genotype_edges
 from dnas.report.html import write_report
 from dnas.report.run import read_run
@@ -111,6 +112,11 @@ def test_report_out_must_be_a_folder_of_its_own(tiny_run, tmp_path):
     assert main(["report", str(tiny_run), "--out", str(tmp_path / "file")]) == 2
     assert (tmp_path / "file").read_text() == "x"
     assert main(["report", str(tmp_path / "nothing")]) == 2
+    compare = tmp_path / "cmp"
+    (compare / "runs").mkdir(parents=True)
+    (compare / "index.html").write_text("")
+    with pytest.raises(DnasError, match="compare folder: open its index.html"):
+        read_run(compare)
 
 
 def test_default_out_is_next_to_the_run(tiny_run):

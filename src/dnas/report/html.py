@@ -158,6 +158,7 @@ def _status_badge(run: RunHistory) -> str:
 
 
 def _facts(run: RunHistory) -> str:
+    """The table of what the run is and what it found (every value is text but the cell, code)."""
     cfg, last = run.config, run.last
     rows = [("method", cfg.get("method")), ("space", cfg.get("space")), ("dataset", cfg.get("dataset")),
             ("seed", cfg.get("seed")), ("progress", run.status)]
@@ -167,17 +168,17 @@ def _facts(run: RunHistory) -> str:
     genotype = run.genotype
     if genotype is not None and last is not None:
         decision = run.decision(last)
-        rows += [("derived cell", f"<code>{_e(cell_text(genotype))}</code>"),
-                 ("skip connections, parameter-free ops",
-                  f"{genotype.count('skip_connect')}, {genotype.count_parameter_free()}")]
+        rows.append(("skip connections, parameter-free ops",
+                     f"{genotype.count('skip_connect')}, {genotype.count_parameter_free()}"))
         for field in ("margin", "entropy"):
             rows.append((f"{field} per cell type", ", ".join(f"{t} {_num(v, 4)}" for t, v in decision[field].items())))
         bench = run.epochs[-1].get("benchmark") if run.epochs else None
         if bench:
             rows.append(("benchmark (latest cell)", ", ".join(f"{k} {_num(v, 2)}" for k, v in bench.items()
                                                              if k != "arch")))
-    body = "".join(f"<tr><th>{_e(k)}</th><td>{v if str(v).startswith('<code>') else _e(v)}</td></tr>"
-                   for k, v in rows)
+    body = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows)
+    if genotype is not None:
+        body += f"<tr><th>derived cell</th><td><code>{_e(cell_text(genotype))}</code></td></tr>"
     return f'<table class="panel facts" data-panel="facts">{body}</table>'
 
 
@@ -380,8 +381,9 @@ INDEX = "index.html"
 def _row_label(run: RunHistory) -> str:
     """A run's row in a group page: its folder name without the ``-s<seed>`` of compare's runs, else its method."""
     suffix = f"-s{run.config.get('seed')}"
-    return run.name[: -len(suffix)] if run.name.endswith(suffix) and len(run.name) > len(suffix) \
-        else str(run.config.get("method"))
+    if run.name.endswith(suffix) and len(run.name) > len(suffix):
+        return run.name[: -len(suffix)]
+    return str(run.config.get("method"))
 
 
 def _check_out(out: Path) -> None:

@@ -127,6 +127,9 @@ def read_run(path: str | Path) -> RunHistory:
     path = Path(path)
     if not path.is_dir():
         raise DnasError(f"{path} is not a directory; give the run directory of a search (its --out)")
+    if not is_run(path) and (path / "runs").is_dir() and (path / "index.html").is_file():
+        raise DnasError(f"{path} is a dnas compare folder: open its index.html, or give its runs/<entry>-s<seed> "
+                        "folders to dnas report")
     if not is_run(path):
         raise DnasError(f"{path} is not a search run directory (it has no config.yaml and metrics.jsonl); give the "
                         "--out of a `dnas search`")
