@@ -7,12 +7,12 @@ render).
 
 A run's section holds: its facts (method, budget, final cell, counts, entropy and margin, the
 "undecided" flag of :mod:`dnas.convergence`, benchmark row); the drawings of its cells
-(:mod:`.draw`); against the epoch, the skip and parameter-free counts of the derived cell, the
-decision margin and entropy per cell type, the dominant Hessian eigenvalue, the per-cell gradient
-alignment (the mean of the values logged during the epoch), the NAS-Bench-201 accuracies of the
-derived cell (when the search had a table) and the train/val accuracy; one small panel per edge
-with the strength of every op after each epoch (the op the latest cell keeps on that edge drawn
-thick, the others thin); the resolved configuration and the environment.
+(:mod:`.draw`); one small panel per edge, a row per destination node, with the strength of every
+op after each epoch (the op the latest cell keeps on that edge drawn thick, the others thin);
+against the epoch, the skip and parameter-free counts of the derived cell, the decision margin and
+entropy per cell type, the dominant Hessian eigenvalue, the per-cell gradient alignment (the mean
+of the values logged during the epoch), the NAS-Bench-201 accuracies of the derived cell (when the
+search had a table) and the train/val accuracy; the resolved configuration and the environment.
 
 A group page (several runs, or ``dnas compare``) starts with an overview: a table of the runs,
 their final cells side by side (one row per method or entry, one column per seed) and the margin,
@@ -113,8 +113,13 @@ def _cell_svgs(genotype_json: str) -> tuple[tuple[str, str], ...]:
     return tuple((t, render_svg(graph)) for t, graph in cell_graphs(genotype).items())
 
 
+def cell_name(cell_type: str) -> str:
+    """``normal cell``, ``reduce cell``; NB201's only cell type is called ``cell``."""
+    return cell_type if cell_type == "cell" else f"{cell_type} cell"
+
+
 def cell_figures(genotype: Genotype) -> str:
-    return "".join(f"<figure><figcaption>{_e(t if t == 'cell' else t + ' cell')}</figcaption>{svg}</figure>"
+    return "".join(f"<figure><figcaption>{_e(cell_name(t))}</figcaption>{svg}</figure>"
                    for t, svg in _cell_svgs(json.dumps(genotype.to_dict(), sort_keys=True)))
 
 
@@ -248,7 +253,7 @@ def _strength_panels(run: RunHistory) -> str:
             rows.setdefault(dst, []).append(f'<div class="edge-panel">{chart}</div>')
         body = "".join(f'<div class="edge-row"><b>→ {_e(node_label(space.family, dst, topo.num_inputs))}</b>'
                        f'{"".join(panels)}</div>' for dst, panels in rows.items())
-        sections.append(f'<h3>{_e(cell_type)} cell: op strengths per edge, one row per node</h3>'
+        sections.append(f'<h3>{_e(cell_name(cell_type))}: op strengths per edge, one row per node</h3>'
                         f'<div class="panel edges" data-panel="strengths-{_e(cell_type)}">{body}</div>')
     legend = "".join(f'<span><i style="border-color:{op_color(op)};'
                      f'{"border-top-style:dashed;" if is_parameter_free(op) else ""}"></i>{_e(op)}</span>'
@@ -276,7 +281,7 @@ def run_section(run: RunHistory, anchor: str, heading: str = "h2") -> str:
             f'<p class="meta">{_e(run.path)}</p>{_facts(run)}'
             f'<h3>cells{"" if run.finished else " (after the latest epoch)"}</h3>'
             f'<div class="panel cells" data-panel="cells">{cells}</div>'
-            f"<h3>search against the epoch</h3>{_charts(run)}{_strength_panels(run)}{_config_and_env(run)}</section>")
+            f"{_strength_panels(run)}<h3>search against the epoch</h3>{_charts(run)}{_config_and_env(run)}</section>")
 
 
 # ----- a group of runs ----------------------------------------------------------------------------------------
