@@ -90,7 +90,7 @@ def test_report_of_a_tiny_search(tiny_run, tmp_path):
     # one trajectory panel per edge, titled by the op the final cell keeps there
     results = json.loads((tiny_run / "results.json").read_text())
     genotype = Genotype.from_dict(results["genotype"])
-    edge_panels = page.split('data-panel="strengths-cell"')[1].split('data-panel="config"')[0]
+    edge_panels = page.split('data-panel="strengths-cell"')[1].split("<h3>search against the epoch")[0]
     titles = re.findall(r"<title>([^<]+)</title>", edge_panels)
     expected = [f"{s} → {d}: {op}" for s, d, op in genotype_edges(genotype)["cell"]]
     assert titles == expected
