@@ -5,6 +5,7 @@ import csv
 import io
 import json
 import math
+import re
 import shutil
 
 import pytest
@@ -14,10 +15,11 @@ from conftest import shared_data
 
 import dnas.search_loop
 from dnas.cli import main
+from dnas.convergence import UNDECIDED_MARGIN, least_decided
 from dnas.errors import DnasError
 from dnas.report import Compare, Entry, mean_std, parse_entry, parse_methods, parse_seeds
 from dnas.report.plots import matplotlib_available
-from dnas.report.tables import RunRecord, summarize
+from dnas.report.tables import RunRecord, markdown_per_run, markdown_summary, summarize
 
 TINY = ["channels=4", "layers=1", "max_images=128", "log_every=2"]
 ARGS = ["--seeds", "0,1", "--epochs", "2", "--batch-size", "16", "--quiet"]
@@ -140,6 +142,39 @@ def test_mean_std_by_hand():
     assert (row.runs, row.failed) == (2, 1)
     assert row.stats["skip_connect"].mean == 2.0 and row.stats["skip_connect"].std == pytest.approx(math.sqrt(2))
     assert row.stats["seconds"].mean == 15.0
+
+
+def test_margin_entropy_and_html_reports_of_the_grid(grid):
+    out, stdout = grid
+    runs = _rows(out / "per_run.csv")
+    for row in runs:
+        results = json.loads((out / "runs" / f"{row['entry']}-s{row['seed']}" / "results.json").read_text())
+        margin, entropy = least_decided(results)
+        assert float(row["margin"]) == pytest.approx(margin) and float(row["entropy"]) == pytest.approx(entropy)
+        assert row["undecided"] == str(int(margin < UNDECIDED_MARGIN))
+    assert "| margin | entropy |" in stdout  # next to the accuracies in the printed summary
+    report = (out / "report.md").read_text()
+    index = (out / "index.html").read_text()
+    for row in runs:
+        name = f"{row['entry']}-s{row['seed']}"
+        assert f"[`{name}`](reports/{name}/index.html)" in report
+        assert f'href="reports/{name}/index.html"' in index
+        page = (out / "reports" / name / "index.html").read_text()
+        assert f"dnas search: {name}" in page and 'data-panel="strengths-cell"' in page
+    grid_rows = re.findall(r"<tr><th>([^<]+)</th>", index.split('data-panel="cells-grid"')[1].split("</table>")[0])
+    assert grid_rows == ["darts", "pr-darts", "prl"]  # entries x seeds, side by side
+
+
+def test_undecided_runs_are_counted_and_flagged():
+    records = [RunRecord("a", "darts", 0, margin=UNDECIDED_MARGIN / 2, entropy=0.99),
+               RunRecord("a", "darts", 1, margin=UNDECIDED_MARGIN * 2, entropy=0.5),
+               RunRecord("a", "darts", 2, status="failed: the train loss became non-finite", margin=0.0)]
+    assert [r.undecided for r in records] == [True, False, False]  # a failed run is failed, not undecided
+    (row,) = summarize([("a", "darts")], records, [])
+    assert row.undecided == 1 and row.stats["margin"].mean == pytest.approx(UNDECIDED_MARGIN * 1.25)
+    assert "| 2 (1 failed) (1 undecided) |" in markdown_summary([row], [])
+    lines = markdown_per_run(records, []).splitlines()
+    assert "**undecided**" in lines[2] and "**undecided**" not in lines[3]
 
 
 @pytest.mark.skipif(not matplotlib_available(), reason="matplotlib not installed (pip install -e '.[report]')")

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from dnas import cli_compare, cli_eval
+from dnas import cli_compare, cli_eval, cli_report
 from dnas.errors import DnasError
 
 SEARCH_EPILOG = """\
@@ -115,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     _search_parser(sub)
     cli_eval.add_subcommands(sub)
     cli_compare.add_subcommands(sub)
+    cli_report.add_subcommands(sub)
     sub.add_parser("spaces", help="list the search spaces")
     p = sub.add_parser("methods", help="list the methods and components (--show NAME: one resolved preset)")
     p.add_argument("--show", metavar="NAME", help="print the preset NAME: its changes from darts, the implementation "
@@ -130,7 +131,7 @@ def _version() -> str:
 
 
 COMMANDS = {"search": cmd_search, "spaces": cmd_spaces, "methods": cmd_methods, **cli_eval.HANDLERS,
-            **cli_compare.HANDLERS}
+            **cli_compare.HANDLERS, **cli_report.HANDLERS}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -24,7 +24,8 @@ every run: preset < --epochs/--batch-size/--dataset/... < common key=value < the
 --epochs and --batch-size replace the presets' own budgets, so every entry gets the same one.
 
 output (OUT, default runs/compare-SPACE): runs/<entry>-s<seed>/ (search run directories), report.md,
-summary.csv, per_run.csv, curves.csv, and with matplotlib (pip install -e ".[report]")
+summary.csv, per_run.csv, curves.csv, index.html (cells side by side) and reports/<run>/index.html
+(each run's report), and with matplotlib (pip install -e ".[report]")
 accuracy_vs_epoch.png and skips_vs_epoch.png. The same command again reuses finished runs,
 resumes interrupted ones and rewrites the report.
 

@@ -68,6 +68,16 @@ def _write_error(path: Path, err: BaseException) -> DnasError:
                      "(files already there were left as they were)")
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+#: files get the usual permissions (mkstemp alone would make them readable by their owner only)
+_FILE_MODE = 0o666 & ~_umask()
+
+
 def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
     """Call ``write(file)`` on a temporary beside ``path``, fsync, rename over ``path``; OS errors
     become one sentence and leave ``path`` as it was."""
@@ -76,6 +86,8 @@ def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

@@ -37,6 +37,7 @@ from dnas.components import (
     WEIGHT_REGULARIZERS,
 )
 from dnas.config import SearchConfig, build_component
+from dnas.convergence import convergence
 from dnas.data import Augment, BatchStream, ImageDataset, load_dataset, split_indices, stratified_subset
 from dnas.diagnostics import gradient_alignment
 from dnas.distributed import setup as setup_distributed
@@ -267,6 +268,7 @@ class Search:
     def results(self, genotype: Genotype | None = None) -> dict[str, Any]:
         """What ``results.json`` holds: the derived cell, its counts, the final strengths and the cost."""
         genotype = genotype or self.genotype()
+        strengths = self.problem.strengths()
         return {
             "genotype": genotype.to_dict(),
             "skip_connect": genotype.count("skip_connect"),
@@ -274,7 +276,8 @@ class Search:
             "steps": self.global_step,
             "arch_steps": self.arch_steps,
             "seconds": round(self.seconds, 3),
-            "strengths": {t: s.cpu().tolist() for t, s in self.problem.strengths().items()},
+            "strengths": {t: s.cpu().tolist() for t, s in strengths.items()},
+            **convergence(self.space, strengths, self.activation.allows_none),
         }
 
     def genotype(self) -> Genotype:
@@ -443,6 +446,7 @@ class Search:
             "skip_connect": genotype.count("skip_connect"),
             "parameter_free": genotype.count_parameter_free(),
             "strengths": {t: s.cpu().tolist() for t, s in strengths.items()},
+            **convergence(self.space, strengths, self.activation.allows_none),
         }
         if self.table is not None:
             record["benchmark"] = lookup(self.table, genotype)

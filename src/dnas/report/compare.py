@@ -20,8 +20,10 @@ the benchmark row of every epoch's cell; the report looks the cells up again its
 genotypes in the run directories), so it does not depend on that.
 
 Layout of ``OUT``: ``runs/<entry>-s<seed>/`` (ordinary ``dnas search`` run directories),
-``report.md``, ``summary.csv``, ``per_run.csv``, ``curves.csv`` and, with matplotlib,
-``accuracy_vs_epoch.png`` and ``skips_vs_epoch.png``. Running the same command again reuses
+``report.md``, ``summary.csv``, ``per_run.csv``, ``curves.csv``, the HTML pages ``index.html``
+(every entry x seed cell side by side) and ``reports/<entry>-s<seed>/index.html`` (each run's
+report, :mod:`dnas.report.html`) and, with matplotlib, ``accuracy_vs_epoch.png`` and
+``skips_vs_epoch.png``. Running the same command again reuses
 every finished run (``results.json`` present, same configuration), resumes interrupted ones from
 their checkpoints, and rewrites the report. A run whose loss becomes non-finite is reported as
 failed and left out of the means (it is tried again, from its last checkpoint, on the next call).
@@ -61,8 +63,11 @@ from typing import Any
 import yaml
 
 from dnas.config import SearchConfig
+from dnas.convergence import UNDECIDED_MARGIN
 from dnas.errors import DnasError, NonFiniteLossError
+from dnas.report.html import write_grid_pages
 from dnas.report.plots import INSTALL_HINT, Panel, matplotlib_available, plot_panels
+from dnas.report.run import read_run
 from dnas.report.tables import (
     EpochPoint,
     RunRecord,
@@ -85,6 +90,9 @@ ENTRY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 #: flags passed to ``resolve_config`` for every run (None: not given)
 FLAG_KEYS = ("dataset", "data_root", "download", "epochs", "batch_size", "device")
 RUNS = "runs"
+DECISION_NOTE = (f"the least decided cell type of the final architecture weights (smallest mean top-1 − top-2 op "
+                 f"strength per edge, largest normalised entropy); a margin below {UNDECIDED_MARGIN} is "
+                 "**undecided**.")
 
 
 # ----- entries and seeds --------------------------------------------------------------------------------
@@ -450,6 +458,7 @@ class Compare:
         record.steps, record.arch_steps = int(results["steps"]), int(results["arch_steps"])
         record.epochs = run.cfg.epochs
         record.scores = self._scores(genotype)
+        record.margin, record.entropy = read_run(run.out).final_decision
         return record
 
     # ----- the report -------------------------------------------------------------------------------------
@@ -473,6 +482,8 @@ class Compare:
         from dnas.runs import atomic_write_text
 
         atomic_write_text(self.out / "report.md", self._markdown(report))
+        write_grid_pages(self.out, [(r.entry.name, str(r.seed), r.out) for r in self.runs],
+                         f"dnas compare: {self.space}")
         return report
 
     def _plots(self, rows: list[SummaryRow], records: list[RunRecord]) -> list[Path]:
@@ -523,5 +534,9 @@ class Compare:
             table = markdown_by_epoch(report.rows, report.records, key, digits)
             if table:
                 lines += [f"## {title}", "", table]
-        lines += ["## Runs", "", markdown_per_run(report.records, report.score_columns)]
+        lines += ["## Runs", "", f"Each run's report (cells, op strengths per edge, margin, ...): `reports/<run>/"
+                  f"index.html`; all cells side by side: [index.html](index.html). Margin and entropy: "
+                  f"{DECISION_NOTE}", "",
+                  markdown_per_run(report.records, report.score_columns, link=lambda r: f"reports/{r.entry}-s{r.seed}/"
+                                   "index.html")]
         return "\n".join(lines)

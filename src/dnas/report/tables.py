@@ -6,6 +6,11 @@ Aggregation over the ``n`` seeds of an entry (runs that failed or have no value 
 
 ``std`` is the sample standard deviation (Bessel's correction, as ``statistics.stdev``); it is
 undefined (None, shown as the mean alone) for a single value. Pure Python: no torch, no pandas.
+
+Next to the accuracies stand the decision margin and the op entropy of each run's final
+architecture weights (:mod:`dnas.convergence`; per run the least decided cell type: the smallest
+margin, the largest entropy); a run whose margin is below the threshold is counted and flagged as
+"undecided".
 """
 
 from __future__ import annotations
@@ -13,14 +18,18 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dnas.convergence import undecided
+
 #: the per-run quantities that are aggregated besides the benchmark columns
+DECISION_KEYS = ("margin", "entropy")
 COUNT_KEYS = ("skip_connect", "parameter_free")
 TIME_KEY = "seconds"
 HEADINGS = {"skip_connect": "skip connections", "parameter_free": "parameter-free ops", "seconds": "search time (s)"}
+DIGITS = {"margin": 3, "entropy": 3, "seconds": 1, "skip_connect": 1, "parameter_free": 1}
 
 
 @dataclass(frozen=True)
@@ -56,13 +65,19 @@ class RunRecord:
     arch_steps: int | None = None
     scores: dict[str, float | None] = field(default_factory=dict)
     curve: list[EpochPoint] = field(default_factory=list)
+    margin: float | None = None
+    entropy: float | None = None
 
     @property
     def ok(self) -> bool:
         return self.status == "ok"
 
+    @property
+    def undecided(self) -> bool:
+        return self.ok and undecided(self.margin)
+
     def value(self, key: str) -> float | None:
-        """A benchmark column, ``skip_connect``, ``parameter_free`` or ``seconds``."""
+        """A benchmark column, ``margin``, ``entropy``, ``skip_connect``, ``parameter_free`` or ``seconds``."""
         if key in self.scores:
             return self.scores[key]
         return getattr(self, key)
@@ -95,10 +110,11 @@ class SummaryRow:
     runs: int
     failed: int
     stats: dict[str, Stat]
+    undecided: int = 0
 
 
 def summary_keys(score_columns: Sequence[str]) -> list[str]:
-    return [*score_columns, *COUNT_KEYS, TIME_KEY]
+    return [*score_columns, *DECISION_KEYS, *COUNT_KEYS, TIME_KEY]
 
 
 def summarize(entries: Sequence[tuple[str, str]], records: Sequence[RunRecord],
@@ -109,7 +125,7 @@ def summarize(entries: Sequence[tuple[str, str]], records: Sequence[RunRecord],
         mine = [r for r in records if r.entry == name]
         ok = [r for r in mine if r.ok]
         stats = {key: mean_std(r.value(key) for r in ok) for key in summary_keys(score_columns)}
-        rows.append(SummaryRow(name, setup, len(ok), len(mine) - len(ok), stats))
+        rows.append(SummaryRow(name, setup, len(ok), len(mine) - len(ok), stats, sum(r.undecided for r in ok)))
     return rows
 
 
@@ -144,18 +160,19 @@ def _write(path: Path, text: str) -> None:
 
 
 def write_per_run_csv(path: Path, records: Sequence[RunRecord], score_columns: Sequence[str]) -> None:
-    header = ["entry", "method", "seed", "status", "arch", *score_columns, "skip_connect", "parameter_free",
-              "seconds", "epochs", "steps", "arch_steps"]
-    rows = ([r.entry, r.method, r.seed, r.status, r.arch, *(r.scores.get(c) for c in score_columns),
-             r.skip_connect, r.parameter_free, r.seconds, r.epochs, r.steps, r.arch_steps] for r in records)
+    header = ["entry", "method", "seed", "status", "arch", *score_columns, "margin", "entropy", "undecided",
+              "skip_connect", "parameter_free", "seconds", "epochs", "steps", "arch_steps"]
+    rows = ([r.entry, r.method, r.seed, r.status, r.arch, *(r.scores.get(c) for c in score_columns), r.margin,
+             r.entropy, int(r.undecided), r.skip_connect, r.parameter_free, r.seconds, r.epochs, r.steps, r.arch_steps]
+            for r in records)
     _write(path, _csv_text(header, rows))
 
 
 def write_summary_csv(path: Path, rows: Sequence[SummaryRow], score_columns: Sequence[str]) -> None:
     keys = summary_keys(score_columns)
-    header = ["entry", "setup", "runs", "failed", *(f"{k}_{s}" for k in keys for s in ("mean", "std"))]
-    lines = ([r.entry, r.setup, r.runs, r.failed, *(v for k in keys for v in (r.stats[k].mean, r.stats[k].std))]
-             for r in rows)
+    header = ["entry", "setup", "runs", "failed", "undecided", *(f"{k}_{s}" for k in keys for s in ("mean", "std"))]
+    lines = ([r.entry, r.setup, r.runs, r.failed, r.undecided,
+              *(v for k in keys for v in (r.stats[k].mean, r.stats[k].std))] for r in rows)
     _write(path, _csv_text(header, lines))
 
 
@@ -177,7 +194,7 @@ def format_stat(stat: Stat, digits: int) -> str:
 
 
 def _digits(key: str) -> int:
-    return 1 if key in (TIME_KEY, *COUNT_KEYS) else 2
+    return DIGITS.get(key, 2)
 
 
 def _escape(text: str) -> str:
@@ -195,20 +212,29 @@ def markdown_summary(rows: Sequence[SummaryRow], score_columns: Sequence[str]) -
     """The comparison table: one line per entry, mean ± std over its seeds."""
     keys = summary_keys(score_columns)
     header = ["entry", "setup", "runs", *(HEADINGS.get(k, k) for k in keys)]
-    body = ([f"`{r.entry}`", r.setup, str(r.runs) + (f" ({r.failed} failed)" if r.failed else ""),
+    body = ([f"`{r.entry}`", r.setup, str(r.runs) + "".join(f" ({n} {what})" for n, what in
+                                                          ((r.failed, "failed"), (r.undecided, "undecided")) if n),
              *(format_stat(r.stats[k], _digits(k)) for k in keys)] for r in rows)
     return _table(header, body)
 
 
-def markdown_per_run(records: Sequence[RunRecord], score_columns: Sequence[str]) -> str:
-    header = ["run", "derived cell", *score_columns, "skips", "param-free", "arch steps", "seconds"]
+def markdown_per_run(records: Sequence[RunRecord], score_columns: Sequence[str],
+                     link: Callable[[RunRecord], str] | None = None) -> str:
+    """One line per run; ``link(record)``: the address of the run's own report, if any."""
+    header = ["run", "derived cell", *score_columns, "margin", "entropy", "skips", "param-free", "arch steps",
+              "seconds"]
 
     def cell(v: float | int | None, digits: int) -> str:
         return "–" if v is None else (f"{v:.{digits}f}" if isinstance(v, float) else str(v))
 
-    body = ([f"`{r.entry}-s{r.seed}`", f"`{r.arch}`" if r.ok else r.status,
-             *(cell(r.scores.get(c), 2) for c in score_columns), cell(r.skip_connect, 0),
-             cell(r.parameter_free, 0), cell(r.arch_steps, 0), cell(r.seconds, 1)] for r in records)
+    def name(r: RunRecord) -> str:
+        text = f"`{r.entry}-s{r.seed}`"
+        return f"[{text}]({link(r)})" if link else text
+
+    body = ([name(r), f"`{r.arch}`" if r.ok else r.status, *(cell(r.scores.get(c), 2) for c in score_columns),
+             cell(r.margin, 3) + (" **undecided**" if r.undecided else ""), cell(r.entropy, 3),
+             cell(r.skip_connect, 0), cell(r.parameter_free, 0), cell(r.arch_steps, 0), cell(r.seconds, 1)]
+            for r in records)
     return _table(header, body)
 
 

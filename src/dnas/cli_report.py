@@ -1,0 +1,137 @@
+"""The ``dnas draw`` and ``dnas report`` commands: cell drawings and the HTML run report.
+
+``add_subcommands(sub)`` adds them to the main parser's subparsers; :data:`HANDLERS` maps each
+command name to its handler ``(args) -> exit status``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from dnas.errors import DnasError
+
+DRAW_EPILOG = """\
+GENOTYPE is a search run folder (its genotype.json, or the cell after the latest epoch while it
+runs), a genotype.json, a published cell (DARTS_V1, DARTS_V2, PRDARTS, PC_DARTS, PDARTS) or an
+NB201 arch string in quotes. A genotype with normal and reduction cells gets one file per cell:
+--out cell.svg writes cell_normal.svg and cell_reduce.svg.
+
+SVG needs nothing beyond dnas (a builtin renderer is used when Graphviz is absent); PNG needs
+Graphviz: apt-get install graphviz && pip install 'dnas[draw]'.
+"""
+
+REPORT_EPILOG = """\
+The report is one self-contained index.html (inline SVG, no script, no network): the final cells,
+op-strength trajectories per edge, skip and parameter-free counts, decision margin and entropy,
+Hessian eigenvalue, per-cell alignment and NAS-Bench-201 accuracy against the epoch, the resolved
+configuration and the environment. Several runs: an overview (table, cells side by side, curves
+of every run) followed by each run.
+
+--watch follows running searches: the page is rewritten whenever a run's metrics.jsonl changes
+(checked every --interval seconds) and reloads itself in the browser; the command ends when every
+run has finished, or with Ctrl-C.
+"""
+
+
+def add_subcommands(sub) -> None:
+    """Add ``draw`` and ``report`` to the ``dnas`` subparsers."""
+    d = sub.add_parser("draw", help="draw the cells of a run, a genotype.json, a published cell or an NB201 arch "
+                       "string (SVG, or PNG with Graphviz)", epilog=DRAW_EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    d.add_argument("genotype", metavar="RUN|GENOTYPE|NAME")
+    d.add_argument("--out", help="the .svg or .png to write (default NAME.svg in the current folder)")
+
+    r = sub.add_parser("report", help="an HTML report of one or more search runs (--watch: follow a running search)",
+                       epilog=REPORT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    r.add_argument("runs", nargs="+", metavar="RUN", help="search run directories (the --out of dnas search)")
+    r.add_argument("--out", help="folder for index.html (default: RUN-report next to the first run)")
+    r.add_argument("--watch", action="store_true", help="rewrite the report as the searches progress")
+    r.add_argument("--interval", type=float, default=10.0, help="seconds between checks with --watch (default 10)")
+
+
+def draw_target(spec: str):
+    """The genotype to draw and its label: a run still searching gives its latest epoch's cell."""
+    from dnas.genotypes import resolve_genotype
+    from dnas.report.run import is_run, read_run
+
+    path = Path(spec).expanduser()
+    if path.is_dir() and not (path / "genotype.json").is_file() and is_run(path):
+        genotype = read_run(path).genotype
+        if genotype is None:
+            raise DnasError(f"the search in {path} has not finished an epoch yet: there is no cell to draw")
+        return genotype, path.resolve().name
+    resolved = resolve_genotype(spec)
+    return resolved.genotype, resolved.label
+
+
+def cmd_draw(args: argparse.Namespace) -> int:
+    from dnas.report.draw import draw_genotype
+
+    genotype, label = draw_target(args.genotype)
+    paths = draw_genotype(genotype, Path(args.out or f"{label}.svg"))
+    for path in paths:
+        print(path)
+    return 0
+
+
+def default_out(runs: Sequence[str]) -> Path:
+    first = Path(runs[0]).resolve()
+    return first.with_name(f"{first.name}-report")
+
+
+def watch(run_dirs: Sequence[Path], out: Path, interval: float, echo: Callable[[str], None] = print,
+          sleep: Callable[[float], None] | None = None) -> Path:
+    """Rewrite ``out/index.html`` whenever a run's files change, until every run has finished.
+    A run directory that does not exist yet is waited for. Each check costs a ``stat`` of two
+    files per run; the report is rebuilt only after a change."""
+    sleep = sleep or time.sleep
+    from dnas.report.html import write_report
+    from dnas.report.run import is_run, read_run, run_signature
+
+    last: list | None = None
+    waiting_said = False
+    while True:
+        if not all(is_run(d) for d in run_dirs):
+            if not waiting_said:
+                missing = ", ".join(str(d) for d in run_dirs if not is_run(d))
+                echo(f"dnas report: waiting for the search to start in {missing}")
+                waiting_said = True
+            sleep(interval)
+            continue
+        signature = [run_signature(d) for d in run_dirs]
+        if signature != last:
+            runs = [read_run(d) for d in run_dirs]
+            path = write_report(runs, out, refresh=max(2, round(interval)))
+            done = sum(r.finished for r in runs)
+            echo(f"dnas report: {path} updated ({', '.join(f'{r.name}: {r.status}' for r in runs)})")
+            if done == len(runs):
+                return path
+            last = signature
+        sleep(interval)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from dnas.report.html import write_report
+    from dnas.report.run import read_run
+
+    out = Path(args.out) if args.out else default_out(args.runs)
+    run_dirs = [Path(r) for r in args.runs]
+    if args.interval <= 0:
+        raise DnasError(f"--interval must be a positive number of seconds, got {args.interval}")
+    if args.watch:
+        try:
+            path = watch(run_dirs, out, args.interval, echo=lambda line: print(line, file=sys.stderr, flush=True))
+        except KeyboardInterrupt:  # the normal way to stop following a search
+            print(f"report: {out / 'index.html'}")
+            return 0
+    else:
+        path = write_report([read_run(d) for d in run_dirs], out)
+    print(f"report: {path}")
+    return 0
+
+
+HANDLERS = {"draw": cmd_draw, "report": cmd_report}

@@ -1,0 +1,161 @@
+"""A search run directory as the reports read it, finished or still running.
+
+``dnas search`` writes ``config.yaml`` and ``env.json`` first, appends to ``metrics.jsonl`` a step
+record every ``log_every`` steps and an epoch record (derived cell, op strengths, skip counts,
+entropy and margin, optional benchmark row and Hessian eigenvalue) after every epoch, and writes
+``results.json`` at the end. :func:`read_run` takes whatever is there: a half-written last line
+(a process killed mid-write) is skipped, and a run without ``results.json`` is reported as far
+as its epoch records go.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dnas.convergence import convergence, least_decided
+from dnas.errors import DnasError
+from dnas.spaces import Genotype, SearchSpace, get_space
+
+
+@dataclass
+class RunHistory:
+    """Everything a search run directory holds, parsed."""
+
+    path: Path
+    config: dict[str, Any]
+    env: dict[str, Any]
+    epochs: list[dict[str, Any]]  # epoch records, in order
+    steps: list[dict[str, Any]]  # step records, in order
+    results: dict[str, Any] | None  # results.json, once the search has finished
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def finished(self) -> bool:
+        return self.results is not None
+
+    @property
+    def planned_epochs(self) -> int:
+        return int(self.config.get("epochs") or 0)
+
+    @cached_property
+    def space(self) -> SearchSpace:
+        return get_space(self.config["space"])
+
+    @property
+    def last(self) -> dict[str, Any] | None:
+        """``results.json`` when finished, else the latest epoch record (None before the first epoch)."""
+        if self.results is not None:
+            return self.results
+        return self.epochs[-1] if self.epochs else None
+
+    @property
+    def genotype(self) -> Genotype | None:
+        """The final cell, or the cell derived after the latest epoch."""
+        last = self.last
+        return None if last is None else Genotype.from_dict(last["genotype"])
+
+    @property
+    def status(self) -> str:
+        if self.finished:
+            return f"finished ({len(self.epochs)} epochs)"
+        return f"{len(self.epochs)} of {self.planned_epochs} epochs done"
+
+    def decision(self, record: dict[str, Any]) -> dict[str, dict[str, float | None]]:
+        """``{"entropy": {...}, "margin": {...}}`` of an epoch record or ``results.json``; computed
+        from its strengths for runs written before these fields were logged."""
+        if "margin" in record and "entropy" in record:
+            return {"entropy": record["entropy"], "margin": record["margin"]}
+        from dnas.components import ACTIVATIONS
+
+        activation = ACTIVATIONS.get(self.config["activation"]["name"])
+        return convergence(self.space, record["strengths"], activation.allows_none)
+
+    @property
+    def final_decision(self) -> tuple[float | None, float | None]:
+        """The smallest margin and the largest entropy over the cell types, at the latest record."""
+        last = self.last
+        return (None, None) if last is None else least_decided(self.decision(last))
+
+    def benchmark_columns(self) -> list[str]:
+        """The accuracy columns of the benchmark rows logged per epoch (NB201 with a table)."""
+        columns: dict[str, None] = {}
+        for record in self.epochs:
+            for key, value in (record.get("benchmark") or {}).items():
+                if key != "arch" and isinstance(value, (int, float)):
+                    columns[key] = None
+        return list(columns)
+
+
+def _json_lines(path: Path) -> list[dict[str, Any]]:
+    records = []
+    if not path.is_file():
+        return records
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # the last line of a killed process
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
+def _json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def is_run(path: str | Path) -> bool:
+    path = Path(path)
+    return (path / "config.yaml").is_file() and (path / "metrics.jsonl").exists()
+
+
+def read_run(path: str | Path) -> RunHistory:
+    """Parse the run directory ``path`` (see the module docstring)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise DnasError(f"{path} is not a directory; give the run directory of a search (its --out)")
+    if not is_run(path) and (path / "runs").is_dir() and (path / "index.html").is_file():
+        raise DnasError(f"{path} is a dnas compare folder: open its index.html, or give its runs/<entry>-s<seed> "
+                        "folders to dnas report")
+    if not is_run(path):
+        raise DnasError(f"{path} is not a search run directory (it has no config.yaml and metrics.jsonl); give the "
+                        "--out of a `dnas search`")
+    try:
+        config = yaml.safe_load((path / "config.yaml").read_text()) or {}
+    except yaml.YAMLError as err:
+        raise DnasError(f"{path / 'config.yaml'} is not valid YAML ({err.__class__.__name__}); is it a dnas run?") \
+            from None
+    if not isinstance(config, dict) or "space" not in config:
+        raise DnasError(f"{path / 'config.yaml'} is not the configuration of a dnas search")
+    records = _json_lines(path / "metrics.jsonl")
+    results = _json(path / "results.json")
+    return RunHistory(path=path, config=config, env=_json(path / "env.json") or {},
+                      epochs=[r for r in records if r.get("kind") == "epoch"],
+                      steps=[r for r in records if r.get("kind") == "step"],
+                      results=results if results is not None and "genotype" in results else None)
+
+
+def run_signature(path: str | Path) -> tuple:
+    """Changes whenever the search writes something a report shows (for ``--watch``)."""
+    path = Path(path)
+    out = []
+    for name in ("metrics.jsonl", "results.json"):
+        try:
+            stat = (path / name).stat()
+            out.append((stat.st_mtime_ns, stat.st_size))
+        except OSError:
+            out.append(None)
+    return tuple(out)
