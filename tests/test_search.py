@@ -204,3 +204,20 @@ def test_epoch_records_carry_benchmark_lookups_and_hessian_eigenvalue(tmp_path):
 def test_benchmark_table_only_for_nb201():
     with pytest.raises(DnasError, match="only applies to --space nb201"):
         resolve_config({"space": "darts"}, ["benchmark_table=x.csv"])
+
+
+def test_gate_masks_are_computed_once_per_activation(tmp_path):
+    """The extra passes of a curvature estimator reuse the activated weights, so the gate masks (a
+    host copy each) are computed once per activation, not once per forward."""
+    cfg = resolve_config({"method": "pr-darts", "epochs": 1, "batch_size": 16},
+                         [*TINY, "estimator=amended", "estimator.hvp=fd", "schedule.order=arch-first"])
+    search = Search(cfg, tmp_path / "run", progress=False).open()
+    calls = []
+    original = search.activation.active_mask
+    search.activation.active_mask = lambda weights: calls.append(1) or original(weights)
+    forwards = []
+    net_forward = search.problem.net.forward
+    search.problem.net.forward = lambda *args: forwards.append(1) or net_forward(*args)
+    search._arch_step(search.group.shard(next(search.train_stream)))
+    assert len(forwards) >= 5 and len(calls) == 2  # L_val at w, and the leaves of every L_train pass
+    search.close()

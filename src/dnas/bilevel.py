@@ -32,6 +32,8 @@ class BilevelProblem:
                  arch_regularizers: Sequence = (), group: Group = SINGLE):
         self.net = net
         self.group = group  # the ranks of a data-parallel run (one process: a group of one)
+        self._masks_of: tuple[Tensor, ...] = ()  # the activated weights whose masks are cached
+        self._masks: dict[str, Tensor | None] | None = None
         self.alphas = alphas
         self.activation = activation
         self.arch_regularizers = list(arch_regularizers)
@@ -73,8 +75,17 @@ class BilevelProblem:
         if cell_weights is None:
             activated = self.activated() if activated is None else activated
             cell_weights = self.net.per_cell(activated)
-        masks = self.activation.active_mask(dict(activated)) if activated is not None else None
+        masks = self.active_masks(activated) if activated is not None else None
         return self.net(x, cell_weights, masks)
+
+    def active_masks(self, activated: Mapping[str, Tensor]) -> dict[str, Tensor | None] | None:
+        """The activation's masks of the ops worth computing for these activated weights, computed once
+        per ``activated`` (a gate activation copies its gates to the host for them; the extra passes
+        of Hessian-vector products and Lambda-DARTS reuse the same weights, and so the same masks)."""
+        key = tuple(activated.values())
+        if len(key) != len(self._masks_of) or any(a is not b for a, b in zip(key, self._masks_of, strict=False)):
+            self._masks_of, self._masks = key, self.activation.active_mask(dict(activated))
+        return self._masks
 
     def loss(self, batch: Batch, activated: Mapping[str, Tensor] | None = None,
              cell_weights: Sequence[Tensor] | None = None) -> tuple[Tensor, Tensor]:

@@ -13,7 +13,7 @@ softmax normaliser (``A = softmax over the kept ops``); the derivation therefore
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -24,6 +24,14 @@ from dnas.registry import Registry
 
 if TYPE_CHECKING:
     from dnas.spaces.base import SearchSpace
+
+
+@runtime_checkable
+class GatedActivation(Protocol):
+    """The capability of an activation with stochastic binary gates: the differentiable probability
+    ``P(g != 0)`` of every gate, which PR-DARTS' regularizer acts on (other activations: ``A(alpha)``)."""
+
+    def probability(self, alpha: Tensor, cell_type: str | None = None) -> Tensor: ...
 
 
 def op_names(text: str | None) -> tuple[str, ...]:

@@ -118,12 +118,6 @@ def alignment_direction(grads: Tensor, measure: str) -> Tensor:
     raise ValueError(f"unknown alignment measure {measure!r}; choose one of {MEASURES}")
 
 
-def _is_reduction(cell: nn.Module) -> bool:
-    """Whether a supernet cell module is a reduction cell (DARTS blocks keep the topology in ``nodes``)."""
-    topology = getattr(cell, "topology", None) or getattr(getattr(cell, "nodes", None), "topology", None)
-    return bool(topology is not None and topology.reduction)
-
-
 @WEIGHT_REGULARIZERS.register("lambda")
 class LambdaRegularizer(WeightRegularizer):
     """Lambda-DARTS: maximise the alignment of the per-cell architecture gradients in the weight step.
@@ -171,7 +165,7 @@ class LambdaRegularizer(WeightRegularizer):
         """The cell types whose per-cell gradients are aligned (each with at least two cells)."""
         types = list(dict.fromkeys(net.cell_types))
         if self.cells == "auto":
-            chosen = [t for t in types if not _is_reduction(net.cells[net.cells_of_type(t)[0]])]
+            chosen = [t for t in types if not net.space.cells[t].reduction]
         elif self.cells == "all":
             chosen = types
         else:

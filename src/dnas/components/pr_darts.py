@@ -54,6 +54,7 @@ import torch
 from torch import Tensor
 
 from dnas.bilevel import BilevelProblem
+from dnas.components.activations import GatedActivation
 from dnas.components.discretizers import DISCRETIZERS, ArgmaxRule, Discretizer
 from dnas.components.regularizers import ARCH_REGULARIZERS, ArchRegularizer
 from dnas.errors import DnasError
@@ -126,21 +127,25 @@ class PathRegularizer(ArchRegularizer):
         self._groups: dict[tuple[str, str], _CellGroups] = {}
         self.last: dict[str, Tensor | float] = {}  # terms and raw group values of the last call
 
+    @staticmethod
+    def _topology(problem: BilevelProblem, cell_type: str) -> CellTopology:
+        return problem.net.space.cells[cell_type]  # the space the supernet was built from
+
     # ----- the groups --------------------------------------------------------------------------
     def _cell_groups(self, problem: BilevelProblem, cell_type: str, p: Tensor) -> _CellGroups:
         key = (cell_type, str(p.device))
         if key not in self._groups:
             kept = problem.activation.kept(cell_type, p)
-            self._groups[key] = _CellGroups(_topology(problem, cell_type), p.device, kept)
+            self._groups[key] = _CellGroups(self._topology(problem, cell_type), p.device, kept)
         return self._groups[key]
 
     @staticmethod
     def probabilities(problem: BilevelProblem, activated: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """``P(g != 0)`` per cell type, or ``A(alpha)`` for activations without gate probabilities."""
-        prob = getattr(problem.activation, "probability", None)
-        if prob is None:
+        activation = problem.activation
+        if not isinstance(activation, GatedActivation):
             return dict(activated)
-        return {t: prob(a, t) for t, a in problem.alphas.items()}
+        return {t: activation.probability(a, t) for t, a in problem.alphas.items()}
 
     def groups(self, problem: BilevelProblem, activated: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """The unweighted group values (means over the cell types)."""
@@ -205,16 +210,6 @@ class PathRegularizer(ArchRegularizer):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.last = {k: float(v) for k, v in state["last"].items()}
-
-
-def _topology(problem: BilevelProblem, cell_type: str) -> CellTopology:
-    """The topology of ``cell_type`` in the problem's supernet (read from its cells)."""
-    net = problem.net
-    for i in net.cells_of_type(cell_type):
-        cell = net.cells[i]
-        nodes = getattr(cell, "nodes", cell)
-        return nodes.topology
-    raise DnasError(f"the supernet has no cell of type {cell_type!r}; pr-darts cannot regularize it")
 
 
 # ----- discretizers --------------------------------------------------------------------------------

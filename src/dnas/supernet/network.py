@@ -21,6 +21,7 @@ from dnas.supernet.reference import ReferenceCell
 
 
 class Supernet(nn.Module):
+    space: SearchSpace  # what it was built from: the cell topologies components read
     cell_types: list[str]
     cells: nn.ModuleList
 
@@ -59,6 +60,7 @@ class DartsSupernet(Supernet):
     def __init__(self, space: SearchSpace, channels: int, layers: int, num_classes: int, in_channels: int = 3,
                  stem_multiplier: int = 3, fused: bool = True, node_bn: bool = False):
         super().__init__()
+        self.space = space
         c_stem = stem_multiplier * channels
         self.stem = nn.Sequential(nn.Conv2d(in_channels, c_stem, 3, padding=1, bias=False), nn.BatchNorm2d(c_stem))
         c_pp, c_p, c = c_stem, c_stem, channels
@@ -93,6 +95,7 @@ class NB201Supernet(Supernet):
     def __init__(self, space: SearchSpace, channels: int, layers: int, num_classes: int, in_channels: int = 3,
                  fused: bool = True, node_bn: bool = False):
         super().__init__()
+        self.space = space
         self.stem = nn.Sequential(nn.Conv2d(in_channels, channels, 3, padding=1, bias=False),
                                   nn.BatchNorm2d(channels))
         topology = space.cells["cell"]
