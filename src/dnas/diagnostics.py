@@ -14,7 +14,8 @@ def gradient_alignment(grads: Sequence[Tensor]) -> Tensor:
         R = 2 / (L (L-1)) * sum_{i<j} <g_i, g_j> / (||g_i|| ||g_j||)
 
     ``grads`` are the gradients ``dL/dA_l`` of the ``L`` cells of one type; 1 means every cell
-    pushes the shared architecture the same way. Returns 1 for a single cell.
+    pushes the shared architecture the same way. Returns 1 for a single cell. Data parallel: the loop
+    passes the cell gradients after averaging them over the ranks (the global batch's alignment).
     """
     g = torch.stack([t.reshape(-1) for t in grads])
     if len(g) < 2:

@@ -60,7 +60,9 @@ def dominant_eigenvalue(problem, batch, *, iters: int = 20, tol: float = 1e-3, s
     which is what power iteration finds (the largest one whenever the Hessian is dominated by its
     positive curvature, as in RobustDARTS). The model is left unchanged (BatchNorm statistics
     restored; a stochastic activation is sampled once for all products). The random starting
-    vector comes from a private generator seeded with ``seed``.
+    vector comes from a private generator seeded with ``seed``. Data parallel: every rank uses the
+    whole (fixed) diagnostic batch and identical weights, so every rank finds the same value
+    without communicating; rank 0 logs it.
     """
     arch = problem.arch
     with preserved_buffers(problem.net):

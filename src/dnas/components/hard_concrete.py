@@ -90,6 +90,10 @@ class HardConcrete(Activation):
     State (checkpointed): the temperature ``tau`` and the counts of the last sample. Metrics:
     ``tau`` and ``active.<cell type>``, the number of nonzero entries of the last ``A`` (the gates
     open, and selected, in the last forward pass; ``none`` included).
+
+    Data parallel: every rank draws the same gate samples (the ranks share one seed and consume
+    their random numbers identically), so all ranks compute the same ops and the shard gradients
+    they average belong to the same sampled sub-network, as in one process.
     """
 
     name = "hard-concrete"

@@ -118,6 +118,9 @@ class Clamp(Activation):
     host copy, refreshed every ``mask_sync_every`` weight steps (one (E, K) bool copy per cell type).
     Between refreshes an op that was just pruned is still computed but multiplied by exactly 0, so
     the results are the same and only the saved compute comes later.
+
+    Data parallel: pruning masks are functions of ``alpha`` alone, which every rank holds
+    bit-identical, so every rank prunes the same ops without communicating.
     """
 
     name = "clamp"
@@ -231,6 +234,9 @@ class FisherSchedule(Schedule):
     ``take_arch_step`` waits for that one boolean, i.e. for the backward pass of the previous step,
     not for its clipping and optimizer step. This single read per step is inherent to a data-
     dependent schedule; on the CPU it is free.
+
+    Data parallel: the loop hands it the weight gradients after they are averaged over the ranks,
+    so the trace, its EWMA and the step decision are the global batch's, the same on every rank.
     """
 
     name = "fisher"
@@ -322,6 +328,8 @@ class Proximity(ArchRegularizer):
     the pull then has the constant magnitude ``(t/T) rho/2`` whatever the distance (it does not fade
     as ``A`` nears the cell, and it does not grow with the number of entries away from it); the
     paper's form is not known. ``squared=True`` gives the usual quadratic proximity term.
+
+    Data parallel: a function of ``alpha`` alone, identical on every rank (nothing to reduce).
     """
 
     name = "prox"
@@ -410,6 +418,9 @@ class ADMM(ArchRegularizer):
     assumes; ``squared=True`` gives that form.
 
     ``Z`` and ``U`` are state (checkpointed).
+
+    Data parallel: ``Z`` and ``U`` are updated from ``alpha`` alone, at the same architecture step
+    on every rank, so they stay identical without communication.
     """
 
     name = "admm"
