@@ -136,7 +136,7 @@ def _slurm(given: dict) -> SlurmOptions | None:
     if given.get("executor", DEFAULTS["executor"]) != "slurm":
         stray = [f"--{k.replace('_', '-')}" for k in SLURM_OPTIONS if k in given]
         if stray:
-            raise DnasError(f"{', '.join(stray)} only apply to --executor slurm")
+            raise DnasError(f"{', '.join(stray)} {'apply' if len(stray) > 1 else 'applies'} only to --executor slurm")
         return None
     values = {"partition": given.get("slurm_partition"), "gpus": given.get("slurm_gpus"),
               "time": given.get("slurm_time"), "cpus": given.get("slurm_cpus"), "mem": given.get("slurm_mem")}
