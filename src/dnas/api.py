@@ -20,10 +20,13 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dnas.errors import DnasError
 from dnas.spaces import Genotype
+
+if TYPE_CHECKING:
+    from dnas.grid import SlurmOptions
 
 
 @dataclass
@@ -158,7 +161,7 @@ def query(genotype: str | Path | Genotype, table: str | Path) -> dict[str, Any] 
 def compare(space: str = "nb201", methods: Sequence[str] | str = ("darts", "pr-darts"),
             seeds: Sequence[int] = (0, 1, 2), out: str | Path | None = None, *, entries: Sequence[str] = (),
             table: str | Path | None = None, jobs: int | None = None, threads: int | None = None,
-            slurm: Any = None, wait: bool = True, progress: bool = False,
+            slurm: SlurmOptions | None = None, wait: bool = True, progress: bool = False,
             overrides: Mapping[str, Any] | Sequence[str] | None = None, **flags: Any):
     """Run (or resume) a method x seed grid and return its report (:class:`dnas.report.Report`).
 

@@ -52,8 +52,8 @@ example (the documented CPU protocol is bench/compare_protocol.sh):
 """
 
 
-#: the value of every option that is given neither on the command line nor in --config
-DEFAULTS = {"space": "nb201", "seeds": "0,1,2", "executor": "local", "quiet": False, "no_wait": False}
+#: the space and seeds when given neither on the command line nor in --config
+DEFAULTS = {"space": "nb201", "seeds": "0,1,2"}
 SLURM_OPTIONS = ("slurm_partition", "slurm_gpus", "slurm_time", "slurm_cpus", "slurm_mem", "no_wait")
 
 
@@ -133,7 +133,7 @@ def _entries(given: dict, file: dict) -> list:
 
 
 def _slurm(given: dict) -> SlurmOptions | None:
-    if given.get("executor", DEFAULTS["executor"]) != "slurm":
+    if given.get("executor", "local") != "slurm":
         stray = [f"--{k.replace('_', '-')}" for k in SLURM_OPTIONS if k in given]
         if stray:
             raise DnasError(f"{', '.join(stray)} {'apply' if len(stray) > 1 else 'applies'} only to --executor slurm")
@@ -155,11 +155,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     else:
         table = (os.environ.get(TABLE_ENV) or None) if space == "nb201" else None
     flags = {**file.get("flags", {}), **{k: given[k] for k in FLAG_KEYS if k in given}}
-    quiet = given.get("quiet", DEFAULTS["quiet"])
     compare = Compare(space, _entries(given, file), seeds, Path(given.get("out", f"runs/compare-{space}")),
                       flags=flags, overrides=[*file.get("overrides", []), *overrides], table=table,
                       jobs=given.get("jobs"), threads=given.get("threads", file.get("threads")),
-                      slurm=_slurm(given), wait=not given.get("no_wait", DEFAULTS["no_wait"]), progress=not quiet)
+                      slurm=_slurm(given), wait=not given.get("no_wait", False), progress=not given.get("quiet", False))
     report = compare.run()
     print(report.markdown, end="")
     print(f"report: {compare.out / 'report.md'}")
