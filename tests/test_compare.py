@@ -430,6 +430,7 @@ def test_config_replay_in_place_reuses_every_run(grid, tmp_path, monkeypatch):
     ("entries: [darts]\n", "an entry is a mapping {name: NAME, method: METHOD"),
     ("overrides: [seed=3]\n", "seed is set by the grid"),
     ("- a list\n", "must hold a mapping"),
+    ("threads: two\n", "threads in"),
 ])
 def test_bad_config_files_are_one_sentence(text, message, tmp_path, capsys):
     config = tmp_path / "compare.yaml"

@@ -119,15 +119,15 @@ def test_a_job_at_its_time_limit_is_requeued_and_resumes(tmp_path):
     # checkpointable job is requeued then
     one_minute = SlurmOptions(cluster="local", time=1)
     out = tmp_path / "cmp"
-    compare = _grid(out, epochs=20, extra=["checkpoint_every=2"], slurm=one_minute, seeds=[0], wait=False)
+    compare = _grid(out, epochs=10, extra=["checkpoint_every=2"], slurm=one_minute, seeds=[0], wait=False)
     compare.run()
     run = compare.runs[0]
     deadline = time.monotonic() + 180
-    while not (run.out / "checkpoint.pt").exists():  # mid-search: 2 of 100 steps done
+    while not (run.out / "checkpoint.pt").exists():  # mid-search: 2 of 50 steps done
         assert time.monotonic() < deadline, "the job did not start its search"
         time.sleep(0.05)
     os.kill(int((run.out / ".lock").read_text()), signal.SIGUSR2)  # what Slurm sends before the time limit
-    report = _grid(out, epochs=20, extra=["checkpoint_every=2"], slurm=one_minute, seeds=[0]).run()
+    report = _grid(out, epochs=10, extra=["checkpoint_every=2"], slurm=one_minute, seeds=[0]).run()
     assert report.records[0].ok
     (log,) = (out / "slurm").glob("*_0_log.out")  # submitit's own log of the job
     assert "Requeued job" in log.read_text()

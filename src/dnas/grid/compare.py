@@ -112,7 +112,9 @@ class Compare:
         self.unusable: dict[str, str] = {}
         self.runs = [self._plan(entry, seed) for seed in self.seeds for entry in self.entries]
         self.slurm = None if slurm is None else SlurmExecutor(slurm, self.out / "slurm", jobs, threads, self.echo)
+        #: what this call knows of runs beyond their directories (``failed: ...``, ``not finished: ...``)
         self.status: dict[str, str] = {}
+        self._ended = 0  # runs reported so far, for the [i/N] lines
 
     def _plan(self, entry: Entry, seed: int) -> Run:
         from dnas.resolve import resolve_config
@@ -221,6 +223,10 @@ def load_description(path: str | Path) -> dict[str, Any]:
     if unknown:
         raise DnasError(f"unknown key(s) {', '.join(map(str, unknown))} in {path}; a compare file holds "
                         f"{', '.join(DESCRIPTION_KEYS)}")
+    for key, kind in (("space", str), ("table", str), ("threads", int)):
+        if data.get(key) is not None and (isinstance(data[key], bool) or not isinstance(data[key], kind)):
+            raise DnasError(f"{key} in {path} must be a {'number' if kind is int else 'name or path'}, "
+                            f"got {data[key]!r}")
     settings: dict[str, Any] = {k: data[k] for k in ("space", "table", "threads") if k in data}
     if "entries" in data:
         if not isinstance(data["entries"], list):

@@ -26,6 +26,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 from dnas.config import SearchConfig
@@ -56,7 +57,7 @@ def run_here(runs: Sequence[Run], threads: int | None, progress: bool, done: Don
 @dataclass
 class _Worker:
     run: Run
-    process: object  # multiprocessing's SpawnProcess
+    process: BaseProcess
     outcome: Connection
 
 
@@ -106,10 +107,10 @@ def _outcome(worker: _Worker) -> str | None:
     if message is None:
         code = process.exitcode
         how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}"
-        return f"its worker process {how} before the run ended; it resumes from its last checkpoint next time"
+        return f"its worker process {how} before the run ended; the next call runs it again (from its checkpoint)"
     kind, reason = message
     if kind == "interrupted":
-        return "interrupted by a signal from outside the grid; it resumes from its last checkpoint next time"
+        return "interrupted by a signal from outside the grid; the next call runs it again (from its checkpoint)"
     return reason
 
 
