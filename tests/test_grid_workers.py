@@ -79,7 +79,9 @@ def test_sigterm_stops_the_grid_cleanly_and_the_next_call_resumes(tmp_path):
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1] == ("dnas: error: interrupted; finished runs are kept and unfinished ones "
                                             "resume from their checkpoints: run the same command again")
-    assert not [p for p in workers if _alive(p)]  # the grid waited for its workers
+    searches = [int((out / "runs" / f"darts-s{s}" / ".lock").read_text()) for s in (0, 1)]  # pids of the workers
+    assert set(searches) <= set(workers) and not [p for p in searches if _alive(p)]  # the grid waited for them
+    assert _wait_until_gone(workers, 10) == []  # and multiprocessing's resource tracker follows the grid
     for seed in (0, 1):
         run = out / "runs" / f"darts-s{seed}"
         assert (run / "checkpoint.pt").exists() and not (run / "results.json").exists()
