@@ -17,7 +17,8 @@ import dnas.search_loop
 from dnas.cli import main
 from dnas.convergence import UNDECIDED_MARGIN, least_decided
 from dnas.errors import DnasError
-from dnas.report import Compare, Entry, mean_std, parse_entry, parse_methods, parse_seeds
+from dnas.grid import Compare, Entry, parse_entry, parse_methods, parse_seeds
+from dnas.report import mean_std
 from dnas.report.plots import matplotlib_available
 from dnas.report.tables import RunRecord, markdown_per_run, markdown_summary, summarize
 
@@ -229,8 +230,10 @@ def test_an_interrupted_run_resumes_to_the_same_result(grid, tmp_path, monkeypat
     monkeypatch.setattr(dnas.search_loop.Search, "_iteration", crash_in_second_epoch)
     compare = Compare("nb201", parse_methods("darts"), [0], out, flags={"epochs": 2, "batch_size": 16},
                       overrides=[*TINY, "checkpoint_every=2"], progress=False, echo=lambda line: None)
-    with pytest.raises(RuntimeError, match="power cut"):
-        compare.run()
+    # a crash fails that run only: it is reported with its reason, the grid and its report go on
+    failed = compare.run().records[0]
+    assert failed.status == "failed: crashed with RuntimeError: power cut (traceback on stderr)"
+    assert [p.epoch for p in failed.curve] == [1]
     run = out / "runs" / "darts-s0"
     assert (run / "checkpoint.pt").exists() and not (run / "results.json").exists()
     monkeypatch.setattr(dnas.search_loop.Search, "_iteration", iteration)
@@ -329,3 +332,145 @@ def test_a_changed_budget_does_not_reuse_old_runs(grid, tmp_path):
     entries = parse_methods("darts")
     with pytest.raises(DnasError, match=r"holds a run with a different configuration \(epochs\)"):
         Compare("nb201", entries, [0], out, flags={"epochs": 3, "batch_size": 16}, overrides=TINY)
+
+
+# ----- runs that cannot be resumed or read ------------------------------------------------------------------------
+def test_unusable_run_directories_are_reported_not_fatal(grid, tmp_path, capsys):
+    out = _copy(grid, tmp_path)
+    runs = out / "runs"
+    (runs / "darts-s0" / "results.json").write_text("{not json")  # unreadable results
+    (runs / "pr-darts-s0" / "results.json").unlink()  # must resume, from a corrupt checkpoint
+    (runs / "pr-darts-s0" / "checkpoint.pt").write_bytes(b"garbage")
+    (runs / "prl-s0" / "results.json").unlink()  # resumes from its final checkpoint: finishes
+    (runs / "darts-s1" / "config.yaml").write_text("a: [unclosed")  # cannot be checked against the grid
+    shutil.rmtree(runs / "pr-darts-s1")  # a directory of someone else's files
+    (runs / "pr-darts-s1").mkdir()
+    (runs / "pr-darts-s1" / "notes.txt").write_text("mine")
+    code = main(["compare", "--methods", "darts,pr-darts", "--entry", COMBO, *ARGS, "--out", str(out), *TINY])
+    assert code == 0
+    status = {f"{r['entry']}-s{r['seed']}": r["status"] for r in _rows(out / "per_run.csv")}
+    assert status["prl-s0"] == "ok" and status["prl-s1"] == "ok"
+    assert status["darts-s0"].startswith(f"failed: {runs / 'darts-s0'} cannot be read (JSONDecodeError")
+    assert status["pr-darts-s0"].startswith(f"failed: checkpoint {runs / 'pr-darts-s0' / 'checkpoint.pt'} is "
+                                            "unreadable or corrupt")
+    assert status["darts-s1"].startswith(f"failed: {runs / 'darts-s1' / 'config.yaml'} cannot be read")
+    assert status["pr-darts-s1"] == (f"failed: --out {runs / 'pr-darts-s1'} already holds other files (notes.txt); "
+                                     "choose an empty or new directory")
+    assert (runs / "pr-darts-s1" / "notes.txt").read_text() == "mine"  # nothing of the user's touched
+    summary = {r["entry"]: (r["runs"], r["failed"]) for r in _rows(out / "summary.csv")}
+    assert summary == {"darts": ("0", "2"), "pr-darts": ("0", "2"), "prl": ("2", "0")}
+    report = (out / "report.md").read_text()
+    assert "already holds other files" in report and "is unreadable or corrupt" in report
+    assert "| `darts` | darts | 0 (2 failed) |" in capsys.readouterr().out
+
+
+def _table_with_holes(tmp_path, archs):
+    """The mini-bench table with the cifar10-test cell of ``archs`` blank and cifar100-test not a number."""
+    from dnas.benchmarks import canonical_arch
+
+    holes = {canonical_arch(a) for a in archs}
+    with open(shared_data(TABLE), newline="") as f:
+        rows = list(csv.reader(f))
+    header = rows[0]
+    key = next(i for i, v in enumerate(rows[1]) if v.startswith("|"))
+    for row in rows[1:]:
+        if canonical_arch(row[key]) in holes:
+            row[header.index("cifar10-test")] = ""
+            row[header.index("cifar100-test")] = "n/a"
+    path = tmp_path / "holes.csv"
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    return path
+
+
+def test_blank_and_non_numeric_table_cells_are_missing_scores(grid, tmp_path, monkeypatch):
+    out = _copy(grid, tmp_path)
+    runs = _rows(out / "per_run.csv")
+    holed = {r["arch"] for r in runs if r["entry"] == "darts" and r["seed"] == "0"}
+    table = _table_with_holes(tmp_path, holed)
+    monkeypatch.setattr(dnas.search_loop.Search, "run", lambda self: pytest.fail("no run should be recomputed"))
+    assert main(["compare", "--methods", "darts,pr-darts", "--entry", COMBO, *ARGS, "--out", str(out), *TINY,
+                 "--table", str(table)]) == 0
+    scored = _rows(out / "per_run.csv")
+    for row in scored:  # a holed cell is a missing score, every other cell keeps its number
+        assert (row["cifar10-test"] == "") == (row["arch"] in holed) == (row["cifar100-test"] == "")
+        assert float(row["imagenet-test"]) > 0
+    summary = {r["entry"]: r for r in _rows(out / "summary.csv")}
+    for entry, row in summary.items():  # the means are over the scored runs only
+        values = [float(r["cifar10-test"]) for r in scored if r["entry"] == entry and r["arch"] not in holed]
+        expected = sum(values) / len(values) if values else None
+        assert (float(row["cifar10-test_mean"]) if row["cifar10-test_mean"] else None) == pytest.approx(expected)
+
+
+def test_query_of_a_table_without_value_columns_is_one_sentence(tmp_path, capsys):
+    table = tmp_path / "archs.csv"
+    table.write_text("arch_str\n|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|skip_connect~1|"
+                     "skip_connect~2|\n")
+    assert main(["query", "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|skip_connect~1|"
+                 "skip_connect~2|", "--table", str(table)]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"dnas: error: the table {table} has only the arch-string column 'arch_str'; it needs at least "
+                   "one column of benchmark values (e.g. cifar10-test)\n")
+
+
+# ----- compare.yaml and --config ----------------------------------------------------------------------------------
+def test_the_grid_describes_itself_in_compare_yaml(grid):
+    out, _ = grid
+    description = yaml.safe_load((out / "compare.yaml").read_text())
+    assert description == {
+        "space": "nb201",
+        "entries": [{"name": "darts", "method": "darts", "overrides": []},
+                    {"name": "pr-darts", "method": "pr-darts", "overrides": []},
+                    {"name": "prl", "method": "pr-darts",
+                     "overrides": ["weight_regularizers=lambda", "estimator=amended"]}],
+        "seeds": [0, 1], "dataset": None, "data_root": None, "download": None, "epochs": 2, "batch_size": 16,
+        "device": None, "overrides": TINY, "table": None, "threads": None}
+
+
+def _per_run(out):
+    keep = ("entry", "method", "seed", "status", "arch", "skip_connect", "parameter_free", "epochs", "steps",
+            "arch_steps")
+    return [{k: r[k] for k in keep} for r in _rows(out / "per_run.csv")]
+
+
+def test_config_replays_the_grid_in_a_new_folder(grid, tmp_path):
+    out, _ = grid
+    replay = tmp_path / "replay"
+    # options given override the file: only seed 1, only the combination entry
+    assert main(["compare", "--config", str(out / "compare.yaml"), "--out", str(replay), "--seeds", "1",
+                 "--entry", COMBO, "--quiet"]) == 0
+    assert _per_run(replay) == [r for r in _per_run(out) if r["entry"] == "prl" and r["seed"] == "1"]
+    assert _strengths(replay / "runs" / "prl-s1") == _strengths(out / "runs" / "prl-s1")
+    description = yaml.safe_load((replay / "compare.yaml").read_text())
+    assert description["seeds"] == [1] and [e["name"] for e in description["entries"]] == ["prl"]
+    assert description["overrides"] == TINY and description["epochs"] == 2
+
+
+def test_config_replay_in_place_reuses_every_run(grid, tmp_path, monkeypatch):
+    out = _copy(grid, tmp_path)
+    monkeypatch.setattr(dnas.search_loop.Search, "run", lambda self: pytest.fail("no run should be recomputed"))
+    before = _per_run(out)
+    # the folder stands for its compare.yaml; key=value items come after the file's overrides
+    assert main(["compare", "--config", str(out), "--out", str(out), "--quiet", "log_every=3"]) == 0
+    assert _per_run(out) == before
+    assert yaml.safe_load((out / "compare.yaml").read_text())["overrides"] == [*TINY, "log_every=3"]
+    assert main(["compare", "--config", str(out), "--out", str(out), "--methods", "darts", "--quiet"]) == 0
+    assert _per_run(out) == [r for r in before if r["entry"] == "darts"]
+
+
+@pytest.mark.parametrize("text,message", [
+    ("seeds: [0, 0]\n", "--seeds takes distinct non-negative integers"),
+    ("colour: red\n", "unknown key(s) colour in"),
+    ("entries: [{name: a, method: magic}]\n", "unknown method 'magic'"),
+    ("entries: [darts]\n", "an entry is a mapping {name: NAME, method: METHOD"),
+    ("overrides: [seed=3]\n", "seed is set by the grid"),
+    ("- a list\n", "must hold a mapping"),
+    ("threads: two\n", "threads in"),
+])
+def test_bad_config_files_are_one_sentence(text, message, tmp_path, capsys):
+    config = tmp_path / "compare.yaml"
+    config.write_text(text)
+    assert main(["compare", "--config", str(config), "--out", str(tmp_path / "cmp")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "cmp").exists()

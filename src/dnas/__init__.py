@@ -25,7 +25,7 @@ _EXPORTS = {
     "SearchResult": "dnas.api", "TrainResult": "dnas.api", "read_metrics": "dnas.api",
     "Search": "dnas.search_loop", "resolve_config": "dnas.resolve", "SearchConfig": "dnas.config",
     "Trainer": "dnas.training", "resolve_train_config": "dnas.training", "Genotype": "dnas.spaces",
-    "Compare": "dnas.report", "DnasError": "dnas.errors",
+    "Compare": "dnas.grid", "DnasError": "dnas.errors",
 }
 __all__ = ["__version__", *_EXPORTS]
 

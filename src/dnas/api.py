@@ -20,10 +20,13 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dnas.errors import DnasError
 from dnas.spaces import Genotype
+
+if TYPE_CHECKING:
+    from dnas.grid import SlurmOptions
 
 
 @dataclass
@@ -157,19 +160,21 @@ def query(genotype: str | Path | Genotype, table: str | Path) -> dict[str, Any] 
 
 def compare(space: str = "nb201", methods: Sequence[str] | str = ("darts", "pr-darts"),
             seeds: Sequence[int] = (0, 1, 2), out: str | Path | None = None, *, entries: Sequence[str] = (),
-            table: str | Path | None = None, jobs: int = 1, threads: int | None = None, progress: bool = False,
+            table: str | Path | None = None, jobs: int | None = None, threads: int | None = None,
+            slurm: SlurmOptions | None = None, wait: bool = True, progress: bool = False,
             overrides: Mapping[str, Any] | Sequence[str] | None = None, **flags: Any):
     """Run (or resume) a method x seed grid and return its report (:class:`dnas.report.Report`).
 
     ``entries``: combinations as ``"NAME:METHOD:key=value,..."``; ``flags``: dataset, epochs,
-    batch_size, ... as for ``dnas compare``. Scripts that use ``jobs > 1`` need the
+    batch_size, ... as for ``dnas compare``; ``slurm``: a :class:`dnas.grid.SlurmOptions` to run each
+    run as a Slurm job (``wait=False``: submit and return). Scripts that use ``jobs > 1`` need the
     ``if __name__ == "__main__":`` guard of multiprocessing.
     """
-    from dnas.report import Compare, parse_entry, parse_methods
+    from dnas.grid import Compare, parse_entry, parse_methods
 
     names = methods if isinstance(methods, str) else ",".join(methods)
     grid = [*parse_methods(names), *(parse_entry(e) for e in entries)]
     folder = _run_dir(out, "dnas-compare-")
     return Compare(space, grid, list(seeds), folder, flags=flags, overrides=_items({}, overrides), table=table,
-                   jobs=jobs, threads=threads, progress=progress, echo=(lambda line: None) if not progress
-                   else None).run()
+                   jobs=jobs, threads=threads, slurm=slurm, wait=wait, progress=progress,
+                   echo=(lambda line: None) if not progress else None).run()

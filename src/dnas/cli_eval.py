@@ -13,9 +13,8 @@ import os
 import sys
 from pathlib import Path
 
+from dnas.benchmarks.table import TABLE_ENV
 from dnas.errors import DnasError
-
-TABLE_ENV = "DNAS_NB201_TABLE"
 
 TRAIN_EPILOG = """\
 GENOTYPE is the genotype.json a search wrote (or its run folder), a published cell (DARTS_V1,

@@ -12,3 +12,7 @@ class DnasError(Exception):
 
 class NonFiniteLossError(DnasError):
     """The training or validation loss became NaN or infinite."""
+
+
+class Interrupted(DnasError):
+    """A run stopped on request (Ctrl-C, SIGTERM) after saving its checkpoint; the same command resumes it."""

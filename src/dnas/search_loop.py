@@ -41,7 +41,7 @@ from dnas.convergence import convergence
 from dnas.data import Augment, BatchStream, ImageDataset, load_dataset, split_indices, stratified_subset
 from dnas.diagnostics import gradient_alignment
 from dnas.distributed import setup as setup_distributed
-from dnas.errors import DnasError, NonFiniteLossError
+from dnas.errors import DnasError, Interrupted, NonFiniteLossError
 from dnas.hessian import dominant_eigenvalue
 from dnas.runs import GracefulStop, RunDir, progress_bar, resolve_device, rng_state, set_rng_state
 from dnas.spaces import Genotype, get_space
@@ -288,8 +288,8 @@ class Search:
             comp.on_epoch_start(self.epoch, self.cfg.epochs)
         self.problem.weight_lr = self.lr_schedule.get_last_lr()[0]
 
-    def _interrupted(self) -> DnasError:
-        return DnasError(f"interrupted; the search is saved in {self.out}: run the same command again to resume it")
+    def _interrupted(self) -> Interrupted:
+        return Interrupted(f"interrupted; the search is saved in {self.out}: run the same command again to resume it")
 
     def step(self) -> dict[str, Any] | None:
         """One iteration (see :meth:`_iteration`) with its bookkeeping: the step record when one is

@@ -9,6 +9,9 @@ Accuracies are in percent, as the benchmark publishes them.
 A directory that holds exactly one ``.csv`` or ``.parquet`` file loads as that file, so
 ``../shared/data/nb201_12ep_minibench/`` is a table.
 
+A blank cell reads as None (a cell the benchmark did not evaluate); :func:`score` is a value as a
+finite float, or None for a blank, non-numeric or non-finite one.
+
 :func:`lookup` is what the search loop calls each epoch: the row of a derived cell, or None.
 """
 
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,8 +28,10 @@ from pathlib import Path
 from dnas.errors import DnasError
 from dnas.spaces import Genotype
 
-Value = float | int | str
+Value = float | int | str | None
 SUFFIXES = (".csv", ".parquet")
+#: the environment variable naming the default NAS-Bench-201 table of ``dnas query`` and ``dnas compare``
+TABLE_ENV = "DNAS_NB201_TABLE"
 
 
 def _is_arch_str(text: object) -> bool:
@@ -44,6 +50,8 @@ def canonical_arch(arch: str | Genotype | dict) -> str:
 
 
 def _number(text: str) -> Value:
+    if not text.strip():
+        return None
     try:
         return int(text)
     except ValueError:
@@ -52,6 +60,13 @@ def _number(text: str) -> Value:
         return float(text)
     except ValueError:
         return text
+
+
+def score(value: Value) -> float | None:
+    """A table value as a finite float; None for a blank, non-numeric or non-finite cell."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
 
 
 @dataclass
@@ -81,7 +96,10 @@ class Table:
         """The arch string with the highest value in ``column`` and that value."""
         if column not in self.columns:
             raise DnasError(f"the table has no column {column!r}; columns: {', '.join(self.columns)}")
-        arch = max(self.rows, key=lambda a: self.rows[a][column])
+        scored = [a for a in self.rows if score(self.rows[a][column]) is not None]
+        if not scored:
+            raise DnasError(f"the column {column!r} of {self.source} holds no numbers")
+        arch = max(scored, key=lambda a: score(self.rows[a][column]))
         return arch, self.rows[arch][column]
 
     # ----- files ---------------------------------------------------------------------------------
@@ -114,6 +132,9 @@ class Table:
         if key_index is None:
             raise DnasError(f"the table {source} has a header but no rows")
         columns = tuple(h for i, h in enumerate(header) if i != key_index)
+        if not columns:
+            raise DnasError(f"the table {source} has only the arch-string column {header[key_index]!r}; it needs at "
+                            "least one column of benchmark values (e.g. cifar10-test)")
         return cls(key=header[key_index], columns=columns, rows=rows, source=source)
 
     def save(self, path: str | Path) -> None:
@@ -238,6 +259,6 @@ def format_row(arch: str, row: dict[str, Value] | None, source: str = "") -> str
         return out.getvalue()
     width = max(len(k) for k in row)
     for k, v in row.items():
-        shown = f"{v:.2f}" if isinstance(v, float) else str(v)
+        shown = f"{v:.2f}" if isinstance(v, float) else "–" if v is None else str(v)
         out.write(f"  {k:<{width}}  {shown}\n")
     return out.getvalue()

@@ -416,13 +416,17 @@ def write_report(runs: Sequence[RunHistory], out: str | Path, refresh: int | Non
 
 def write_grid_pages(out: str | Path, grid: Sequence[tuple[str, str, Path]], title: str) -> Path:
     """``dnas compare``'s pages: ``out/reports/<run>/index.html`` for every ``(row, column, run
-    directory)`` that has started, and ``out/index.html``, the overview linking them."""
+    directory)`` that has started and can be read, and ``out/index.html``, the overview linking them
+    (a run directory that cannot be read is left out here; the grid's report names it as failed)."""
     out = Path(out)
     entries = []
     for row, column, run_dir in grid:
         if not is_run(run_dir):
             continue
-        run = read_run(run_dir)
+        try:
+            run = read_run(run_dir)
+        except DnasError:
+            continue
         href = f"reports/{run.name}/{INDEX}"
         atomic_write_text(out / href, run_page(run))
         entries.append(GridEntry(row, column, run, href))
