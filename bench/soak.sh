@@ -6,8 +6,9 @@
 #
 # 1. An uninterrupted reference search and reference compare grid (tiny NB201 supernet on the
 #    embedded digits, 1 torch thread).
-# 2. The same search, started again and again with `kill -9` after a random 0.3-3 s (so kills
-#    land inside data loading, steps, checkpoint writes, metric appends), KILLS times or until it
+# 2. The same search, started again and again with `kill -9` after a random 2.5-10.5 s (past the
+#    interpreter's start, so kills land inside data loading, steps, checkpoint writes, metric
+#    appends, worker start-up), KILLS times or until it
 #    finishes; then once more to the end. Its results.json (seconds aside) and metrics.jsonl
 #    (seconds aside) must equal the reference's.
 # 3. The same for `dnas compare --jobs 2`: after each kill -9 of the parent no worker may survive;
@@ -40,7 +41,7 @@ SURVIVORS=0
 kill_after() {  # run "$@" in the background, kill -9 it after a random delay; 0 if it had finished first
   "$@" >/dev/null 2>&1 &
   local pid=$! delay children
-  delay=$(python -c "import sys; print(round(0.3 + 2.7 * int(sys.argv[1]) / 32767, 2))" "$RANDOM")
+  delay=$(python -c "import sys; print(round(2.5 + 8 * int(sys.argv[1]) / 32767, 2))" "$RANDOM")
   sleep "$delay"
   children=$(pgrep -P "$pid" || true)
   if kill -9 "$pid" 2>/dev/null; then

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -69,15 +70,40 @@ def test_a_rank_that_dies_stops_the_other_and_the_run_resumes_identical(tmp_path
         Search(cfg, tmp_path / "run", progress=False).run()
 
 
-def test_torchrun_dnas_search_command_line(tmp_path):
+CLI = ["-m", "dnas", "search", "--epochs", "4", "--batch-size", "16", "--quiet", "--threads", "1", *TINY]
+
+
+def _results(out: Path) -> dict:
+    results = json.loads((out / "results.json").read_text())
+    results.pop("seconds")
+    return results
+
+
+def test_torchrun_dnas_search_command_line_and_sigterm_on_one_rank(tmp_path):
     out = tmp_path / "cli"
-    done = _torchrun("-m", "dnas", "search", "--epochs", "2", "--batch-size", "16", "--quiet", "--threads", "1",
-                     *TINY, "--out", str(out))
+    done = _torchrun(*CLI, "--out", str(out))
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.count("nb201 cell:") == 2  # both ranks print the same cell
     records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    assert len([r for r in records if r["kind"] == "epoch"]) == 2
-    assert json.loads((out / "checkpoint.pt").exists() and (out / "results.json").read_text())["steps"] > 0
+    assert len([r for r in records if r["kind"] == "epoch"]) == 4  # one writer: each record once
+    assert _results(out)["steps"] > 0
+    # SIGTERM to one rank only: both stop at the same step with a checkpoint; the rerun ends identical
+    stopped = tmp_path / "stopped"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DNAS_DIST_TIMEOUT": "20"}
+    agent = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                              "--master_port", str(29600 + os.getpid() % 300), *CLI, "--out", str(stopped)],
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (stopped / "checkpoint.pt").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    workers = subprocess.run(["pgrep", "-P", str(agent.pid)], capture_output=True, text=True).stdout.split()
+    assert workers
+    os.kill(int(workers[-1]), signal.SIGTERM)
+    _, err = agent.communicate(timeout=120)
+    assert agent.returncode != 0 and "interrupted; the search is saved" in err
+    resumed = _torchrun(*CLI, "--out", str(stopped))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert _results(stopped) == _results(out)
 
 
 def test_the_global_batch_must_divide_among_the_ranks(tmp_path):
