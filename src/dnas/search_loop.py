@@ -364,7 +364,8 @@ class Search:
         need_cells = alignment_due or any(r.needs_cell_gradients for r in self.weight_regularizers)
         loss, logits, cell_weights = problem.weight_loss(train_batch, cell_gradients=need_cells)
         loss.backward()
-        cell_grads = [w.grad for w in cell_weights] if need_cells else []
+        # a cell whose ops were all masked out computed nothing: its gradient is zero, not missing
+        cell_grads = [torch.zeros_like(w) if w.grad is None else w.grad for w in cell_weights] if need_cells else []
         weights = problem.weights
         problem.mean_([*(p.grad for p in weights), *cell_grads])
         # the Fisher trace is of grad_w L_train alone (DARTS-PRIME), before any regularizer adds to it

@@ -189,10 +189,7 @@ class LambdaRegularizer(WeightRegularizer):
         groups = {t: net.cells_of_type(t) for t in self.regularized_types(net)}
         with torch.no_grad():
             stacked = {
-                t: torch.stack([
-                    (cell_grads[i] if cell_grads[i] is not None else torch.zeros_like(cell_weights[i])).reshape(-1)
-                    for i in idx
-                ])
+                t: torch.stack([cell_grads[i].reshape(-1) for i in idx])
                 for t, idx in groups.items()
             }
             self._alignment = {t: alignment(g, self.measure) for t, g in stacked.items()}
