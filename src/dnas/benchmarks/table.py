@@ -81,8 +81,14 @@ class Table:
         """The arch string with the highest value in ``column`` and that value."""
         if column not in self.columns:
             raise DnasError(f"the table has no column {column!r}; columns: {', '.join(self.columns)}")
-        arch = max(self.rows, key=lambda a: self.rows[a][column])
-        return arch, self.rows[arch][column]
+        numbers: dict[str, float] = {}
+        for arch, row in self.rows.items():
+            value = row[column]
+            if isinstance(value, str):
+                raise DnasError(f"the column {column!r} holds text ({value!r} for {arch}), not numbers to rank")
+            numbers[arch] = value
+        best = max(numbers, key=numbers.__getitem__)
+        return best, numbers[best]
 
     # ----- files ---------------------------------------------------------------------------------
     @classmethod
@@ -93,10 +99,10 @@ class Table:
             return cls._from_records(header, records, str(path))
         with open(path, newline="") as f:
             reader = csv.reader(f)
-            header = next(reader, None)
-            if not header:
+            header_row = next(reader, None)
+            if not header_row:
                 raise DnasError(f"the table {path} is empty; expected a header row and one row per cell")
-            return cls._from_records(header, ([_number(v) for v in row] for row in reader if row), str(path))
+            return cls._from_records(header_row, ([_number(v) for v in row] for row in reader if row), str(path))
 
     @classmethod
     def _from_records(cls, header: list[str], records, source: str) -> Table:
