@@ -255,7 +255,7 @@ class FisherSchedule(Schedule):
         self._event: Any = None
 
     @property
-    def train_portion(self) -> float | None:  # type: ignore[override]
+    def train_portion(self) -> float | None:
         return self.f / (1 + self.f) if self.rebalance_split else None
 
     def take_arch_step(self, step: int) -> bool:
