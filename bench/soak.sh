@@ -46,12 +46,19 @@ kill_after() {  # run "$@" in the background, kill -9 it after a random delay; 0
   children=$(pgrep -P "$pid" || true)
   if kill -9 "$pid" 2>/dev/null; then
     wait "$pid" 2>/dev/null || true
-    sleep 3  # an orphaned worker would still be running now
+    # workers notice within a second once they run (a worker still importing torch notices after
+    # its imports); one alive after 30 s is an orphan
+    local waited=0 alive=1
+    while [ "$alive" -eq 1 ] && [ "$waited" -lt 60 ]; do
+      alive=0
+      for c in $children; do kill -0 "$c" 2>/dev/null && alive=1; done
+      [ "$alive" -eq 1 ] && { sleep 0.5; waited=$((waited + 1)); }
+    done
     SURVIVORS=0
     for c in $children; do
       if kill -0 "$c" 2>/dev/null; then SURVIVORS=$((SURVIVORS + 1)); kill -9 "$c" 2>/dev/null || true; fi
     done
-    echo "killed after ${delay}s (children then: $(echo $children | wc -w), survivors: $SURVIVORS)"
+    echo "killed after ${delay}s (children then: $(echo $children | wc -w), all gone after $((waited / 2)) s, survivors after 30 s: $SURVIVORS)"
     return 1
   fi
   wait "$pid" 2>/dev/null || true

@@ -11,7 +11,7 @@ from conftest import TINY
 
 from dnas.cli import main
 from dnas.config import parse_value
-from dnas.errors import NonFiniteLossError
+from dnas.errors import DnasError, NonFiniteLossError
 from dnas.resolve import resolve_config
 from dnas.search_loop import Search
 from dnas.training import resolve_train_config
@@ -187,3 +187,11 @@ def test_a_zip_without_class_folders_is_one_sentence(tmp_path, capsys):
         z.write(image, "b.png")
     assert main(["search", *FAST, "--dataset", str(archive), "--out", str(tmp_path / "run")]) == 2
     assert "are not in class folders" in _one_sentence(capsys)
+
+
+def test_an_unresolved_config_without_discretizer_is_named_and_leaves_nothing(tmp_path):
+    cfg = resolve_config({"epochs": 1, "batch_size": 16}, TINY)
+    cfg.discretizer = None  # as in a hand-built SearchConfig(): resolve_config picks the space's rule
+    with pytest.raises(DnasError, match="resolve_config"):
+        Search(cfg, tmp_path / "run", progress=False).open()
+    assert not (tmp_path / "run").exists()

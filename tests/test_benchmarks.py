@@ -97,6 +97,16 @@ def test_table_errors_are_one_sentence(tmp_path):
         canonical_arch(PUBLISHED["PRDARTS"].genotype)
 
 
+def test_best_ranks_a_number_column_and_refuses_text(tmp_path):
+    table = Table.load(_tiny_table(tmp_path / "t.csv"))
+    assert table.best("cifar10-test") == (_arch(("nor_conv_3x3",) * 6), 89.0)
+    assert table.best("arch") == (_arch(("nor_conv_3x3",) * 6), 1)
+    with pytest.raises(DnasError, match="'note' holds text"):
+        table.best("note")
+    with pytest.raises(DnasError, match="no column"):
+        table.best("cifar100-test")
+
+
 def test_parquet_needs_pyarrow(tmp_path):
     table = Table.load(_tiny_table(tmp_path / "t.csv"))
     try:

@@ -221,3 +221,17 @@ def test_gate_masks_are_computed_once_per_activation(tmp_path):
     search._arch_step(search.group.shard(next(search.train_stream)))
     assert len(forwards) >= 5 and len(calls) == 2  # L_val at w, and the leaves of every L_train pass
     search.close()
+
+
+def test_cells_that_compute_nothing_have_zero_gradient_alignment(tmp_path):
+    """When every op of a cell type is masked out (all gates closed, say), its cells compute nothing
+    and their weights get no gradient: the logged alignment treats the gradients as zero."""
+    cfg = resolve_config({"epochs": 1, "batch_size": 16}, [*TINY, "alignment_every=1", "log_every=1"])
+    search = Search(cfg, tmp_path / "run", progress=False).open()
+    search.activation.active_mask = lambda weights: {t: torch.zeros(w.shape, dtype=torch.bool)
+                                                     for t, w in weights.items()}
+    search.step()
+    search.step()
+    search.close()
+    steps = _records(tmp_path / "run", "step")
+    assert steps and all(r["alignment.cell"] == 0.0 for r in steps)

@@ -118,3 +118,14 @@ def test_per_cell_weights_reach_their_cells():
     grads = [w.grad for w in weights]
     assert all(g is not None and g.abs().sum() > 0 for g in grads)
     assert not torch.allclose(grads[0], grads[-1])  # each cell reads its own copy
+
+
+def test_reference_helpers_refuse_the_wrong_inputs():
+    space, fused, reference = _pair("darts", 3)
+    before = {k: v.clone() for k, v in fused.state_dict().items()}
+    with pytest.raises(TypeError, match="fused=False"):
+        copy_into_reference(reference, fused)  # the wrong way round: nothing is copied
+    for k, v in fused.state_dict().items():
+        assert torch.equal(v, before[k])
+    with pytest.raises(RuntimeError, match="backward"):  # no backward pass yet: no gradients to pair
+        member_gradient_pairs(_node_modules(fused)[0], _node_modules(reference)[0])

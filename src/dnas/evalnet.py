@@ -79,7 +79,7 @@ def check_genotype(genotype: Genotype) -> None:
             raise DnasError(f"unknown NAS-Bench-201 op(s) {', '.join(bad)}; ops are {', '.join(NB201_OP_FACTORIES)}")
         return
     for cell_type in ("normal", "reduce"):
-        pairs = genotype.cells.get(cell_type)
+        pairs = genotype.cells.get(cell_type, ())
         if not pairs:
             raise DnasError(f"the {genotype.space} genotype has no {cell_type!r} cell; expected normal and reduce")
         if len(pairs) % 2:

@@ -59,8 +59,8 @@ class Work:
         """FLOPs summed by ``"kind"`` or ``"phase"``."""
         index = {"kind": 0, "phase": 1}[part]
         out: Counter[str] = Counter()
-        for key, flops in self.flops_by_key.items():
-            out[key[index]] += flops
+        for (kind, phase, _), flops in self.flops_by_key.items():
+            out[(kind, phase)[index]] += flops
         return dict(out)
 
     def __add__(self, other: Work) -> Work:

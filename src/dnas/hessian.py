@@ -35,8 +35,8 @@ def power_iteration(matvec: MatVec, like: Sequence[Tensor], *, iters: int = 20, 
         raise ValueError(f"power iteration needs at least one iteration, got {iters}")
     like = list(like)
     v = [torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device) for x in like]
-    norm = torch.sqrt(_dot(v, v))
-    v = [x / norm for x in v]
+    length = torch.sqrt(_dot(v, v))
+    v = [x / length for x in v]
     previous = None
     eigenvalue = 0.0
     for _ in range(iters):

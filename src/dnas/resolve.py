@@ -32,7 +32,7 @@ def resolve_config(flags: dict[str, Any] | None = None, overrides: list[str] | N
                         f"{', '.join(sorted(SearchConfig.field_names()))}")
     flags = {k: v for k, v in (flags or {}).items() if v is not None}
     overrides = list(overrides or [])
-    picked = {k: base[k] for k in ("space", "method") if k in base}
+    picked: dict[str, Any] = {k: base[k] for k in ("space", "method") if k in base}
     picked.update(flags)
     for item in overrides:  # space and method decide the preset, wherever they are given
         key, _, value = item.partition("=")

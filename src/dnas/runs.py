@@ -38,12 +38,15 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from dnas.distributed import SINGLE, Group
 from dnas.errors import DnasError
+
+if TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter
 
 LOCK = ".lock"
 CHECKPOINT = "checkpoint.pt"
@@ -354,9 +357,7 @@ class RunDir:
 
 def _try_lock(fd: int) -> bool:
     """An exclusive lock on ``fd`` without waiting (``flock`` on POSIX, ``msvcrt.locking`` on Windows)."""
-    try:
-        import fcntl
-    except ImportError:  # Windows
+    if sys.platform == "win32":
         import msvcrt
 
         try:
@@ -364,6 +365,8 @@ def _try_lock(fd: int) -> bool:
         except OSError:
             return False
         return True
+    import fcntl
+
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -398,16 +401,7 @@ class MetricsLog:
         except OSError as err:
             raise _write_error(self.path, err) from None
         if self._board is not None:
-            self._to_tensorboard(record)
-
-    def _to_tensorboard(self, record: dict[str, Any]) -> None:
-        step, kind = int(record.get("step", 0)), record.get("kind", "record")
-        for key, value in record.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in ("step", "epoch"):
-                self._board.add_scalar(f"{kind}/{key}", value, step)
-        for cell_type, values in (record.get("strengths") or {}).items():
-            self._board.add_histogram(f"strengths/{cell_type}", torch.tensor(values), step)
-        self._board.flush()
+            _to_tensorboard(self._board, record)
 
     @property
     def offset(self) -> int:
@@ -436,7 +430,17 @@ class NullLog(MetricsLog):
         pass
 
 
-def _tensorboard_writer(folder: Path, purge_step: int):
+def _to_tensorboard(board: SummaryWriter, record: dict[str, Any]) -> None:
+    step, kind = int(record.get("step", 0)), record.get("kind", "record")
+    for key, value in record.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in ("step", "epoch"):
+            board.add_scalar(f"{kind}/{key}", value, step)
+    for cell_type, values in (record.get("strengths") or {}).items():
+        board.add_histogram(f"strengths/{cell_type}", torch.tensor(values), step)
+    board.flush()
+
+
+def _tensorboard_writer(folder: Path, purge_step: int) -> SummaryWriter:
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:

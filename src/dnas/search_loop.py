@@ -70,6 +70,8 @@ class Search:
     record and every epoch record (the dicts written to ``metrics.jsonl``).
     """
 
+    _alignment: dict[str, Tensor]  # the last per-cell gradient alignment by cell type (reset with the meters)
+
     def __init__(self, cfg: SearchConfig, out: str | Path, progress: bool = True, *,
                  on_step: Callback | None = None, on_epoch: Callback | None = None):
         self.cfg = cfg
@@ -94,6 +96,8 @@ class Search:
         self.activation = build_component(ACTIVATIONS, cfg.activation)
         self.schedule = build_component(SCHEDULES, cfg.schedule)
         self.estimator = build_component(ESTIMATORS, cfg.estimator)
+        if cfg.discretizer is None:
+            raise DnasError("the config names no discretizer: build it with resolve_config (it picks the space's rule)")
         self.discretizer = build_component(DISCRETIZERS, cfg.discretizer)
         self.weight_regularizers = [build_component(WEIGHT_REGULARIZERS, c) for c in cfg.weight_regularizers]
         self.arch_regularizers = [build_component(ARCH_REGULARIZERS, c) for c in cfg.arch_regularizers]
@@ -286,7 +290,7 @@ class Search:
     def _begin_epoch(self) -> None:
         for comp in self.components.values():
             comp.on_epoch_start(self.epoch, self.cfg.epochs)
-        self.problem.weight_lr = self.lr_schedule.get_last_lr()[0]
+        self.problem.weight_lr = float(self.lr_schedule.get_last_lr()[0])
 
     def _interrupted(self) -> Interrupted:
         return Interrupted(f"interrupted; the search is saved in {self.out}: run the same command again to resume it")
@@ -364,7 +368,8 @@ class Search:
         need_cells = alignment_due or any(r.needs_cell_gradients for r in self.weight_regularizers)
         loss, logits, cell_weights = problem.weight_loss(train_batch, cell_gradients=need_cells)
         loss.backward()
-        cell_grads = [w.grad for w in cell_weights] if need_cells else []
+        # a cell whose ops were all masked out computed nothing: its gradient is zero, not missing
+        cell_grads = [torch.zeros_like(w) if w.grad is None else w.grad for w in cell_weights] if need_cells else []
         weights = problem.weights
         problem.mean_([*(p.grad for p in weights), *cell_grads])
         # the Fisher trace is of grad_w L_train alone (DARTS-PRIME), before any regularizer adds to it
@@ -387,7 +392,7 @@ class Search:
         self._sums = {k: zero.clone() for k in ("train_loss", "train_correct", "val_loss", "val_correct")}
         self._counts = {"train": 0, "val": 0}
         self._batches = {"train": 0, "val": 0}
-        self._alignment: dict[str, Tensor] = {}
+        self._alignment = {}
 
     def _meter(self, split: str, loss: Tensor, logits: Tensor, labels: Tensor) -> None:
         self._sums[f"{split}_loss"] += loss

@@ -245,6 +245,8 @@ def _same_images(a: ImageDataset, b: ImageDataset) -> bool:
 class Trainer:
     """A training run in directory ``out``; :meth:`run` resumes from ``out/checkpoint.pt`` when present."""
 
+    last_test: dict[str, float]  # the latest test-set evaluation (empty before the first)
+
     def __init__(self, cfg: TrainConfig, genotype: Genotype, out: str | Path, progress: bool = True):
         check_genotype(genotype)
         self.cfg = cfg
@@ -358,7 +360,7 @@ class Trainer:
             self.global_step, self.elapsed = 0, 0.0
             self._reset_window()
             self._reset_epoch()
-            self.last_test: dict[str, float] = {}
+            self.last_test = {}
             if state is None:
                 self.run_dir.start(self.cfg.to_yaml())
                 self.run_dir.write_json(GENOTYPE, self.genotype.to_dict())
@@ -370,7 +372,7 @@ class Trainer:
             if state is not None and state["finished"] and self.run_dir.file(RESULT).exists():
                 failed = False
                 return self.run_dir.read_json(RESULT)
-            start = (0, 0) if state is None else (state["epoch"], state["step"])
+            start: tuple[int, int] = (0, 0) if state is None else (state["epoch"], state["step"])
             with GracefulStop() as self._stop:
                 finished = self._loop(*start, stop_after)
             result = self._write_result() if finished else None

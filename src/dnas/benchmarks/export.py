@@ -116,7 +116,7 @@ def rows(api: Any, hp: str = "200", limit: int | None = None) -> Iterator[list[A
 
 
 def export_table(api: Any, out: str | Path, hp: str = "200", limit: int | None = None,
-                 progress: Callable[[int], None] | None = None) -> int:
+                 progress: Callable[[int], object] | None = None) -> int:
     """Write the table of ``api`` to ``out`` (``.csv``, or ``.parquet`` with pyarrow); returns the row count."""
     out = Path(out)
     if out.suffix.lower() not in (".csv", ".parquet"):

@@ -96,11 +96,11 @@ class Table:
         """The arch string with the highest value in ``column`` and that value."""
         if column not in self.columns:
             raise DnasError(f"the table has no column {column!r}; columns: {', '.join(self.columns)}")
-        scored = [a for a in self.rows if score(self.rows[a][column]) is not None]
+        scored = {a: v for a, row in self.rows.items() if (v := score(row[column])) is not None}
         if not scored:
-            raise DnasError(f"the column {column!r} of {self.source} holds no numbers")
-        arch = max(scored, key=lambda a: score(self.rows[a][column]))
-        return arch, self.rows[arch][column]
+            raise DnasError(f"the column {column!r} holds text, no numbers to rank ({self.source})")
+        arch = max(scored, key=scored.__getitem__)
+        return arch, scored[arch]
 
     # ----- files ---------------------------------------------------------------------------------
     @classmethod
@@ -111,10 +111,10 @@ class Table:
             return cls._from_records(header, records, str(path))
         with open(path, newline="") as f:
             reader = csv.reader(f)
-            header = next(reader, None)
-            if not header:
+            header_row = next(reader, None)
+            if not header_row:
                 raise DnasError(f"the table {path} is empty; expected a header row and one row per cell")
-            return cls._from_records(header, ([_number(v) for v in row] for row in reader if row), str(path))
+            return cls._from_records(header_row, ([_number(v) for v in row] for row in reader if row), str(path))
 
     @classmethod
     def _from_records(cls, header: list[str], records, source: str) -> Table:

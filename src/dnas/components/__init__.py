@@ -1,5 +1,7 @@
 """The slots of the search loop: activation, schedule, estimator, regularizers, discretizer."""
 
+from typing import Any
+
 from dnas.components.activations import ACTIVATIONS, Activation
 from dnas.components.discretizers import DISCRETIZERS, Discretizer
 from dnas.components.estimators import ESTIMATORS, Estimator
@@ -10,11 +12,13 @@ from dnas.components.regularizers import (
     WeightRegularizer,
 )
 from dnas.components.schedules import SCHEDULES, Schedule
+from dnas.registry import Registry
 
 # implementations that register themselves in the registries above
 from dnas.components import hard_concrete, lambda_darts, pr_darts, prime  # noqa: E402,F401  isort: skip
 
-SLOTS = {
+# each registry holds the classes of its own slot, hence Any
+SLOTS: dict[str, Registry[Any]] = {
     "activation": ACTIVATIONS,
     "schedule": SCHEDULES,
     "estimator": ESTIMATORS,

@@ -47,13 +47,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from dnas.autodiff import global_norm, preserved_buffers, replay_randomness
 from dnas.bilevel import Batch, BilevelProblem
 from dnas.components.regularizers import WEIGHT_REGULARIZERS, WeightRegularizer
 from dnas.diagnostics import gradient_alignment
 from dnas.errors import DnasError
+from dnas.supernet import Supernet
 
 MEASURES = ("corr", "signcorr")
 _TINY = 1e-30
@@ -161,7 +162,7 @@ class LambdaRegularizer(WeightRegularizer):
             return self.lam
         return self.lam * epoch / (epochs - 1)
 
-    def regularized_types(self, net: nn.Module) -> list[str]:
+    def regularized_types(self, net: Supernet) -> list[str]:
         """The cell types whose per-cell gradients are aligned (each with at least two cells)."""
         types = list(dict.fromkeys(net.cell_types))
         if self.cells == "auto":
@@ -188,10 +189,7 @@ class LambdaRegularizer(WeightRegularizer):
         groups = {t: net.cells_of_type(t) for t in self.regularized_types(net)}
         with torch.no_grad():
             stacked = {
-                t: torch.stack([
-                    (cell_grads[i] if cell_grads[i] is not None else torch.zeros_like(cell_weights[i])).reshape(-1)
-                    for i in idx
-                ])
+                t: torch.stack([cell_grads[i].reshape(-1) for i in idx])
                 for t, idx in groups.items()
             }
             self._alignment = {t: alignment(g, self.measure) for t, g in stacked.items()}
@@ -252,7 +250,8 @@ class LambdaRegularizer(WeightRegularizer):
         leaves = [b.clone().requires_grad_(i in order) for i, b in enumerate(base)]
         loss, _ = problem.loss(batch, activated, leaves)
         g = dict(zip(order, torch.autograd.grad(loss, [leaves[i] for i in order], create_graph=True), strict=True))
-        r = sum(alignment([g[i] for i in idx], self.measure) for idx in groups.values())
+        terms = [alignment([g[i] for i in idx], self.measure) for idx in groups.values()]
+        r = sum(terms[1:], terms[0])  # never empty: regularized_types refuses a supernet with nothing to align
         grad_r = torch.autograd.grad(r, problem.weights, allow_unused=True)
         return [None if gr is None else -self._lambda_t * gr.detach() for gr in grad_r]
 

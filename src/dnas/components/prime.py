@@ -261,7 +261,7 @@ class FisherSchedule(Schedule):
         self._event: Any = None
 
     @property
-    def train_portion(self) -> float | None:  # type: ignore[override]
+    def train_portion(self) -> float | None:
         return self.f / (1 + self.f) if self.rebalance_split else None
 
     def take_arch_step(self, step: int) -> bool:
@@ -294,7 +294,7 @@ class FisherSchedule(Schedule):
 
     def metrics(self) -> dict[str, float | Tensor]:
         out: dict[str, float | Tensor] = {"threshold": self.theta, "arch_steps": float(self.arch_steps)}
-        if self._ewma is not None:
+        if self._fisher is not None and self._ewma is not None:  # both are set by the same step
             out["fisher"], out["fisher_ewma"] = self._fisher, self._ewma
         return out
 
@@ -456,7 +456,8 @@ class ADMM(ArchRegularizer):
             self.z = project_discrete(space, shifted, masks)
             for t in current:
                 u = self.kappa * self.u[t] + current[t] - self.z[t]
-                self.u[t] = u if masks[t] is None else u * masks[t]
+                mask = masks[t]
+                self.u[t] = u if mask is None else u * mask
         self.updates += 1
 
     def __call__(self, problem: BilevelProblem, activated: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -475,7 +476,8 @@ class ADMM(ArchRegularizer):
         terms: dict[str, Tensor] = {}
         self._last = {"updates": float(self.updates)}
         for t, a in activated.items():
-            keep = 1.0 if masks[t] is None else masks[t]
+            mask = masks[t]
+            keep = 1.0 if mask is None else mask
             terms[f"admm.{t}"] = self.rho / 2 * _distance((a - self.z[t] + self.u[t]) * keep, self.squared)
             with torch.no_grad():
                 self._last[f"value.{t}"] = terms[f"admm.{t}"].detach()

@@ -26,13 +26,15 @@ ORDERS = ("arch-first", "weight-first")
 
 
 class Schedule(Component):
-    #: the train/val split this schedule wants (None: keep the configured one)
-    train_portion: float | None = None
-
     def __init__(self, *, order: str = "arch-first"):
         if order not in ORDERS:
             raise DnasError(f"schedule {self.name} order must be one of {', '.join(ORDERS)}, got {order!r}")
         self.order = order
+
+    @property
+    def train_portion(self) -> float | None:
+        """The train/val split this schedule wants (None: keep the configured one)."""
+        return None
 
     @property
     def weight_first(self) -> bool:

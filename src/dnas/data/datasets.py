@@ -24,7 +24,6 @@ import zipfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 import numpy as np
 import torch
@@ -207,7 +206,7 @@ def _from_rows(rows: np.ndarray, pixel_max: int, name: str, split: str, source: 
     return ImageDataset.from_tensors(images[keep], labels_t[keep], classes, name)
 
 
-def _read_csv(handle: IO[bytes], source: str) -> np.ndarray:
+def _read_csv(handle: io.BufferedIOBase, source: str) -> np.ndarray:
     try:
         rows = np.loadtxt(handle, delimiter=",", dtype=np.int64, ndmin=2)
     except (ValueError, OSError, EOFError) as e:
@@ -505,7 +504,6 @@ def _decode_images(items: list[tuple[str, int, Callable[[], bytes]]]) -> tuple[t
 
     arrays: np.ndarray | None = None
     gray = np.ones(len(items), dtype=bool)
-    size = None
     for i, (name, _, read) in enumerate(items):
         try:
             with Image.open(io.BytesIO(read())) as img:
@@ -514,12 +512,12 @@ def _decode_images(items: list[tuple[str, int, Callable[[], bytes]]]) -> tuple[t
                 rgb = img.convert("L" if gray[i] else "RGB")
         except (OSError, UnidentifiedImageError, zipfile.BadZipFile) as e:
             raise DnasError(f"Cannot decode the image {name} ({e}): remove or replace it.") from e
-        if size is None:
-            size = rgb.size
-            arrays = np.empty((len(items), size[1], size[0], 3), dtype=np.uint8)
-        elif rgb.size != size:
+        if arrays is None:
+            arrays = np.empty((len(items), rgb.height, rgb.width, 3), dtype=np.uint8)
+        elif arrays.shape[1:3] != (rgb.height, rgb.width):
             raise DnasError(
-                f"The image {name} is {rgb.size[0]}x{rgb.size[1]} but the first one is {size[0]}x{size[1]}: "
+                f"The image {name} is {rgb.width}x{rgb.height} but the first one is "
+                f"{arrays.shape[2]}x{arrays.shape[1]}: "
                 "all images must share one size, resize them first."
             )
         pixels = np.asarray(rgb)

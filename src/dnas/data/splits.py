@@ -46,6 +46,10 @@ def stratified_subset(
     chosen = []
     for c in labels.unique():
         members = (labels == c).nonzero().squeeze(1)
-        take = per_class if per_class is not None else max(1, round(len(members) * fraction))
+        if per_class is not None:
+            take = per_class
+        else:
+            assert fraction is not None  # exactly one of the two is given (checked above)
+            take = max(1, round(len(members) * fraction))
         chosen.append(members[torch.randperm(len(members), generator=generator)[:take]])
     return torch.cat(chosen).sort().values

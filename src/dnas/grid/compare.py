@@ -176,7 +176,7 @@ class Compare:
 
                 self.echo(f"dnas compare: {len(todo)} runs, {self.jobs} at a time, {self.threads or 1} thread(s) "
                           "each")
-                run_workers(todo, self.jobs, self.threads or 1, self._done)
+                run_workers(todo, self.jobs or 1, self.threads or 1, self._done)
             else:
                 from dnas.grid.local import run_here
 

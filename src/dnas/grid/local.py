@@ -106,7 +106,7 @@ def _outcome(worker: _Worker) -> str | None:
             message = worker.outcome.recv()
     worker.outcome.close()
     if message is None:
-        code = process.exitcode
+        code = process.exitcode or 0
         how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}"
         return f"its worker process {how} before the run ended; the next call runs it again (from its checkpoint)"
     kind, reason = message
@@ -120,8 +120,10 @@ def _stop(workers: list[_Worker]) -> None:
     while any(w.process.is_alive() for w in workers):
         for worker in workers:
             if worker.process.is_alive():
-                with contextlib.suppress(OSError):  # exited meanwhile
-                    os.kill(worker.process.pid, signal.SIGINT)
+                pid = worker.process.pid
+                if pid is not None:
+                    with contextlib.suppress(OSError):  # exited meanwhile
+                        os.kill(pid, signal.SIGINT)
         time.sleep(STOP_INTERVAL)
     for worker in workers:
         worker.process.join()

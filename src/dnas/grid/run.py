@@ -7,9 +7,13 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dnas.config import SearchConfig
 from dnas.errors import DnasError, Interrupted
+
+if TYPE_CHECKING:
+    from dnas.grid.entries import Entry
 
 RESULTS = "results.json"
 
@@ -18,7 +22,7 @@ RESULTS = "results.json"
 class Run:
     """The search of entry ``entry`` with seed ``seed``: an ordinary search run directory ``out``."""
 
-    entry: object  # dnas.grid.entries.Entry
+    entry: Entry
     seed: int
     cfg: SearchConfig
     out: Path

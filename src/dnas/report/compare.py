@@ -41,6 +41,7 @@ from dnas.report.tables import (
 )
 
 if TYPE_CHECKING:
+    from dnas.benchmarks.table import Table
     from dnas.grid import Entry, Run
 
 RUNS = "runs"
@@ -84,7 +85,7 @@ class GridReport:
         self.space, self.entries, self.seeds, self.out = space, list(entries), list(seeds), Path(out)
         self.overrides = list(overrides)
         self.echo = echo or (lambda line: print(line, file=sys.stderr, flush=True))
-        self.table = None
+        self.table: Table | None = None
         self.table_path: str | None = None
         self.score_columns: list[str] = []
         if table is not None:
@@ -96,12 +97,12 @@ class GridReport:
         if self.space != "nb201":
             raise DnasError(f"benchmark tables hold NAS-Bench-201 cells; --table only applies to --space nb201, "
                             f"not {self.space}")
-        self.table = load_table(table)
-        self.table_path = str(Path(self.table.source).resolve())
-        self.score_columns = [c for c in self.table.columns if c.endswith("-test")]
+        loaded = load_table(table)
+        self.table, self.table_path = loaded, str(Path(loaded.source).resolve())
+        self.score_columns = [c for c in loaded.columns if c.endswith("-test")]
         if not self.score_columns:
-            raise DnasError(f"the table {self.table.source} has no test-accuracy columns (names ending in -test), "
-                            f"only: {', '.join(self.table.columns)}")
+            raise DnasError(f"the table {loaded.source} has no test-accuracy columns (names ending in -test), "
+                            f"only: {', '.join(loaded.columns)}")
 
     # ----- reading the runs ---------------------------------------------------------------------------------
     def _scores(self, genotype) -> dict[str, float | None]:

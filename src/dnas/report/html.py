@@ -31,7 +31,7 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 
 import yaml
@@ -47,7 +47,7 @@ from dnas.spaces import Genotype
 
 RUN_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
               "#17becf")
-TYPE_STYLES = ({}, {"dashed": True})  # cell types in one chart: solid, then dashed
+TYPE_STYLES: tuple[dict[str, bool], ...] = ({}, {"dashed": True})  # cell types in one chart: solid, then dashed
 
 STYLE = """
 body { font-family: Helvetica, Arial, sans-serif; margin: 0 auto; max-width: 1400px; padding: 0 18px 40px;
@@ -336,19 +336,18 @@ def _group_charts(entries: Sequence[GridEntry]) -> str:
                 for i, e in enumerate(entries)]
 
     rule = Rule(UNDECIDED_MARGIN, f"undecided below {UNDECIDED_MARGIN}", "#e65100")
-    size = {"width": 420, "height": 260}
-    charts = [("group-margin", line_chart(lines(lambda run, r: least_decided(run.decision(r))[0]),
-                                          title="decision margin (smallest over cell types)", ylabel="margin",
-                                          ylim=(0, None), rules=[rule], **size)),
-              ("group-skips", line_chart(lines(lambda run, r: r.get("skip_connect")),
-                                         title="skip connections in the derived cell", ylabel="ops", ylim=(0, None),
-                                         **size))]
+    chart = partial(line_chart, width=420, height=260)
+    charts = [("group-margin", chart(lines(lambda run, r: least_decided(run.decision(r))[0]),
+                                     title="decision margin (smallest over cell types)", ylabel="margin",
+                                     ylim=(0, None), rules=[rule])),
+              ("group-skips", chart(lines(lambda run, r: r.get("skip_connect")),
+                                    title="skip connections in the derived cell", ylabel="ops", ylim=(0, None)))]
     columns = sorted({c for e in entries for c in e.run.benchmark_columns() if c.endswith("-test")})
     if columns:
         column = columns[0]
-        charts.append(("group-benchmark", line_chart(lines(lambda run, r: (r.get("benchmark") or {}).get(column)),
-                                                     title=f"{column} of the derived cell (NAS-Bench-201)",
-                                                     ylabel="accuracy (%)", **size)))
+        charts.append(("group-benchmark", chart(lines(lambda run, r: (r.get("benchmark") or {}).get(column)),
+                                                title=f"{column} of the derived cell (NAS-Bench-201)",
+                                                ylabel="accuracy (%)")))
     return '<h3>every run against the epoch</h3><div class="charts">' + "".join(
         f'<div class="panel" data-panel="{name}">{svg}</div>' for name, svg in charts) + "</div>"
 

@@ -12,8 +12,12 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dnas.report.tables import Stat
+
+if TYPE_CHECKING:
+    from matplotlib.artist import Artist
 
 INSTALL_HINT = 'plots not written: matplotlib is not installed (pip install -e ".[report]" to get the PNGs)'
 
@@ -47,18 +51,18 @@ def plot_panels(path: Path, panels: Sequence[Panel], title: str = "") -> None:
 
     fig = Figure(figsize=(4.6 * len(panels) + 1.4, 3.6), layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
-    legend: dict[str, object] = {}
+    legend: dict[str, Artist] = {}
     for ax, panel in zip(axes, panels, strict=True):
         for index, (name, points) in enumerate(panel.series.items()):
-            points = [(e, s) for e, s in points if s.mean is not None]
-            if not points:
+            known = [(e, s.mean, s.std or 0.0) for e, s in points if s.mean is not None]
+            if not known:
                 continue
             color = f"C{index % 10}"  # the same colour for an entry in every panel
-            xs = [e for e, _ in points]
-            means = [s.mean for _, s in points]
+            xs = [e for e, _, _ in known]
+            means = [m for _, m, _ in known]
             (line,) = ax.plot(xs, means, marker="o", markersize=3, label=name, color=color)
             legend.setdefault(name, line)
-            stds = [s.std or 0.0 for _, s in points]
+            stds = [d for _, _, d in known]
             ax.fill_between(xs, [max(panel.low, m - d) for m, d in zip(means, stds, strict=True)],
                             [min(panel.high, m + d) for m, d in zip(means, stds, strict=True)],
                             color=color, alpha=0.2, linewidth=0)

@@ -96,7 +96,7 @@ class RunHistory:
 
 
 def _json_lines(path: Path) -> list[dict[str, Any]]:
-    records = []
+    records: list[dict[str, Any]] = []
     if not path.is_file():
         return records
     for line in path.read_text().splitlines():
@@ -151,7 +151,7 @@ def read_run(path: str | Path) -> RunHistory:
 def run_signature(path: str | Path) -> tuple:
     """Changes whenever the search writes something a report shows (for ``--watch``)."""
     path = Path(path)
-    out = []
+    out: list[tuple[int, int] | None] = []  # None: the file is not there (yet)
     for name in ("metrics.jsonl", "results.json"):
         try:
             stat = (path / name).stat()

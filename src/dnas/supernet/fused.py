@@ -23,6 +23,7 @@ statistics (it has no affine parameters and the supernet is only used on batches
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -87,10 +88,13 @@ class FusedKind(nn.Module):
     def member_parameters(self, i: int, grad: bool = False) -> list[Tensor]:
         """Views of the parameters (or their gradients) of member ``i``, in the order of the plain
         op's ``parameters()``."""
-        return [
-            (p.grad if grad else p).view(self.n, -1, *p.shape[1:])[i].reshape_as(ref)
-            for p, ref in self._plain_shapes()
-        ]
+        views = []
+        for p, ref in self._plain_shapes():
+            stacked = p.grad if grad else p
+            if stacked is None:
+                raise RuntimeError("member_parameters(grad=True) needs the gradients: run a backward pass first")
+            views.append(stacked.view(self.n, -1, *p.shape[1:])[i].reshape_as(ref))
+        return views
 
     def _plain_shapes(self) -> list[tuple[Tensor, Tensor]]:
         return []
@@ -113,6 +117,7 @@ class SharedPool(FusedKind):
     """
 
     shared = True
+    ones: Tensor  # buffer of the "avg" mode
 
     def __init__(self, channels: int, n: int, stride: int, mode: str, bn: bool):
         super().__init__(channels, n, stride)
@@ -296,10 +301,14 @@ class FusedSource(nn.Module):
         self.member_edges = {op: torch.tensor([self.out_edges[le] for le, _ in m]) for op, m in members.items()}
         self.member_cols = {op: torch.tensor([c for _, c in m]) for op, m in members.items()}
         for op, m in members.items():
-            local = torch.tensor([le for le, _ in m])
-            self.register_buffer(f"_local_{op}", local, persistent=False)
-            self.register_buffer(f"_edge_{op}", torch.tensor(self.out_edges)[local], persistent=False)
+            locals_of_op = torch.tensor([le for le, _ in m])
+            self.register_buffer(f"_local_{op}", locals_of_op, persistent=False)
+            self.register_buffer(f"_edge_{op}", torch.tensor(self.out_edges)[locals_of_op], persistent=False)
             self.register_buffer(f"_col_{op}", torch.tensor([c for _, c in m]), persistent=False)
+
+    def kind(self, op: str) -> FusedKind:
+        """The fused kind computing ``op`` on this source's edges."""
+        return cast(FusedKind, self.kinds[op])  # nn.ModuleDict items are typed as nn.Module
 
     def forward(self, x: Tensor, weights: Tensor, active: Tensor | None) -> Tensor | None:
         """``weights``: ``(E, K)`` weights of the whole cell; ``active``: CPU bool mask of the same
@@ -327,8 +336,9 @@ class FusedSource(nn.Module):
                 if not keep.all():
                     sel = keep.nonzero().flatten().to(x.device)
                     edge, col, local = edge[sel], col[sel], local[sel]
-            out = self.kinds[op](inp, sel)
-            if self.kinds[op].shared:
+            kind = self.kind(op)
+            out = kind(inp, sel)
+            if kind.shared:
                 slots = torch.full_like(local, slot)
                 outs.append(out)
             else:
@@ -364,6 +374,10 @@ class FusedCell(nn.Module):
                         2 if topology.reduction and src < topology.num_inputs else 1)
             for src in range(n_total - 1)
         )
+
+    def fused_sources(self) -> list[FusedSource]:
+        """The :class:`FusedSource` of every node that has outgoing edges, in node order."""
+        return [cast(FusedSource, s) for s in self.sources]  # nn.ModuleList items are typed as nn.Module
 
     def forward(self, inputs: Sequence[Tensor], weights: Tensor, active: Tensor | None = None) -> list[Tensor]:
         """Returns the intermediate node outputs."""

@@ -33,7 +33,7 @@ class Supernet(nn.Module):
         return [weights_by_type[t] for t in self.cell_types]
 
 
-def _node_cell(fused: bool):
+def _node_cell(fused: bool) -> type[FusedCell] | type[ReferenceCell]:
     return FusedCell if fused else ReferenceCell
 
 
@@ -47,7 +47,7 @@ class DartsCellBlock(nn.Module):
             FactorizedReduce(c_pp, c, affine=False) if reduction_prev else ReLUConvBN(c_pp, c, 1, 1, 0, affine=False)
         )
         self.preprocess1 = ReLUConvBN(c_p, c, 1, 1, 0, affine=False)
-        self.nodes = _node_cell(fused)("darts", space.cells[cell_type], c, node_bn)
+        self.nodes: FusedCell | ReferenceCell = _node_cell(fused)("darts", space.cells[cell_type], c, node_bn)
 
     def forward(self, s0: Tensor, s1: Tensor, weights: Tensor, active: Tensor | None) -> Tensor:
         return torch.cat(self.nodes([self.preprocess0(s0), self.preprocess1(s1)], weights, active), dim=1)
@@ -142,8 +142,13 @@ def copy_into_reference(fused: Supernet, reference: Supernet) -> None:
     outside_nodes = {
         k: v for k, v in fused.state_dict().items() if not k.startswith("cells.") or ".preprocess" in k
     }
-    reference.load_state_dict(outside_nodes, strict=False)
+    node_pairs: list[tuple[FusedCell, ReferenceCell]] = []
     for f_cell, r_cell in zip(fused.cells, reference.cells, strict=True):
         f_nodes = f_cell.nodes if isinstance(f_cell, DartsCellBlock) else f_cell
         r_nodes = r_cell.nodes if isinstance(r_cell, DartsCellBlock) else r_cell
+        if not (isinstance(f_nodes, FusedCell) and isinstance(r_nodes, ReferenceCell)):
+            raise TypeError("copy_into_reference copies a fused supernet into one built with fused=False")
+        node_pairs.append((f_nodes, r_nodes))
+    reference.load_state_dict(outside_nodes, strict=False)
+    for f_nodes, r_nodes in node_pairs:
         r_nodes.copy_from(f_nodes)
