@@ -1,0 +1,82 @@
+"""bench/collapse_report.py on hand-made run folders: peak, drop, the collapse rule, Hessian trend,
+alignment, per-epoch tables."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+
+import collapse_report  # noqa: E402
+
+GOOD = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_1x1~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|"
+SKIPS = "|skip_connect~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|nor_conv_3x3~1|avg_pool_3x3~2|"
+
+
+def make_run(folder: Path, name: str, epochs: list[tuple[str, float, float]], *, finished: bool = True,
+             hessian: dict[int, float] | None = None, alignment: dict[int, list[float]] | None = None) -> None:
+    """A run directory whose epoch ``t`` derived ``epochs[t] = (arch string, cifar10-test, margin)``."""
+    from dnas.spaces import Genotype
+
+    run = folder / "runs" / name
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump({"space": "nb201", "epochs": 4, "activation": {"name": "softmax"}}))
+    lines = []
+    for t, (arch, acc, margin) in enumerate(epochs):
+        g = Genotype.from_arch_str(arch)
+        for value in (alignment or {}).get(t, []):
+            lines.append({"kind": "step", "epoch": t, "step": t * 10, "alignment.cell": value})
+        record = {"kind": "epoch", "epoch": t, "seconds": 10.0 * (t + 1), "genotype": g.to_dict(),
+                  "skip_connect": g.count("skip_connect"), "parameter_free": g.count_parameter_free(),
+                  "margin": {"cell": margin}, "entropy": {"cell": 0.5}, "benchmark": {"cifar10-test": acc}}
+        if hessian and t + 1 in hessian:
+            record["hessian_eigenvalue"] = hessian[t + 1]
+        lines.append(record)
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    if finished:
+        last = lines[-1]
+        (run / "results.json").write_text(json.dumps({k: last[k] for k in ("genotype", "seconds", "margin",
+                                                                           "entropy")}))
+
+
+def test_peak_drop_and_collapse_rule(tmp_path):
+    # collapses: 5 parameter-free edges at the end, 40 points below its peak at epoch 2
+    make_run(tmp_path, "darts-s0", [(GOOD, 80.0, 0.01), (GOOD, 85.0, 0.05), (SKIPS, 45.0, 0.1), (SKIPS, 45.0, 0.2)],
+             hessian={2: 0.5, 4: 2.0}, alignment={0: [0.2, 0.4], 3: [-0.1, -0.3]})
+    # many parameter-free edges but no drop: not collapsed (it never was better)
+    make_run(tmp_path, "darts-s1", [(SKIPS, 45.0, 0.1), (SKIPS, 45.0, 0.1), (SKIPS, 45.0, 0.1), (SKIPS, 45.0, 0.1)])
+    # a drop, but a parametric cell: not collapsed
+    make_run(tmp_path, "pr-darts-s0", [(GOOD, 85.0, 0.1), (GOOD, 85.0, 0.1), (GOOD, 75.0, 0.1), (GOOD, 75.0, 0.1)])
+    traces = {f"{t.entry}-s{t.seed}": t for t in collapse_report.read_folder(tmp_path)}
+    darts = traces["darts-s0"]
+    assert darts.peak == (85.0, 2) and darts.final == 45.0 and darts.parameter_free == [1, 1, 5, 5]
+    assert darts.collapsed and not traces["darts-s1"].collapsed and not traces["pr-darts-s0"].collapsed
+    assert collapse_report.ratio(darts) == pytest.approx(4.0)
+    assert darts.alignment_first == pytest.approx(0.3) and darts.alignment_last == pytest.approx(-0.2)
+    assert traces["darts-s1"].peak == (45.0, 1)  # ties: the earliest epoch
+
+
+def test_report_tables(tmp_path):
+    make_run(tmp_path, "darts-s0", [(GOOD, 80.0, 0.01), (GOOD, 85.0, 0.05), (SKIPS, 45.0, 0.1), (SKIPS, 45.0, 0.2)],
+             hessian={2: 0.5, 4: 2.0})
+    make_run(tmp_path, "darts-s1", [(GOOD, 80.0, 0.01), (GOOD, 80.0, 0.03), (GOOD, 80.0, 0.1), (GOOD, 90.0, 0.4)],
+             hessian={2: 1.0, 4: 1.0})
+    make_run(tmp_path, "amended-darts-s0", [(GOOD, 70.0, 0.0), (GOOD, 70.0, 0.01)], finished=False)
+    out = tmp_path / "docs" / "collapse.md"
+    collapse_report.main([str(tmp_path), "--out", str(out)])
+    text = out.read_text()
+    darts = next(line for line in text.splitlines() if line.startswith("| `darts` | 2 |"))
+    cells = [c.strip() for c in darts.split("|")[1:-1]]
+    assert cells[2] == "67.50 ± 31.82"  # final: 45 and 90
+    assert cells[3] == "87.50 ± 3.54"  # peaks: 85 (epoch 2) and 90 (epoch 4)
+    assert cells[4] == "3.0 ± 1.4" and cells[6] == "1/2"
+    assert cells[10].startswith("0.75 ± 0.35 → 1.50 ± 0.71 (2.50 ± 2.12)")
+    assert "| `amended-darts` | 0 (+1 unfinished) |" in text
+    assert "| `darts-s0` (collapsed) | 4/4 | 45.00 | 85.00 (2) | `1144` | `1155` | 0.200 |" in text
+    parameter_free = text.split("Parameter-free ops")[1].splitlines()
+    assert "| `darts` | 1.0 ± 0.0 | 3.0 ± 2.8 |" in parameter_free  # epochs 1 and 4 (the last)
