@@ -6,9 +6,9 @@
 #
 # 1. An uninterrupted reference search and reference compare grid (tiny NB201 supernet on the
 #    embedded digits, 1 torch thread).
-# 2. The same search, started again and again with `kill -9` after a random 2.5-10.5 s (past the
-#    interpreter's start, so kills land inside data loading, steps, checkpoint writes, metric
-#    appends, worker start-up), KILLS times or until it
+# 2. The same search, started again and again with `kill -9` after a random 2.5-10.5 s (5-25 s for
+#    the grid, whose workers start later), so kills land inside data loading, steps, checkpoint
+#    writes, metric appends, worker start-up, KILLS times or until it
 #    finishes; then once more to the end. Its results.json (seconds aside) and metrics.jsonl
 #    (seconds aside) must equal the reference's.
 # 3. The same for `dnas compare --jobs 2`: after each kill -9 of the parent no worker may survive;
@@ -38,10 +38,12 @@ EOF
 }
 
 SURVIVORS=0
-kill_after() {  # run "$@" in the background, kill -9 it after a random delay; 0 if it had finished first
+kill_after() {  # kill_after LOW SPAN command...: run it, kill -9 it after LOW + U(0, SPAN) s; 0 if it finished first
+  local low=$1 span=$2
+  shift 2
   "$@" >/dev/null 2>&1 &
   local pid=$! delay children
-  delay=$(python -c "import sys; print(round(2.5 + 8 * int(sys.argv[1]) / 32767, 2))" "$RANDOM")
+  delay=$(python -c "import sys; print(round($low + $span * int(sys.argv[1]) / 32767, 2))" "$RANDOM")
   sleep "$delay"
   children=$(pgrep -P "$pid" || true)
   if kill -9 "$pid" 2>/dev/null; then
@@ -73,7 +75,7 @@ failures=0
 echo "== search"
 for i in $(seq 1 "$KILLS"); do
   printf "search kill %2d: " "$i"
-  if kill_after python -m dnas "${SEARCH[@]}" --out "$WORK/search"; then echo "finished before the kill"; break; fi
+  if kill_after 2.5 8 python -m dnas "${SEARCH[@]}" --out "$WORK/search"; then echo "finished before the kill"; break; fi
 done
 python -m dnas "${SEARCH[@]}" --out "$WORK/search" >/dev/null
 for f in results.json metrics.jsonl genotype.json; do
@@ -85,7 +87,7 @@ done
 echo "== compare --jobs 2"
 for i in $(seq 1 "$KILLS"); do
   printf "compare kill %2d: " "$i"
-  if kill_after python -m dnas "${COMPARE[@]}" --out "$WORK/compare"; then echo "finished before the kill"; break; fi
+  if kill_after 5 20 python -m dnas "${COMPARE[@]}" --out "$WORK/compare"; then echo "finished before the kill"; break; fi
   if [ "$SURVIVORS" -gt 0 ]; then failures=$((failures + 1)); fi
 done
 python -m dnas "${COMPARE[@]}" --out "$WORK/compare" >/dev/null
