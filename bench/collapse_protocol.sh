@@ -6,6 +6,7 @@
 #     bench/collapse_protocol.sh full     # core + darts-2nd, pr-darts-code, darts-prime-v1 and two
 #                                         # combinations on NB201 (3 seeds)
 #     bench/collapse_protocol.sh report   # only rewrite $OUT/collapse.md from the runs so far
+#     bench/collapse_protocol.sh docs     # report, then copy the reports, CSVs and plots to docs/compare
 #     OUT=/somewhere bench/collapse_protocol.sh core --jobs 1      # extra `dnas compare` options
 #
 # Outputs: $OUT/collapse-nb201 and $OUT/collapse-s2 (default OUT=runs), each a `dnas compare`
@@ -40,16 +41,16 @@
 # 2. The alpha learning rate. At the old protocol's a_lr 3e-4 with 468 steps no preset decided
 #    (README, margins 0.0002-0.004). Two pilots at the budget above, 30 epochs (1,170 steps):
 #        pilot A, a_lr 3e-3 (10x):
-#          seed 0  final margin 0.13  cifar10-test peak 86.8 at epoch 5, all-skip 36.8 at epoch
-#                  11, final 72.9 with 4 skips (4 parameter-free edges)
-#          seed 1  final margin 0.12  peak 87.2 at epoch 13, final 87.2 (3 skips)
-#          seed 2  final margin 0.29  peak 85.4 at epoch 2, from epoch 19 on a cell of `none`
-#                  and pooling with no path to the output: 10.0 (4 parameter-free edges)
+#          seed 0  final margin 0.135  cifar10-test peak 87.47 at epoch 5, all-skip (36.84) at
+#                  epoch 11, final 73.11 with 4 skips (4 parameter-free edges)
+#          seed 1  final margin 0.120  peak 87.45 at epoch 13, final 87.45 (3 skips)
+#          seed 2  final margin 0.291  peak 85.18 at epoch 2, from epoch 19 on a cell with `none`
+#                  on 4 edges and no path to the output: 10.00 (4 parameter-free edges)
 #        pilot B, a_lr 1e-2 (33x):
-#          seed 0  final margin 0.23  peak 85.4 at epoch 2, all-skip 36.8 at epoch 11, then
-#                  back to 80.4 (1 skip) as the weight learning rate anneals
-#          seed 1  final margin 0.37  peak 86.0 at epoch 6, final 69.4 (3 skips, 5 parameter-free)
-#          seed 2  final margin 0.29  peak 86.0 at epoch 6, final 80.4 (2 skips, 3 parameter-free)
+#          seed 0  final margin 0.234  peak 85.30 at epoch 2, all-skip at epoch 11, then back
+#                  to 80.11 (1 skip) as the weight learning rate anneals
+#          seed 1  final margin 0.372  peak 86.40 at epoch 6, final 69.08 (3 skips, 5 parameter-free)
+#          seed 2  final margin 0.291  peak 85.84 at epoch 6, final 79.78 (2 skips, 3 parameter-free)
 #    Both decide on every seed (margins 0.12-0.37, four to twelve times the 0.03 threshold) and
 #    in both the accuracy falls after an early peak on most seeds. A ends collapsed (>= 4 of 6
 #    edges parameter-free, >= 5 points below its own peak) on 2 seeds of 3, B on 1 of 3 (B's
@@ -90,11 +91,21 @@ nb201() { "$python" -m dnas.cli compare --space nb201 --table "$table" "${budget
 s2() { "$python" -m dnas.cli compare --space s2 "${budget[@]}" --seeds 0 \
            --out "$out/collapse-s2" "$@" "${common[@]}" layers=5; }
 report() { "$python" "$here/collapse_report.py" "$out/collapse-nb201" "$out/collapse-s2" --out "$out/collapse.md"; }
+docs() {
+    local dest="$here/../docs/compare" grid
+    mkdir -p "$dest"
+    cp "$out/collapse.md" "$out"/collapse-*_curves.png "$dest/"
+    for grid in nb201 s2; do
+        mkdir -p "$dest/$grid"
+        cp "$out/collapse-$grid"/{report.md,summary.csv,per_run.csv,curves.csv} "$out/collapse-$grid"/*.png "$dest/$grid/"
+    done
+}
 
 case "$part" in
     core) nb201 "${core[@]}" "$@"; s2 "${core_s2[@]}" "$@"; report ;;
     full) nb201 "${core[@]}" "$@"; s2 "${core_s2[@]}" "$@"; nb201 "${core[@]}" "${extra[@]}" "$@"
           report ;;
     report) report ;;
-    *) echo "collapse_protocol: unknown part '$part'; give core, full or report" >&2; exit 2 ;;
+    docs) report; docs ;;
+    *) echo "collapse_protocol: unknown part '$part'; give core, full, report or docs" >&2; exit 2 ;;
 esac

@@ -8,12 +8,13 @@ decision margins); this adds what a collapse study needs besides, read from ever
 
 * **peak and final** NAS-Bench-201 accuracy of the derived cell: ``peak = max_t acc(t)`` over the
   completed epochs ``t``, ``drop = peak - acc(T)``, and the epoch of the peak;
-* **collapsed**: a run whose final cell has at least :data:`COLLAPSE_PARAMETER_FREE` of its edges
+* **collapsed**: a finished run whose final cell has at least :data:`COLLAPSE_PARAMETER_FREE` of its edges
   parameter-free (``skip_connect``, pooling, ``none``) *and* lies at least :data:`COLLAPSE_DROP`
   points below its own peak (on spaces without a table: the parameter-free count alone);
 * **skip and parameter-free counts** of the derived cell every :data:`EVERY` epochs;
 * **dominant Hessian eigenvalue** ``lambda_max(grad^2_alpha L_val)`` (logged when the runs set
-  ``hessian_every``): first and last logged value and their ratio ``last / first``;
+  ``hessian_every``): first and last logged value, and in how many runs the last exceeds the first
+  (a ratio would be meaningless: the first values lie near 0, of either sign);
 * **per-cell gradient alignment** (the step records' ``alignment.<cell type>``, logged every
   ``alignment_every`` steps): its mean over the first and over the last epoch of the search;
 * **decision margin** of the final weights (smallest over the cell types, :mod:`dnas.convergence`)
@@ -27,6 +28,7 @@ parameter-free ops, decision margin and Hessian eigenvalue against the epoch.
 from __future__ import annotations
 
 import argparse
+import csv
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,7 +77,7 @@ class Trace:
 
     @property
     def collapsed(self) -> bool:
-        if not self.parameter_free:
+        if not self.finished or not self.parameter_free:  # only a finished run has a final cell
             return False
         free = self.parameter_free[-1] >= COLLAPSE_PARAMETER_FREE * self.edges / 6
         peak, _ = self.peak
@@ -112,6 +114,15 @@ def trace(history: RunHistory) -> Trace:
     )
 
 
+def compare_order(folder: Path) -> list[str]:
+    """The entries in the order of the folder's ``summary.csv`` (``dnas compare``'s own), if written."""
+    path = folder / "summary.csv"
+    if not path.is_file():
+        return []
+    with path.open(newline="") as f:
+        return [row["entry"] for row in csv.DictReader(f)]
+
+
 def read_folder(folder: Path) -> list[Trace]:
     runs = sorted(p for p in (folder / "runs").iterdir() if is_run(p)) if (folder / "runs").is_dir() else []
     return [trace(read_run(p)) for p in runs if read_run(p).epochs]
@@ -128,15 +139,14 @@ def fmt(stat: Stat, digits: int = 1) -> str:
     return format_stat(stat, digits) if stat.mean is not None else "–"
 
 
-def ratio(t: Trace) -> float | None:
-    if len(t.hessian) < 2 or t.hessian[0][1] == 0:
-        return None
-    return t.hessian[-1][1] / t.hessian[0][1]
+def hessian_rises(t: Trace) -> bool | None:
+    """Whether the last logged eigenvalue exceeds the first (None with fewer than two)."""
+    return None if len(t.hessian) < 2 else t.hessian[-1][1] > t.hessian[0][1]
 
 
 def method_table(rows: list[Row]) -> list[str]:
     head = ("| entry | runs | final cifar10-test | peak cifar10-test | peak epoch | drop | collapsed | final skips "
-            "| final param-free | final margin | λ_max first → last (ratio) | alignment first → last epoch "
+            "| final param-free | final margin | λ_max first → last (runs rising) | alignment first → last epoch "
             "| search time (s) |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for row in rows:
@@ -146,8 +156,8 @@ def method_table(rows: list[Row]) -> list[str]:
         peaks = [t.peak for t in ts]
         first = mean_std(t.hessian[0][1] if t.hessian else None for t in ts)
         last = mean_std(t.hessian[-1][1] if t.hessian else None for t in ts)
-        hessian = (f"{fmt(first, 2)} → {fmt(last, 2)} ({fmt(mean_std(ratio(t) for t in ts), 2)})"
-                   if first.mean is not None else "–")
+        rising = [r for r in map(hessian_rises, ts) if r is not None]
+        hessian = (f"{fmt(first, 2)} → {fmt(last, 2)} ({sum(rising)}/{len(rising)})" if first.mean is not None else "–")
         align = (f"{fmt(mean_std(t.alignment_first for t in ts), 3)} → "
                  f"{fmt(mean_std(t.alignment_last for t in ts), 3)}")
         lines.append("| " + " | ".join([
@@ -164,7 +174,7 @@ def method_table(rows: list[Row]) -> list[str]:
     return lines
 
 
-def per_epoch_table(rows: list[Row], key: str) -> list[str]:
+def per_epoch_table(rows: list[Row], key: str, digits: int = 1) -> list[str]:
     planned = max(t.planned for row in rows for t in row.traces)
     shown = sorted({*range(EVERY, planned + 1, EVERY), 1, planned})
     lines = ["| entry | " + " | ".join(f"ep {e}" for e in shown) + " |", "|---|" + "---|" * len(shown)]
@@ -172,13 +182,19 @@ def per_epoch_table(rows: list[Row], key: str) -> list[str]:
         cells = []
         for e in shown:
             values = [getattr(t, key)[e - 1] for t in row.traces if len(getattr(t, key)) >= e]
-            cells.append(fmt(mean_std(values)) if values else "–")
+            cells.append(fmt(mean_std(values), digits) if values else "–")
         lines.append(f"| `{row.entry}` | " + " | ".join(cells) + " |")
     return lines
 
 
+def digits(counts: list[int]) -> str:
+    """One character per epoch while every count is a single digit, else space-separated."""
+    return ("" if max(counts, default=0) < 10 else " ").join(map(str, counts))
+
+
 def per_run_table(rows: list[Row]) -> list[str]:
-    lines = ["| run | epochs | final | peak (epoch) | skips per epoch | param-free per epoch | final margin |",
+    lines = ["| run | epochs | final | peak (epoch) | skips, epoch by epoch | param-free, epoch by epoch "
+             "| final margin |",
              "|---|---|---|---|---|---|---|"]
     for row in rows:
         for t in row.traces:
@@ -187,8 +203,7 @@ def per_run_table(rows: list[Row]) -> list[str]:
             peak_text = "–" if peak is None else f"{peak:.2f} ({at})"
             margin = "–" if t.margin[-1] is None else f"{t.margin[-1]:.3f}"
             lines.append(f"| `{t.entry}-s{t.seed}`{' (collapsed)' if t.collapsed else ''} | {t.epochs}/{t.planned} "
-                         f"| {final} | {peak_text} | `{''.join(map(str, t.skip))}` "
-                         f"| `{''.join(map(str, t.parameter_free))}` | {margin} |")
+                         f"| {final} | {peak_text} | `{digits(t.skip)}` | `{digits(t.parameter_free)}` | {margin} |")
     return lines
 
 
@@ -208,10 +223,10 @@ def curves(rows: list[Row], key: str) -> dict[str, list[tuple[int, Stat]]]:
 
 
 def folder_report(folder: Path, plot_dir: Path) -> list[str]:
-    rows: dict[str, Row] = {}
+    rows: dict[str, Row] = {name: Row(name) for name in compare_order(folder)}
     for t in read_folder(folder):
         rows.setdefault(t.entry, Row(t.entry)).traces.append(t)
-    ordered = list(rows.values())
+    ordered = [row for row in rows.values() if row.traces]
     if not ordered:
         return [f"## `{folder}`", "", "No run has finished an epoch yet.", ""]
     lines = [f"## `{folder.name}`", "", *method_table(ordered), "",
@@ -221,7 +236,7 @@ def folder_report(folder: Path, plot_dir: Path) -> list[str]:
     if any(t.accuracy and t.accuracy[0] is not None for row in ordered for t in row.traces):
         lines += ["cifar10-test of the derived cell (mean over seeds):", "",
                   *per_epoch_table(ordered, "accuracy"), ""]
-    lines += ["Decision margin (mean over seeds):", "", *per_epoch_table(ordered, "margin"), "",
+    lines += ["Decision margin (mean over seeds):", "", *per_epoch_table(ordered, "margin", 3), "",
               "Per run (one digit per epoch):", "", *per_run_table(ordered), ""]
     if matplotlib_available():
         path = plot_dir / f"{folder.name}_curves.png"

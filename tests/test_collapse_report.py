@@ -56,9 +56,16 @@ def test_peak_drop_and_collapse_rule(tmp_path):
     darts = traces["darts-s0"]
     assert darts.peak == (85.0, 2) and darts.final == 45.0 and darts.parameter_free == [1, 1, 5, 5]
     assert darts.collapsed and not traces["darts-s1"].collapsed and not traces["pr-darts-s0"].collapsed
-    assert collapse_report.ratio(darts) == pytest.approx(4.0)
+    assert collapse_report.hessian_rises(darts) and collapse_report.hessian_rises(traces["darts-s1"]) is None
     assert darts.alignment_first == pytest.approx(0.3) and darts.alignment_last == pytest.approx(-0.2)
     assert traces["darts-s1"].peak == (45.0, 1)  # ties: the earliest epoch
+    assert collapse_report.digits([1, 2, 3]) == "123" and collapse_report.digits([9, 11]) == "9 11"
+
+
+def test_an_unfinished_run_has_not_collapsed(tmp_path):
+    make_run(tmp_path, "darts-s0", [(GOOD, 85.0, 0.05), (SKIPS, 45.0, 0.1)], finished=False)
+    (run,) = collapse_report.read_folder(tmp_path)
+    assert run.parameter_free[-1] == 5 and run.peak[0] - run.final == 40 and not run.collapsed
 
 
 def test_report_tables(tmp_path):
@@ -67,6 +74,7 @@ def test_report_tables(tmp_path):
     make_run(tmp_path, "darts-s1", [(GOOD, 80.0, 0.01), (GOOD, 80.0, 0.03), (GOOD, 80.0, 0.1), (GOOD, 90.0, 0.4)],
              hessian={2: 1.0, 4: 1.0})
     make_run(tmp_path, "amended-darts-s0", [(GOOD, 70.0, 0.0), (GOOD, 70.0, 0.01)], finished=False)
+    (tmp_path / "summary.csv").write_text("entry,setup\ndarts,darts\namended-darts,amended-darts\n")
     out = tmp_path / "docs" / "collapse.md"
     collapse_report.main([str(tmp_path), "--out", str(out)])
     text = out.read_text()
@@ -75,8 +83,10 @@ def test_report_tables(tmp_path):
     assert cells[2] == "67.50 ± 31.82"  # final: 45 and 90
     assert cells[3] == "87.50 ± 3.54"  # peaks: 85 (epoch 2) and 90 (epoch 4)
     assert cells[4] == "3.0 ± 1.4" and cells[6] == "1/2"
-    assert cells[10].startswith("0.75 ± 0.35 → 1.50 ± 0.71 (2.50 ± 2.12)")
+    assert cells[10] == "0.75 ± 0.35 → 1.50 ± 0.71 (1/2)"
     assert "| `amended-darts` | 0 (+1 unfinished) |" in text
+    assert text.index("| `darts` | 2 |") < text.index("| `amended-darts` |")  # compare's order, not sorted
+    assert "| `darts` | 0.010 ± 0.000 | 0.300 ± 0.141 |" in text.split("Decision margin")[1].splitlines()
     assert "| `darts-s0` (collapsed) | 4/4 | 45.00 | 85.00 (2) | `1144` | `1155` | 0.200 |" in text
     parameter_free = text.split("Parameter-free ops")[1].splitlines()
     assert "| `darts` | 1.0 ± 0.0 | 3.0 ± 2.8 |" in parameter_free  # epochs 1 and 4 (the last)
