@@ -5,6 +5,7 @@
 #     bench/collapse_protocol.sh core     # 5 presets x 3 seeds on NB201 + the same 5 on S2 (seed 0)
 #     bench/collapse_protocol.sh full     # core + darts-2nd, pr-darts-code, darts-prime-v1 and two
 #                                         # combinations on NB201 (3 seeds)
+#     bench/collapse_protocol.sh sweep    # lambda-darts with lam=2.5 (10x) on NB201 (README: seed 1 run)
 #     bench/collapse_protocol.sh report   # only rewrite $OUT/collapse.md from the runs so far
 #     bench/collapse_protocol.sh docs     # report, then copy the reports, CSVs and plots to docs/compare
 #     OUT=/somewhere bench/collapse_protocol.sh core --jobs 1      # extra `dnas compare` options
@@ -65,10 +66,10 @@
 # 4. hessian_every=5: one eigenvalue estimate costs ~3 s (power iteration on a batch of 32), six
 #    per run.
 #
-# Cost: darts ~200 s per run at this budget; pr-darts ~0.65x, lambda-darts ~2.2x, darts-prime
-# ~1x, amended-darts ~3.3x (ratios of the old protocol's CPU-second measurements): ~8 darts-runs
-# per seed, ~24 for NB201's 3 seeds and ~11 more for S2 -> ~7,000 CPU-s, ~60 minutes with two
-# searches at once on an idle 2-core machine (the measured times are in the report).
+# Cost, measured (core, --jobs 2, machine shared with other work, load average 3-7): NB201 grid
+# 32 minutes (per run: darts 130-201 s, pr-darts 105-153, darts-prime 147-231, lambda-darts
+# 306-528, amended-darts 432-722), S2 30 minutes (darts 512 s, pr-darts 549, darts-prime 555,
+# lambda-darts 835, amended-darts 730, the last one alone at the tail): 62 minutes in all.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -90,11 +91,12 @@ nb201() { "$python" -m dnas.cli compare --space nb201 --table "$table" "${budget
               --out "$out/collapse-nb201" "$@" "${common[@]}" layers=1; }
 s2() { "$python" -m dnas.cli compare --space s2 "${budget[@]}" --seeds 0 \
            --out "$out/collapse-s2" "$@" "${common[@]}" layers=5; }
-report() { "$python" "$here/collapse_report.py" "$out/collapse-nb201" "$out/collapse-s2" --out "$out/collapse.md"; }
+report() { "$python" "$here/collapse_report.py" "$out/collapse-nb201" "$out/collapse-s2" "$out/sweep-lambda" \
+               --out "$out/collapse.md"; }
 docs() {
     local dest="$here/../docs/compare" grid
     mkdir -p "$dest"
-    cp "$out/collapse.md" "$out"/collapse-*_curves.png "$dest/"
+    cp "$out/collapse.md" "$out"/*_curves.png "$dest/"
     for grid in nb201 s2; do
         mkdir -p "$dest/$grid"
         cp "$out/collapse-$grid"/{report.md,summary.csv,per_run.csv,curves.csv} "$out/collapse-$grid"/*.png "$dest/$grid/"
@@ -105,7 +107,11 @@ case "$part" in
     core) nb201 "${core[@]}" "$@"; s2 "${core_s2[@]}" "$@"; report ;;
     full) nb201 "${core[@]}" "$@"; s2 "${core_s2[@]}" "$@"; nb201 "${core[@]}" "${extra[@]}" "$@"
           report ;;
+    sweep) "$python" -m dnas.cli compare --space nb201 --table "$table" "${budget[@]}" --methods '' \
+               --entry lambda-darts-lam2.5:lambda-darts:a_lr=1e-3,weight_regularizers.lambda.lam=2.5 \
+               --out "$out/sweep-lambda" "$@" "${common[@]}" layers=1
+           report ;;
     report) report ;;
     docs) report; docs ;;
-    *) echo "collapse_protocol: unknown part '$part'; give core, full, report or docs" >&2; exit 2 ;;
+    *) echo "collapse_protocol: unknown part '$part'; give core, full, sweep, report or docs" >&2; exit 2 ;;
 esac
