@@ -83,9 +83,17 @@ budget=(--dataset "$dataset" --epochs 30 --batch-size 32 --seeds 0,1,2 --jobs 2 
 common=(channels=4 image_size=8 max_images=2500 a_lr=3e-3 hessian_every=5 alignment_every=10)
 core=(--methods darts,pr-darts,darts-prime,amended-darts --entry lambda-darts:lambda-darts:a_lr=1e-3)  # NB201
 core_s2=(--methods darts,pr-darts,lambda-darts,darts-prime,amended-darts)  # lambda-darts' a_lr is 3e-4 here
-extra=(--entry darts-2nd:darts-2nd --entry pr-darts-code:pr-darts-code --entry darts-prime-v1:darts-prime-v1
+# item 3's other presets and two combinations, then the runs that explain failures: Amended-DARTS' curvature
+# term exact and with a 10x smaller finite-difference radius (issue 13 item 8), and plain DARTS with the alpha step
+# first (Amended-DARTS' order on NB201) to separate the step order from the correction. Costliest first, so that
+# the two workers finish together.
+extra=(--entry lambda-amended:lambda-darts:a_lr=1e-3,estimator=amended
+       --entry amended-exact:amended-darts:estimator.hvp=exact
+       --entry darts-2nd:darts-2nd
+       --entry amended-r1e-3:amended-darts:estimator.fd_radius=1e-3
        --entry pr-lambda:pr-darts:weight_regularizers=lambda
-       --entry lambda-amended:lambda-darts:a_lr=1e-3,estimator=amended)
+       --entry darts-prime-v1:darts-prime-v1 --entry pr-darts-code:pr-darts-code
+       --entry darts-arch-first:darts:schedule.order=arch-first)
 
 nb201() { "$python" -m dnas.cli compare --space nb201 --table "$table" "${budget[@]}" \
               --out "$out/collapse-nb201" "$@" "${common[@]}" layers=1; }

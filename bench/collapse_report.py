@@ -65,6 +65,7 @@ class Trace:
     alignment_first: float | None
     alignment_last: float | None
     edges: int  # of the derived cell (all cell types)
+    correction: dict[str, float] = field(default_factory=dict)  # curvature term per op, mean over logged steps
 
     @property
     def final(self) -> float | None:
@@ -96,6 +97,18 @@ def alignment_mean(history: RunHistory, epoch: int) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def correction_by_op(history: RunHistory) -> dict[str, float]:
+    """Mean over the step records of the estimator's curvature term per op (``estimator.correction.<type>.<op>``:
+    its mean over the edges; positive raises that op's alpha)."""
+    prefix = "estimator.correction."
+    values: dict[str, list[float]] = defaultdict(list)
+    for record in history.steps:
+        for key, value in record.items():
+            if key.startswith(prefix):
+                values[key[len(prefix):]].append(value)
+    return {op: sum(v) / len(v) for op, v in values.items()}
+
+
 def trace(history: RunHistory) -> Trace:
     entry, seed = entry_and_seed(history.name)
     epochs = history.epochs
@@ -111,6 +124,7 @@ def trace(history: RunHistory) -> Trace:
         alignment_first=alignment_mean(history, 0) if epochs else None,
         alignment_last=alignment_mean(history, len(epochs) - 1) if epochs else None,
         edges=sum(len(pairs) for pairs in genotype.cells.values()) if genotype else 6,
+        correction=correction_by_op(history),
     )
 
 
@@ -222,6 +236,21 @@ def curves(rows: list[Row], key: str) -> dict[str, list[tuple[int, Stat]]]:
     return out
 
 
+def correction_table(rows: list[Row]) -> list[str]:
+    """Which ops the curvature term of second-order and amended estimators favours, per entry."""
+    ops = list(dict.fromkeys(op for row in rows for t in row.traces for op in t.correction))
+    shown = [row for row in rows if any(t.correction for t in row.traces)]
+    if not shown:
+        return []
+    lines = ["Curvature term of the α gradient per op (`estimator.correction.<cell>.<op>`: mean over the edges, "
+             "then over the logged steps of a run; mean ± sd over seeds, ×1e-3; positive raises the op's α):", "",
+             "| entry | " + " | ".join(f"`{op}`" for op in ops) + " |", "|---|" + "---|" * len(ops)]
+    for row in shown:
+        cells = [fmt(mean_std([1e3 * t.correction[op] for t in row.traces if op in t.correction]), 2) for op in ops]
+        lines.append(f"| `{row.entry}` | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
 def folder_report(folder: Path, plot_dir: Path) -> list[str]:
     rows: dict[str, Row] = {name: Row(name) for name in compare_order(folder)}
     for t in read_folder(folder):
@@ -236,6 +265,7 @@ def folder_report(folder: Path, plot_dir: Path) -> list[str]:
     if any(t.accuracy and t.accuracy[0] is not None for row in ordered for t in row.traces):
         lines += ["cifar10-test of the derived cell (mean over seeds):", "",
                   *per_epoch_table(ordered, "accuracy"), ""]
+    lines += correction_table(ordered)
     lines += ["Decision margin (mean over seeds):", "", *per_epoch_table(ordered, "margin", 3), "",
               "Per run (one digit per epoch):", "", *per_run_table(ordered), ""]
     if matplotlib_available():

@@ -19,7 +19,8 @@ SKIPS = "|skip_connect~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|nor_co
 
 
 def make_run(folder: Path, name: str, epochs: list[tuple[str, float, float]], *, finished: bool = True,
-             hessian: dict[int, float] | None = None, alignment: dict[int, list[float]] | None = None) -> None:
+             hessian: dict[int, float] | None = None, alignment: dict[int, list[float]] | None = None,
+             correction: dict[int, dict[str, float]] | None = None) -> None:
     """A run directory whose epoch ``t`` derived ``epochs[t] = (arch string, cifar10-test, margin)``."""
     from dnas.spaces import Genotype
 
@@ -31,6 +32,9 @@ def make_run(folder: Path, name: str, epochs: list[tuple[str, float, float]], *,
         g = Genotype.from_arch_str(arch)
         for value in (alignment or {}).get(t, []):
             lines.append({"kind": "step", "epoch": t, "step": t * 10, "alignment.cell": value})
+        if correction and t in correction:
+            lines.append({"kind": "step", "epoch": t, "step": t * 10 + 5,
+                          **{f"estimator.correction.cell.{op}": v for op, v in correction[t].items()}})
         record = {"kind": "epoch", "epoch": t, "seconds": 10.0 * (t + 1), "genotype": g.to_dict(),
                   "skip_connect": g.count("skip_connect"), "parameter_free": g.count_parameter_free(),
                   "margin": {"cell": margin}, "entropy": {"cell": 0.5}, "benchmark": {"cifar10-test": acc}}
@@ -90,3 +94,18 @@ def test_report_tables(tmp_path):
     assert "| `darts-s0` (collapsed) | 4/4 | 45.00 | 85.00 (2) | `1144` | `1155` | 0.200 |" in text
     parameter_free = text.split("Parameter-free ops")[1].splitlines()
     assert "| `darts` | 1.0 ± 0.0 | 3.0 ± 2.8 |" in parameter_free  # epochs 1 and 4 (the last)
+
+
+def test_curvature_term_by_op_is_averaged_over_steps_then_seeds(tmp_path):
+    epochs = [(GOOD, 80.0, 0.1), (GOOD, 81.0, 0.1)]
+    make_run(tmp_path, "amended-s0", epochs, correction={0: {"avg_pool_3x3": 2e-3, "skip_connect": -1e-3},
+                                                         1: {"avg_pool_3x3": 4e-3, "skip_connect": -3e-3}})
+    make_run(tmp_path, "amended-s1", epochs, correction={0: {"avg_pool_3x3": 1e-3, "skip_connect": -1e-3}})
+    make_run(tmp_path, "darts-s0", epochs)
+    traces = {f"{t.entry}-s{t.seed}": t for t in collapse_report.read_folder(tmp_path)}
+    assert traces["amended-s0"].correction == pytest.approx({"cell.avg_pool_3x3": 3e-3, "cell.skip_connect": -2e-3})
+    rows = [collapse_report.Row(e, [t for t in traces.values() if t.entry == e]) for e in ("amended", "darts")]
+    table = collapse_report.correction_table(rows)
+    assert table[2] == "| entry | `cell.avg_pool_3x3` | `cell.skip_connect` |"
+    assert table[4].startswith("| `amended` | 2.00 ± 1.41 | -1.50 ± 0.71 |")
+    assert len(table) == 6  # darts logs no curvature term: no row
