@@ -31,6 +31,7 @@ class FeatureNet(nn.Module):
     """``pred = X (A ⊙ w)`` (``A`` = activated architecture: per-feature weights), or ``X w``."""
 
     cell_types = ["x"]
+    space = None  # not a supernet of a search space
 
     def __init__(self, w: torch.Tensor, weighted: bool = True):
         super().__init__()
@@ -480,3 +481,23 @@ def test_interrupted_search_resumes_to_the_same_result(tmp_path, monkeypatch, me
     lines = [[{k: v for k, v in json.loads(line).items() if k != "seconds"}
               for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()] for name in ("ref", "resumed")]
     assert lines[0] == lines[1]
+
+
+@pytest.mark.parametrize("cls", [SecondOrder, Amended])
+def test_metrics_break_the_curvature_term_down_by_op(cls):
+    problem, train, val = supernet_problem("nb201", 1)
+    first = arch_grad(problem, FirstOrder(), train, val).view(problem.alphas["cell"].shape)
+    estimator = cls(hvp="exact")
+    got = arch_grad(problem, estimator, train, val).view(first.shape)
+    ops = get_space("nb201").cells["cell"].edge_ops[0]
+    metrics = estimator.metrics()
+    assert {k for k in metrics if k.startswith("correction.")} == {f"correction.cell.{op}" for op in ops}
+    if cls is Amended:  # its direct term is first order's (second order's is taken at the unrolled weights)
+        per_op = (first - got).mean(0)  # the step descends direct - correction
+        for op, value in zip(ops, per_op, strict=True):
+            assert float(metrics[f"correction.cell.{op}"]) == pytest.approx(float(value), rel=1e-9, abs=1e-15)
+    # S1 offers different ops on different edges: no per-op mean there
+    problem, train, val = supernet_problem("s1", 3)
+    estimator = cls(hvp="fd")
+    arch_grad(problem, estimator, train, val)
+    assert not any(k.startswith("correction.") for k in estimator.metrics())

@@ -43,6 +43,7 @@ from dnas.registry import keyword_defaults
 
 LIST_SLOTS = ("weight_regularizers", "arch_regularizers")
 SINGLE_SLOTS = ("activation", "schedule", "estimator", "discretizer")
+PRECISIONS = ("fp32", "bf16")  # a search's forward passes: float32, or bfloat16 autocast
 
 _INT = re.compile(r"[+-]?\d(?:_?\d)*")
 _FLOAT = re.compile(r"[+-]?(?:\d(?:_?\d)*(?:\.(?:\d(?:_?\d)*)?)?|\.\d(?:_?\d)*)(?:[eE][+-]?\d+)?")
@@ -231,6 +232,9 @@ class SearchConfig(Config):
     log: str = "jsonl"  # metric sinks: jsonl, or tensorboard (JSON lines and TensorBoard events)
     checkpoint_every: int = 100  # steps between mid-epoch checkpoints (0: end of epoch only)
     device: str = "cpu"
+    # fp32, or bf16: autocast of the supernet's forward passes (Hessian-vector products, finite differences
+    # and the Hessian diagnostic stay in float32); faster on CPUs with bf16 matrix units (README, speed)
+    precision: str = "fp32"  # one of PRECISIONS
 
     def set(self, key: str, value: Any) -> None:
         """A top-level field (component slots take a name, a list of names, or a component mapping)."""

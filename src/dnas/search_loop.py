@@ -143,6 +143,7 @@ class Search:
         net.to(self.device)
         alphas.to(self.device)
         self.problem = BilevelProblem(net, alphas, self.activation, self.arch_regularizers, group=self.group)
+        self.problem.autocast_dtype = torch.bfloat16 if cfg.precision == "bf16" else None
         self.w_opt = torch.optim.SGD(self.problem.weights, lr=cfg.w_lr, momentum=cfg.w_momentum,
                                      weight_decay=cfg.w_weight_decay, nesterov=cfg.w_nesterov)
         self.problem.weight_optimizer = self.w_opt  # second-order DARTS' virtual step reads its momentum

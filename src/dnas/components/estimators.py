@@ -109,17 +109,35 @@ class _CurvatureEstimator(Estimator):
         self.fd_radius = float(fd_radius)
         self._norms: dict[str, Tensor] = {}
 
+    def arch_gradient(self, problem: BilevelProblem, train_batch: Batch, val_batch: Batch) -> tuple[Tensor, Tensor]:
+        with problem.full_precision():  # Hessian-vector products stay in float32 in a bf16 search
+            return self._curvature_gradient(problem, train_batch, val_batch)
+
+    def _curvature_gradient(self, problem: BilevelProblem, train_batch: Batch,
+                            val_batch: Batch) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
     @staticmethod
     def _train_loss(problem: BilevelProblem, train_batch: Batch, leaves: dict[str, Tensor]) -> LossFn:
         """``L_train`` at the current weights and the fixed activated weights ``leaves``."""
         return replay_randomness(lambda: problem.loss(train_batch, leaves)[0], problem.weights[0].device)
 
-    def _record(self, direct: list[Tensor], correction: list[Tensor]) -> None:
+    def _record(self, problem: BilevelProblem, direct: list[Tensor], correction: list[Tensor]) -> None:
         self._norms = {"direct_norm": global_norm(direct).detach(),
                        "correction_norm": global_norm(correction).detach()}
+        # which ops the curvature term favours: its mean over the edges per op (a cell type whose edges
+        # all offer the same ops); the step descends ``direct - correction``, so a positive value raises
+        # that op's alpha
+        space = problem.net.space  # None for a network that is not a supernet of a search space
+        for cell_type, term in zip(problem.cell_types, correction, strict=True):
+            topology = space.cells[cell_type] if space is not None else None
+            if topology is not None and len(set(topology.edge_ops)) == 1:
+                for op, value in zip(topology.edge_ops[0], term.detach().mean(0), strict=True):
+                    self._norms[f"correction.{cell_type}.{op}"] = value
 
     def metrics(self) -> dict[str, float | Tensor]:
-        """``||grad_alpha (L_val + R_arch)||`` and the norm of the subtracted curvature term (last step)."""
+        """``||grad_alpha (L_val + R_arch)||``, the norm of the subtracted curvature term and its mean per op
+        over the edges of each cell type (last step)."""
         return dict(self._norms)
 
     def state_dict(self) -> dict[str, Any]:
@@ -188,7 +206,8 @@ class SecondOrder(_CurvatureEstimator):
         self.xi = None if xi is None else float(xi)
         self.virtual_step = virtual_step
 
-    def arch_gradient(self, problem: BilevelProblem, train_batch: Batch, val_batch: Batch) -> tuple[Tensor, Tensor]:
+    def _curvature_gradient(self, problem: BilevelProblem, train_batch: Batch,
+                            val_batch: Batch) -> tuple[Tensor, Tensor]:
         weights, arch = problem.weights, problem.arch
         xi = problem.weight_lr if self.xi is None else self.xi
         with preserved_buffers(problem.net):
@@ -208,7 +227,7 @@ class SecondOrder(_CurvatureEstimator):
             mixed = _pull_back(activated, hvp(v, wrt=list(leaves.values())), arch)
             problem.mean_(mixed)
         correction = [xi * m for m in mixed]
-        self._record(direct, correction)
+        self._record(problem, direct, correction)
         set_grads(arch, [d - c for d, c in zip(direct, correction, strict=True)])
         return objective.detach(), logits.detach()
 
@@ -241,7 +260,8 @@ class Amended(_CurvatureEstimator):
             raise DnasError(f"estimator.eta must be a non-negative number, got {eta!r}")
         self.eta = float(eta)
 
-    def arch_gradient(self, problem: BilevelProblem, train_batch: Batch, val_batch: Batch) -> tuple[Tensor, Tensor]:
+    def _curvature_gradient(self, problem: BilevelProblem, train_batch: Batch,
+                            val_batch: Batch) -> tuple[Tensor, Tensor]:
         weights, arch = problem.weights, problem.arch
         with preserved_buffers(problem.net):
             objective, logits, _ = problem.arch_objective(val_batch)
@@ -255,6 +275,6 @@ class Amended(_CurvatureEstimator):
             mixed = _pull_back(activated, hvp(u, wrt=list(leaves.values())), arch)
             problem.mean_(mixed)
         correction = [self.eta * m for m in mixed]
-        self._record(direct, correction)
+        self._record(problem, direct, correction)
         set_grads(arch, [d - c for d, c in zip(direct, correction, strict=True)])
         return objective.detach(), logits.detach()
