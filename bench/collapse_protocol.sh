@@ -85,7 +85,8 @@ core=(--methods darts,pr-darts,darts-prime,amended-darts --entry lambda-darts:la
 core_s2=(--methods darts,pr-darts,lambda-darts,darts-prime,amended-darts)  # lambda-darts' a_lr is 3e-4 here
 # item 3's other presets and two combinations, then the runs that explain failures: Amended-DARTS' curvature
 # term exact and with a 10x smaller finite-difference radius (issue 13 item 8), and plain DARTS with the alpha step
-# first (Amended-DARTS' order on NB201) to separate the step order from the correction. Costliest first, so that
+# first (Amended-DARTS' order on NB201) to separate the step order from the correction, and plain DARTS in bf16
+# (precision=bf16) against its float32 runs. Costliest first, so that
 # the two workers finish together.
 extra=(--entry lambda-amended:lambda-darts:a_lr=1e-3,estimator=amended
        --entry amended-exact:amended-darts:estimator.hvp=exact
@@ -93,7 +94,8 @@ extra=(--entry lambda-amended:lambda-darts:a_lr=1e-3,estimator=amended
        --entry amended-r1e-3:amended-darts:estimator.fd_radius=1e-3
        --entry pr-lambda:pr-darts:weight_regularizers=lambda
        --entry darts-prime-v1:darts-prime-v1 --entry pr-darts-code:pr-darts-code
-       --entry darts-arch-first:darts:schedule.order=arch-first)
+       --entry darts-arch-first:darts:schedule.order=arch-first
+       --entry darts-bf16:darts:precision=bf16)  # does a bf16 search decide as the float32 one? (issue 14)
 
 nb201() { "$python" -m dnas.cli compare --space nb201 --table "$table" "${budget[@]}" \
               --out "$out/collapse-nb201" "$@" "${common[@]}" layers=1; }

@@ -110,3 +110,29 @@ def test_a_bf16_search_runs_end_to_end_and_keeps_its_precision_in_the_config(tmp
 def test_unknown_precision_is_a_user_error():
     with pytest.raises(DnasError, match="precision must be one of fp32, bf16"):
         resolve_config({"space": "nb201"}, ["precision=fp16"])
+
+
+def test_runs_saved_before_the_precision_key_existed_still_resume_and_are_reused():
+    from dnas.runs import config_differences
+
+    current = {"epochs": 3, "precision": "fp32"}
+    assert config_differences({"epochs": 3}, current, defaults={"precision": "fp32"}) == []
+    assert config_differences({"epochs": 3}, {**current, "precision": "bf16"}, defaults={"precision": "fp32"}) \
+        == ["precision"]
+    assert config_differences({"epochs": 3}, current) == ["precision"]  # no defaults: a missing key differs
+
+
+def test_a_search_saved_without_the_precision_key_resumes(tmp_path):
+    import yaml
+
+    out = tmp_path / "run"
+    dnas.search("nb201", "darts", out=out, epochs=1, overrides=TINY)
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
+    del state["config"]["precision"]  # as written by a dnas without the key
+    torch.save(state, out / "checkpoint.pt")
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    del saved["precision"]
+    (out / "config.yaml").write_text(yaml.safe_dump(saved))
+    # the same command finds the finished run and returns its result
+    again = dnas.search("nb201", "darts", out=out, epochs=1, overrides=TINY)
+    assert again.genotype == dnas.search("nb201", "darts", out=tmp_path / "fresh", epochs=1, overrides=TINY).genotype

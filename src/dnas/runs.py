@@ -125,10 +125,13 @@ def is_temporary(name: str, own_files: Iterable[str]) -> bool:
 
 
 # ----- configuration and environment ------------------------------------------------------------------------
-def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any], free: Iterable[str] = ()) -> list[str]:
-    """The keys whose values differ between two configurations (``free`` keys aside)."""
-    free = set(free)
-    return sorted(k for k in set(saved) | set(current) if k not in free and saved.get(k) != current.get(k))
+def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any], free: Iterable[str] = (),
+                       defaults: Mapping[str, Any] | None = None) -> list[str]:
+    """The keys whose values differ between two configurations (``free`` keys aside). A key the saved
+    configuration lacks (written by a dnas that did not have it yet) holds its value in ``defaults``."""
+    free, defaults = set(free), defaults or {}
+    return sorted(k for k in set(saved) | set(current)
+                  if k not in free and saved.get(k, defaults.get(k)) != current.get(k))
 
 
 def environment() -> dict[str, Any]:
@@ -180,7 +183,7 @@ class RunDir:
     """
 
     def __init__(self, path: str | Path, kind: str, own_files: Iterable[str], results: Iterable[str],
-                 resume_free: Iterable[str] = (), group: Group = SINGLE):
+                 resume_free: Iterable[str] = (), defaults: Mapping[str, Any] | None = None, group: Group = SINGLE):
         self.path = Path(path)
         self.group = group  # in a data-parallel run only rank 0 writes; every rank reads the checkpoint
         self.kind = kind
@@ -188,6 +191,7 @@ class RunDir:
         self.own_files = {CONFIG, ENV, METRICS, CHECKPOINT, *own_files}
         self.results = set(results)
         self.resume_free = set(resume_free)
+        self.defaults = dict(defaults or {})  # the configuration's defaults (see config_differences)
         self.created = False
         self._lock_fd: int | None = None
         self._metrics: MetricsLog | None = None
@@ -331,7 +335,7 @@ class RunDir:
         if state.get("kind") != self.kind:
             raise DnasError(f"{self.path} holds a run of another kind ({state.get('kind')}), not a {self.noun}; "
                             "choose another --out")
-        differ = config_differences(state["config"], config, self.resume_free)
+        differ = config_differences(state["config"], config, self.resume_free, self.defaults)
         differ += differences(state) if differences is not None else []
         if differ:
             raise DnasError(f"{self.path} holds a {self.noun} with a different configuration ({', '.join(differ)}); "

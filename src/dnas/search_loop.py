@@ -85,7 +85,7 @@ class Search:
             raise DnasError(f"batch_size {cfg.batch_size} is the global batch of {self.group.world} processes and "
                             "must be divisible by their number")
         self.run_dir = RunDir(self.out, "search", own_files={GENOTYPE, RESULTS}, results={GENOTYPE, RESULTS},
-                              resume_free=RESUME_FREE_KEYS, group=self.group)
+                              resume_free=RESUME_FREE_KEYS, defaults=SearchConfig().to_dict(), group=self.group)
         self._stop = GracefulStop()
         self._opened = False
 
