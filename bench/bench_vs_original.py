@@ -1,6 +1,7 @@
 """Seconds per search iteration of the original codes against dnas at equal configuration.
 
     python bench/bench_vs_original.py --autodl ~/src/AutoDL-Projects --darts ~/src/darts
+    python bench/bench_vs_original.py --autodl ~/src/AutoDL-Projects --configs nb201 --bf16   # + dnas in bf16
 
 ``--autodl`` is a checkout of D-X-Y/AutoDL-Projects (NAS-Bench-201 DARTS-V1/V2), ``--darts`` one of
 quark0/darts (the DARTS search space); nothing of theirs is part of this repository. Their code is
@@ -202,9 +203,11 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(config.threads)
     torch.manual_seed(0)
     warmup, steps = spec["warmup"], spec["steps"]
-    if spec["side"] == "dnas":
+    if spec["side"].startswith("dnas"):
+        overrides = ["precision=bf16"] if spec["side"] == "dnas-bf16" else []
         with search_at_last_epoch(config.space, config.method, channels=config.channels, layers=config.layers,
-                                  batch_size=config.batch, image_size=config.image_size) as search:
+                                  batch_size=config.batch, image_size=config.image_size,
+                                  overrides=overrides) as search:
             return _measure(lambda: iterate(search), search.problem.net, warmup, steps)
     _shim_cuda()
     g = torch.Generator().manual_seed(0)
@@ -252,6 +255,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=5, help="timed iterations per process")
     parser.add_argument("--json", type=Path, help="also write the measurements here")
+    parser.add_argument("--bf16", action="store_true", help="also time dnas with precision=bf16 (a third side)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -282,7 +286,7 @@ def main(argv: list[str] | None = None) -> None:
         if key not in rooflines:
             rooflines[key] = roofline.measure(*key)
             print(roofline.format_table(rooflines[key]))
-        runs: dict[str, list] = {"original": [], "dnas": []}
+        runs: dict[str, list] = {"original": [], "dnas": [], **({"dnas-bf16": []} if args.bf16 else {})}
         for _ in range(args.repeats):
             for side in runs:
                 spec = {"config": name, "side": side, "root": str(roots[config.original]), "warmup": args.warmup,
@@ -302,6 +306,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"| {config.label} | {config.original_name} {o['seconds']:.3f} s ({o['low']:.3f}-{o['high']:.3f}) "
               f"| {d['seconds']:.3f} s ({d['low']:.3f}-{d['high']:.3f}) | {o['seconds'] / d['seconds']:.2f}x "
               f"| {o['peak_mb'] / 1024:.2f} / {d['peak_mb'] / 1024:.2f} GB |")
+        if "dnas-bf16" in r:
+            b = r["dnas-bf16"]
+            print(f"| {config.label}, dnas precision=bf16 | | {b['seconds']:.3f} s ({b['low']:.3f}-{b['high']:.3f}) "
+                  f"| {o['seconds'] / b['seconds']:.2f}x | {b['peak_mb'] / 1024:.2f} GB |")
     print("\n| configuration | GFLOP/iter original / dnas | GFLOP/s original / dnas "
           "| % of conv ceiling original / dnas | % of gemm ceiling original / dnas |")
     print("|---|---|---|---|---|")
@@ -311,7 +319,7 @@ def main(argv: list[str] | None = None) -> None:
         cells = {side: (s["flops"] / 1e9, s["flops"] / s["seconds"] / 1e9,
                         roofline.percent_of_ceilings(s["flops_by_key"], s["seconds"], ceiling))
                  for side, s in r.items()}
-        o, d = cells["original"], cells["dnas"]
+        o, d = cells["original"], cells["dnas"]  # (bf16 FLOPs are the same; its rate: seconds above)
         print(f"| {config.label} | {o[0]:.1f} / {d[0]:.1f} | {o[1]:.1f} / {d[1]:.1f} | {o[2]['conv']:.1f} / "
               f"{d[2]['conv']:.1f} | {o[2]['gemm']:.1f} / {d[2]['gemm']:.1f} |")
     print(f"# after: {roofline.load_average()}")
