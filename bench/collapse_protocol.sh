@@ -5,7 +5,8 @@
 #     bench/collapse_protocol.sh core     # 5 presets x 3 seeds on NB201 + the same 5 on S2 (seed 0)
 #     bench/collapse_protocol.sh full     # core + darts-2nd, pr-darts-code, darts-prime-v1 and two
 #                                         # combinations on NB201 (3 seeds)
-#     bench/collapse_protocol.sh sweep    # lambda-darts with lam=2.5 (10x) on NB201 (README: seed 1 run)
+#     bench/collapse_protocol.sh sweep    # lambda-darts with lam=1 (4x) and 2.5 (10x) on NB201, 3 seeds
+#     bench/collapse_protocol.sh s2-seeds # darts on S2 with seeds 1 and 2 as well
 #     bench/collapse_protocol.sh report   # only rewrite $OUT/collapse.md from the runs so far
 #     bench/collapse_protocol.sh docs     # report, then copy the reports, CSVs and plots to docs/compare
 #     OUT=/somewhere bench/collapse_protocol.sh core --jobs 1      # extra `dnas compare` options
@@ -118,10 +119,13 @@ case "$part" in
     full) nb201 "${core[@]}" "$@"; s2 "${core_s2[@]}" "$@"; nb201 "${core[@]}" "${extra[@]}" "$@"
           report ;;
     sweep) "$python" -m dnas.cli compare --space nb201 --table "$table" "${budget[@]}" --methods '' \
+               --entry lambda-darts-lam1:lambda-darts:a_lr=1e-3,weight_regularizers.lambda.lam=1.0 \
                --entry lambda-darts-lam2.5:lambda-darts:a_lr=1e-3,weight_regularizers.lambda.lam=2.5 \
                --out "$out/sweep-lambda" "$@" "${common[@]}" layers=1
            report ;;
+    s2-seeds) s2 --methods darts --seeds 1,2 "$@"   # does DARTS collapse on S2 on other seeds?
+              s2 "${core_s2[@]}" "$@"; report ;;         # (the folder's report.md again for all five)
     report) report ;;
     docs) report; docs ;;
-    *) echo "collapse_protocol: unknown part '$part'; give core, full, sweep, report or docs" >&2; exit 2 ;;
+    *) echo "collapse_protocol: unknown part '$part'; give core, full, sweep, s2-seeds, report or docs" >&2; exit 2 ;;
 esac

@@ -290,8 +290,11 @@ def test_drives_the_original_code_from_checkouts_given_in_the_environment():
         pytest.skip("set DNAS_AUTODL_DIR and DNAS_DARTS_DIR to checkouts of the original code to run this test")
     script = Path(__file__).resolve().parents[1] / "bench" / "bench_vs_original.py"
     proc = subprocess.run([sys.executable, str(script), "--autodl", autodl, "--darts", darts, "--configs",
-                           "nb201-tiny,darts-tiny", "--repeats", "1", "--warmup", "0", "--steps", "1"],
+                           "nb201-tiny,darts-tiny", "--repeats", "1", "--warmup", "0", "--steps", "1", "--bf16"],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    rows = [line for line in proc.stdout.splitlines() if line.startswith("| NB201 C=8") or line.startswith("| DARTS")]
+    lines = proc.stdout.splitlines()
+    rows = [line for line in lines if (line.startswith("| NB201 C=8") or line.startswith("| DARTS"))
+            and "bf16" not in line]
     assert len(rows) == 4 and "AutoDL DARTS-V1" in rows[0] and "quark0/darts" in rows[1]
+    assert sum("dnas precision=bf16" in line for line in lines) == 2  # the third side, one row per configuration
