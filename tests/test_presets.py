@@ -90,8 +90,8 @@ SECOND_ORDER = {  # quark0/darts architect.py (--unrolled); AutoDL DARTS-V2.py
 AMENDED = {  # no official code; AdversarialNAS architect.py (HVPs "from openreview BJlgt2EYwr"), spec 4.2-4.3
     "estimator": "amended",
     "estimator.eta": 0.1,  # paper value not retrieved: spec 4.3's proposal
-    "estimator.hvp": "fd",  # _hessian_vector_product_1 and _2
-    "estimator.fd_radius": 0.01,  # r=1e-2 over ||v|| and over ||u||
+    "estimator.hvp": "exact",  # chosen by the collapse protocol (issue 13 item 8); AdversarialNAS: fd
+    "estimator.fd_radius": 0.01,  # r=1e-2 over ||v|| and over ||u|| (_hessian_vector_product_1 and _2), for hvp=fd
     "schedule.order": "arch-first",  # AdversarialNAS network.py: architect step, then the weight step
 }
 PR_PAPER = {  # PR-DARTS paper section 5.1 and supplement A.2-A.4
