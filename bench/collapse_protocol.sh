@@ -83,16 +83,18 @@ python="${PYTHON:-python}"
 budget=(--dataset "$dataset" --epochs 30 --batch-size 32 --seeds 0,1,2 --jobs 2 --threads 1 --quiet)
 common=(channels=4 image_size=8 max_images=2500 a_lr=3e-3 hessian_every=5 alignment_every=10)
 core=(--methods darts,pr-darts,darts-prime,amended-darts --entry lambda-darts:lambda-darts:a_lr=1e-3)  # NB201
-core_s2=(--methods darts,pr-darts,lambda-darts,darts-prime,amended-darts)  # lambda-darts' a_lr is 3e-4 here
+core_s2=(--methods darts,pr-darts,lambda-darts,darts-prime,amended-darts  # lambda-darts' a_lr is 3e-4 here
+         --entry amended-fd:amended-darts:estimator.hvp=fd)  # the preset before issue 13 item 8
 # item 3's other presets and two combinations, then the runs that explain failures: Amended-DARTS' curvature
-# term exact and with a 10x smaller finite-difference radius (issue 13 item 8), and plain DARTS with the alpha step
+# term by finite differences (the public implementation's; the preset's products are exact since this comparison)
+# and with a 10x smaller radius (issue 13 item 8), and plain DARTS with the alpha step
 # first (Amended-DARTS' order on NB201) to separate the step order from the correction, and plain DARTS in bf16
 # (precision=bf16) against its float32 runs. Costliest first, so that
 # the two workers finish together.
-extra=(--entry lambda-amended:lambda-darts:a_lr=1e-3,estimator=amended
-       --entry amended-exact:amended-darts:estimator.hvp=exact
+extra=(--entry lambda-amended:lambda-darts:a_lr=1e-3,estimator=amended,estimator.hvp=fd
+       --entry amended-fd:amended-darts:estimator.hvp=fd
        --entry darts-2nd:darts-2nd
-       --entry amended-r1e-3:amended-darts:estimator.fd_radius=1e-3
+       --entry amended-r1e-3:amended-darts:estimator.hvp=fd,estimator.fd_radius=1e-3
        --entry pr-lambda:pr-darts:weight_regularizers=lambda
        --entry darts-prime-v1:darts-prime-v1 --entry pr-darts-code:pr-darts-code
        --entry darts-arch-first:darts:schedule.order=arch-first
