@@ -17,7 +17,8 @@ decision margins); this adds what a collapse study needs besides, read from ever
   (a ratio would be meaningless: the first values lie near 0, of either sign);
 * **per-cell gradient alignment** (the step records' ``alignment.<cell type>``, logged every
   ``alignment_every`` steps): its mean over the first and over the last epoch of the search;
-* **decision margin** of the final weights (smallest over the cell types, :mod:`dnas.convergence`)
+* **decision margin** of the final weights (smallest over the cell types, :mod:`dnas.convergence`),
+  and how many finished runs end **undecided** (margin below :data:`dnas.convergence.UNDECIDED_MARGIN`),
   and the **search time** (``seconds`` of the last record).
 
 Per entry: mean ± sample standard deviation over its seeds (:func:`dnas.report.tables.mean_std`).
@@ -33,7 +34,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dnas.convergence import least_decided
+from dnas.convergence import UNDECIDED_MARGIN, least_decided, undecided
 from dnas.report.plots import Panel, matplotlib_available, plot_panels
 from dnas.report.run import RunHistory, is_run, read_run
 from dnas.report.tables import Stat, format_stat, mean_std
@@ -159,7 +160,8 @@ def hessian_rises(t: Trace) -> bool | None:
 
 
 def method_table(rows: list[Row]) -> list[str]:
-    head = ("| entry | runs | final cifar10-test | peak cifar10-test | peak epoch | drop | collapsed | final skips "
+    head = ("| entry | runs | final cifar10-test | peak cifar10-test | peak epoch | drop | collapsed | undecided "
+            "| final skips "
             "| final param-free | final margin | λ_max first → last (runs rising) | alignment first → last epoch "
             "| search time (s) |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
@@ -181,6 +183,7 @@ def method_table(rows: list[Row]) -> list[str]:
             fmt(mean_std(p[0] - t.final if p[0] is not None and t.final is not None else None
                          for p, t in zip(peaks, ts, strict=True)), 2),
             f"{sum(t.collapsed for t in ts)}/{len(ts)}",
+            f"{sum(t.finished and undecided(t.margin[-1]) for t in ts)}/{len(ts)}",
             fmt(mean_std(t.skip[-1] for t in ts)), fmt(mean_std(t.parameter_free[-1] for t in ts)),
             fmt(mean_std(t.margin[-1] for t in ts), 3), hessian, align,
             fmt(mean_std(t.seconds for t in ts), 0),
@@ -288,7 +291,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     lines = ["# Collapse protocol: per-method measurements", "",
              f"Collapsed: final cell with ≥ {COLLAPSE_PARAMETER_FREE} of 6 edges parameter-free and ≥ "
-             f"{COLLAPSE_DROP:g} points below the run's own peak. λ_max: dominant eigenvalue of ∇²_α L_val on a fixed "
+             f"{COLLAPSE_DROP:g} points below the run's own peak. Undecided: final decision margin below "
+             f"{UNDECIDED_MARGIN:g}. λ_max: dominant eigenvalue of ∇²_α L_val on a fixed "
              "batch. Alignment: mean cosine agreement of the per-cell α gradients (Λ-DARTS' corr) over the steps of "
              "the first and of the last epoch. Produced by `bench/collapse_report.py`.", ""]
     for folder in args.folders:

@@ -78,7 +78,8 @@ def test_report_tables(tmp_path):
     make_run(tmp_path, "darts-s1", [(GOOD, 80.0, 0.01), (GOOD, 80.0, 0.03), (GOOD, 80.0, 0.1), (GOOD, 90.0, 0.4)],
              hessian={2: 1.0, 4: 1.0})
     make_run(tmp_path, "amended-darts-s0", [(GOOD, 70.0, 0.0), (GOOD, 70.0, 0.01)], finished=False)
-    (tmp_path / "summary.csv").write_text("entry,setup\ndarts,darts\namended-darts,amended-darts\n")
+    make_run(tmp_path, "pr-darts-s0", [(GOOD, 70.0, 0.0), (GOOD, 70.0, 0.02)])  # finished, margin 0.02 < 0.03
+    (tmp_path / "summary.csv").write_text("entry,setup\ndarts,darts\namended-darts,amended-darts\npr-darts,pr-darts\n")
     out = tmp_path / "docs" / "collapse.md"
     collapse_report.main([str(tmp_path), "--out", str(out)])
     text = out.read_text()
@@ -87,8 +88,10 @@ def test_report_tables(tmp_path):
     assert cells[2] == "67.50 ± 31.82"  # final: 45 and 90
     assert cells[3] == "87.50 ± 3.54"  # peaks: 85 (epoch 2) and 90 (epoch 4)
     assert cells[4] == "3.0 ± 1.4" and cells[6] == "1/2"
-    assert cells[10] == "0.75 ± 0.35 → 1.50 ± 0.71 (1/2)"
+    assert cells[7] == "0/2"  # final margins 0.2 and 0.4: both decided
+    assert cells[11] == "0.75 ± 0.35 → 1.50 ± 0.71 (1/2)"
     assert "| `amended-darts` | 0 (+1 unfinished) |" in text
+    assert "| 0/1 | 1/1 |" in next(line for line in text.splitlines() if line.startswith("| `pr-darts` | 1 |"))
     assert text.index("| `darts` | 2 |") < text.index("| `amended-darts` |")  # compare's order, not sorted
     assert "| `darts` | 0.010 ± 0.000 | 0.300 ± 0.141 |" in text.split("Decision margin")[1].splitlines()
     assert "| `darts-s0` (collapsed) | 4/4 | 45.00 | 85.00 (2) | `1144` | `1155` | 0.200 |" in text
