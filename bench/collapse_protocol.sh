@@ -98,6 +98,7 @@ extra=(--entry lambda-amended:lambda-darts:a_lr=1e-3,estimator=amended,estimator
        --entry pr-lambda:pr-darts:weight_regularizers=lambda
        --entry darts-prime-v1:darts-prime-v1 --entry pr-darts-code:pr-darts-code
        --entry darts-arch-first:darts:schedule.order=arch-first
+       --entry prime-v1-alternate:darts-prime-v1:schedule=alternate  # v1 with an alpha step every iteration
        --entry darts-bf16:darts:precision=bf16)  # does a bf16 search decide as the float32 one? (issue 14)
 
 nb201() { "$python" -m dnas.cli compare --space nb201 --table "$table" "${budget[@]}" \
