@@ -130,9 +130,9 @@ class _CurvatureEstimator(Estimator):
         # that op's alpha
         space = problem.net.space  # None for a network that is not a supernet of a search space
         for cell_type, term in zip(problem.cell_types, correction, strict=True):
-            topology = space.cells[cell_type] if space is not None else None
-            if topology is not None and len(set(topology.edge_ops)) == 1:
-                for op, value in zip(topology.edge_ops[0], term.detach().mean(0), strict=True):
+            ops = space.cells[cell_type].shared_ops if space is not None else None
+            if ops is not None:
+                for op, value in zip(ops, term.detach().mean(0), strict=True):
                     self._norms[f"correction.{cell_type}.{op}"] = value
 
     def metrics(self) -> dict[str, float | Tensor]:

@@ -64,6 +64,12 @@ class CellTopology:
         return self.edges.index((src, dst))
 
     @property
+    def shared_ops(self) -> tuple[str, ...] | None:
+        """The op list every edge offers, or None when edges offer different ops (RobustDARTS' S1)."""
+        first = self.edge_ops[0]
+        return first if all(ops == first for ops in self.edge_ops) else None
+
+    @property
     def op_names(self) -> tuple[str, ...]:
         """Every op name that occurs on some edge, in first-seen order."""
         seen: dict[str, None] = {}
