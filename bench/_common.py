@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 if TYPE_CHECKING:
+    from dnas.bilevel import Batch, BilevelProblem
     from dnas.search_loop import Search
 
 
@@ -111,3 +112,51 @@ def time_calls(fn: Callable[[], object], warmup: int, repeats: int) -> list[floa
         fn()
         times.append(time.perf_counter() - start)
     return times
+
+
+# ----- reference passes ----------------------------------------------------------------------------
+# One forward + backward of L(w, A) on a batch, differing only in what the backward is asked for:
+#   "w":   weight gradients (the weight step; the HVPs w.r.t. weights), A without gradient
+#   "a":   gradients w.r.t. alpha only (first-order architecture step; HVPs w.r.t. A): no conv
+#          weight gradients, no input gradients before the first mixing
+#   "wa":  both (second order's validation pass at w', amended's validation pass)
+#   "wc":  weights and per-cell copies of A (the weight step when per-cell gradients are needed,
+#          Lambda-DARTS)
+PASS_KINDS = ("w", "a", "wa", "wc")
+
+
+def reference_pass(problem: BilevelProblem, batch: Batch, wanted: str) -> None:
+    net, weights = problem.net, problem.weights
+    if wanted in ("w", "wc"):
+        with torch.no_grad():
+            activated = problem.activated()
+        cells = [w.clone().requires_grad_(wanted == "wc") for w in net.per_cell(activated)]
+        loss = problem.loss(batch, activated, cells)[0]
+        inputs = [*weights, *cells] if wanted == "wc" else weights
+    else:
+        loss = problem.loss(batch)[0]
+        inputs = problem.arch if wanted == "a" else [*problem.arch, *weights]
+    torch.autograd.grad(loss, inputs, allow_unused=True)
+
+
+# Passes of one iteration as (architecture step, weight step), each a list of reference passes
+# (tests/test_speed_regression.py checks every method's iteration against these sums):
+#   darts:         alpha: L_val w.r.t. alpha                                     weight step: L_train w.r.t. w
+#   darts-2nd:     alpha: grad_w L_train (the virtual step, "w"), L_val at w' w.r.t. alpha and w ("wa"), and
+#                  the finite-difference mixed HVP: two passes w.r.t. A ("a", "a")
+#   amended-darts: alpha: L_val w.r.t. alpha and w ("wa"), the weight HVP H v (two "w"), the mixed HVP of
+#                  u = H v (two "a")
+#   lambda-darts:  weight step: L_train w.r.t. w and the per-cell A ("wc"), then the two perturbed passes
+#                  w.r.t. w of the finite difference of grad_w R
+#   darts-prime:   like darts, but the Fisher schedule takes an alpha step only on some iterations
+PASSES = {
+    "darts": (["a"], ["w"]),
+    "darts-2nd": (["w", "wa", "a", "a"], ["w"]),
+    "amended-darts": (["wa", "w", "w", "a", "a"], ["w"]),
+    "lambda-darts": (["a"], ["wc", "w", "w"]),
+    "darts-prime": (["a"], ["w"]),
+    "darts-prime-v1": (["a"], ["w"]),
+}
+# amended-darts has these passes with the finite-difference products of the public implementation (its
+# preset uses exact double backward, whose passes are not separate forward/backward passes)
+FD = {"amended-darts": ["estimator.hvp=fd"]}

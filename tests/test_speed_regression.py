@@ -24,39 +24,14 @@ import torch
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
-from dnas.bilevel import Batch, BilevelProblem
 from dnas.flops import Work, count_work
 from dnas.spaces import get_space
 from dnas.supernet import build_supernet
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-from _common import iterate, search_at_last_epoch  # noqa: E402
+from _common import FD, PASS_KINDS, PASSES, iterate, reference_pass, search_at_last_epoch  # noqa: E402
 
 TINY = {"channels": 4, "layers": 1, "batch_size": 8, "image_size": 8}
-
-# ----- reference passes ----------------------------------------------------------------------------
-# One forward + backward of L(w, A) on a batch, differing only in what the backward is asked for:
-#   "w":   weight gradients (the weight step; the HVPs w.r.t. weights), A without gradient
-#   "a":   gradients w.r.t. alpha only (first-order architecture step; HVPs w.r.t. A): no conv
-#          weight gradients, no input gradients before the first mixing
-#   "wa":  both (second order's validation pass at w', amended's validation pass)
-#   "wc":  weights and per-cell copies of A (the weight step when per-cell gradients are needed,
-#          Lambda-DARTS)
-
-
-def reference_pass(problem: BilevelProblem, batch: Batch, wanted: str) -> None:
-    net, weights = problem.net, problem.weights
-    if wanted in ("w", "wc"):
-        with torch.no_grad():
-            activated = problem.activated()
-        cells = [w.clone().requires_grad_(wanted == "wc") for w in net.per_cell(activated)]
-        loss = problem.loss(batch, activated, cells)[0]
-        inputs = [*weights, *cells] if wanted == "wc" else weights
-    else:
-        loss = problem.loss(batch)[0]
-        inputs = problem.arch if wanted == "a" else [*problem.arch, *weights]
-    torch.autograd.grad(loss, inputs, allow_unused=True)
-
 
 def counted(fn, net) -> Work:
     with count_work(net) as work:
@@ -144,30 +119,10 @@ def test_grouped_convolution_weight_gradient_is_not_counted_as_dense():
 
 
 # ----- per method: passes, FLOPs, peak memory of one iteration ----------------------------------
-# Passes of one iteration as (architecture step, weight step), each a list of reference passes:
-#   darts:         alpha: L_val w.r.t. alpha                                     weight step: L_train w.r.t. w
-#   darts-2nd:     alpha: grad_w L_train (the virtual step, "w"), L_val at w' w.r.t. alpha and w ("wa"), and
-#                  the finite-difference mixed HVP: two passes w.r.t. A ("a", "a")
-#   amended-darts: alpha: L_val w.r.t. alpha and w ("wa"), the weight HVP H v (two "w"), the mixed HVP of
-#                  u = H v (two "a")
-#   lambda-darts:  weight step: L_train w.r.t. w and the per-cell A ("wc"), then the two perturbed passes
-#                  w.r.t. w of the finite difference of grad_w R
-#   darts-prime:   like darts, but the Fisher schedule takes an alpha step only on some iterations
-PASSES = {
-    "darts": (["a"], ["w"]),
-    "darts-2nd": (["w", "wa", "a", "a"], ["w"]),
-    "amended-darts": (["wa", "w", "w", "a", "a"], ["w"]),
-    "lambda-darts": (["a"], ["wc", "w", "w"]),
-    "darts-prime": (["a"], ["w"]),
-    "darts-prime-v1": (["a"], ["w"]),
-}
 # Weight-sized vectors an iteration may hold next to one pass's activations (upper bound):
 #   first order: the gradients of the pass (1); lambda: G(-) while G(+) is computed, the increments (2);
 #   second order: the step grad_w L_train, the copy that restores w, then v = grad_w' L_val (3);
 #   amended: v, u = H v, the copy restoring w and one side's gradient inside the difference (4)
-# amended-darts is pinned with the finite-difference products of the public implementation (its preset
-# uses exact double backward, whose passes are not separate forward/backward passes)
-FD = {"amended-darts": ["estimator.hvp=fd"]}
 WEIGHT_VECTORS = {"darts": 1, "darts-prime": 1, "darts-prime-v1": 1, "lambda-darts": 2, "darts-2nd": 3,
                   "amended-darts": 4}
 
@@ -208,7 +163,7 @@ def test_passes_and_flops_of_one_iteration(space, method):
         iterate(search)  # first calls fill caches (pooling counts) and optimizer states
         problem, batch = search.problem, next(search.train_stream)
         reference = {kind: counted(lambda k=kind: reference_pass(problem, batch, k), problem.net)
-                     for kind in ("w", "a", "wa", "wc")}
+                     for kind in PASS_KINDS}
         assert all((r.forwards, r.backwards) == (1, 1) for r in reference.values())
         arch_passes, weight_passes = PASSES[method]
         taken, iterations = 0, 4 if method.startswith("darts-prime") else 2  # prime: alpha steps only now and then
@@ -300,4 +255,5 @@ def test_drives_the_original_code_from_checkouts_given_in_the_environment():
     rows = [line for line in lines if (line.startswith("| NB201 C=8") or line.startswith("| DARTS"))
             and "bf16" not in line]
     assert len(rows) == 4 and "AutoDL DARTS-V1" in rows[0] and "quark0/darts" in rows[1]
+    assert all(row.count("|") == 7 and "x) |" in row for row in rows[:2])  # memory added by the iterations, ratio
     assert sum("dnas precision=bf16" in line for line in lines) == 2  # the third side, one row per configuration
