@@ -40,7 +40,10 @@ Protocol: random tensors (batch 64, 32x32x3 unless said), ``--warmup`` untimed i
 ``--steps`` timed ones per process; every (configuration, side) in its own process, the two sides
 interleaved (original, dnas, original, dnas, ...) ``--repeats`` times; the table gives the median
 over processes of each process's median, the range of the process medians in parentheses, and the
-median peak RSS. The roofline of bench/roofline.py is measured in the same run, and one extra
+median peak RSS, and the memory the iterations add to the process (peak RSS after the iterations
+minus the peak before the first one, when imports, network and data are built: activations,
+gradients, optimizer state; at the tiny configurations PyTorch's own ~0.3 GB dominate the total).
+The roofline of bench/roofline.py is measured in the same run, and one extra
 iteration per process is counted (dnas.flops) for GFLOP, GFLOP/s and % of the conv ceiling. The
 load average is printed before and after.
 """
@@ -222,11 +225,13 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
 def _measure(step: Callable[[], object], net: Any, warmup: int, steps: int) -> dict[str, Any]:
     from dnas.flops import count_work
 
+    before = maxrss_mb()  # the process with its imports, network and data built, before any iteration
     times = time_calls(step, warmup, steps)
     peak = maxrss_mb()
     with count_work(net) as work:  # one more iteration, counted (never timed)
         step()
-    return {"seconds": statistics.median(times), "times": times, "peak_mb": peak, "flops": work.flops,
+    return {"seconds": statistics.median(times), "times": times, "peak_mb": peak, "added_mb": peak - before,
+            "flops": work.flops,
             "flops_by_key": [[*key, flops] for key, flops in work.flops_by_key.items()]}
 
 
@@ -234,7 +239,8 @@ def _measure(step: Callable[[], object], net: Any, warmup: int, steps: int) -> d
 def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     medians = [r["seconds"] for r in runs]
     return {"seconds": statistics.median(medians), "low": min(medians), "high": max(medians),
-            "peak_mb": statistics.median(r["peak_mb"] for r in runs), "flops": runs[0]["flops"],
+            "peak_mb": statistics.median(r["peak_mb"] for r in runs),
+            "added_mb": statistics.median(r["added_mb"] for r in runs), "flops": runs[0]["flops"],
             "flops_by_key": runs[0]["flops_by_key"], "runs": runs}
 
 
@@ -298,18 +304,21 @@ def main(argv: list[str] | None = None) -> None:
         results[name] = {side: _summary(r) for side, r in runs.items()}
         print(f"# {config.label}: done", flush=True)
 
-    print("\n| configuration | original code | dnas | ratio | peak RSS original / dnas |")
-    print("|---|---|---|---|---|")
+    print("\n| configuration | original code | dnas | ratio | peak RSS original / dnas | added by the iterations "
+          "original / dnas |")
+    print("|---|---|---|---|---|---|")
     for name in names:
         config, r = CONFIGS[name], results[name]
         o, d = r["original"], r["dnas"]
         print(f"| {config.label} | {config.original_name} {o['seconds']:.3f} s ({o['low']:.3f}-{o['high']:.3f}) "
               f"| {d['seconds']:.3f} s ({d['low']:.3f}-{d['high']:.3f}) | {o['seconds'] / d['seconds']:.2f}x "
-              f"| {o['peak_mb'] / 1024:.2f} / {d['peak_mb'] / 1024:.2f} GB |")
+              f"| {o['peak_mb'] / 1024:.2f} / {d['peak_mb'] / 1024:.2f} GB "
+              f"| {o['added_mb'] / 1024:.2f} / {d['added_mb'] / 1024:.2f} GB ({d['added_mb'] / o['added_mb']:.2f}x) |")
         if "dnas-bf16" in r:
             b = r["dnas-bf16"]
             print(f"| {config.label}, dnas precision=bf16 | | {b['seconds']:.3f} s ({b['low']:.3f}-{b['high']:.3f}) "
-                  f"| {o['seconds'] / b['seconds']:.2f}x | {b['peak_mb'] / 1024:.2f} GB |")
+                  f"| {o['seconds'] / b['seconds']:.2f}x | {b['peak_mb'] / 1024:.2f} GB "
+                  f"| {b['added_mb'] / 1024:.2f} GB ({b['added_mb'] / o['added_mb']:.2f}x) |")
     print("\n| configuration | GFLOP/iter original / dnas | GFLOP/s original / dnas "
           "| % of conv ceiling original / dnas | % of gemm ceiling original / dnas |")
     print("|---|---|---|---|---|")
