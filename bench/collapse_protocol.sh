@@ -7,6 +7,8 @@
 #                                         # combinations on NB201 (3 seeds)
 #     bench/collapse_protocol.sh sweep    # lambda-darts with lam=1 (4x) and 2.5 (10x) on NB201, 3 seeds
 #     bench/collapse_protocol.sh s2-seeds # darts on S2 with seeds 1 and 2 as well
+#     bench/collapse_protocol.sh bf16-seeds # darts in float32 and bf16 on NB201 seeds 3-9, and float32
+#                                         # under 2 threads (the yardstick of an innocent rounding change)
 #     bench/collapse_protocol.sh report   # only rewrite $OUT/collapse.md from the runs so far
 #     bench/collapse_protocol.sh docs     # report, then copy the reports, CSVs and plots to docs/compare
 #     OUT=/somewhere bench/collapse_protocol.sh core --jobs 1      # extra `dnas compare` options
@@ -128,7 +130,11 @@ case "$part" in
            report ;;
     s2-seeds) s2 --methods darts --seeds 1,2 "$@"   # does DARTS collapse on S2 on other seeds?
               s2 "${core_s2[@]}" "$@"; report ;;         # (the folder's report.md again for all five)
+    bf16-seeds) seeds=(--seeds 3,4,5,6,7,8,9)   # issue 14: does bf16 decide as float32 does, over 10 seeds?
+                nb201 --methods darts --entry darts-bf16:darts:precision=bf16 "${seeds[@]}" \
+                      --out "$out/bf16-seeds" "$@"
+                nb201 --methods darts "${seeds[@]}" --jobs 1 --threads 2 --out "$out/bf16-seeds-threads2" "$@" ;;
     report) report ;;
     docs) report; docs ;;
-    *) echo "collapse_protocol: unknown part '$part'; give core, full, sweep, s2-seeds, report or docs" >&2; exit 2 ;;
+    *) echo "collapse_protocol: unknown part '$part'; give core, full, sweep, s2-seeds, bf16-seeds, report or docs" >&2; exit 2 ;;
 esac

@@ -112,3 +112,27 @@ def test_curvature_term_by_op_is_averaged_over_steps_then_seeds(tmp_path):
     assert table[2] == "| entry | `cell.avg_pool_3x3` | `cell.skip_connect` |"
     assert table[4].startswith("| `amended` | 2.00 ± 1.41 | -1.50 ± 0.71 |")
     assert len(table) == 6  # darts logs no curvature term: no row
+
+
+def test_decision_agreement_pairs_summary_and_sign_flip_test(tmp_path, capsys):
+    import decision_agreement
+
+    assert decision_agreement.sign_flip_p([1.0, 2.0, 3.0]) == pytest.approx(2 / 8)  # only all-+ and all-- as far
+    assert decision_agreement.sign_flip_p([1.0, -1.0]) == 1.0
+    make_run(tmp_path, "darts-s0", [(GOOD, 85.0, 0.1), (SKIPS, 45.0, 0.2)])  # collapsed
+    make_run(tmp_path, "darts-bf16-s0", [(GOOD, 85.0, 0.1), (GOOD, 86.0, 0.2)])
+    make_run(tmp_path, "darts-s1", [(GOOD, 80.0, 0.1), (GOOD, 82.0, 0.2)])
+    make_run(tmp_path, "darts-bf16-s1", [(GOOD, 80.0, 0.1), (GOOD, 82.0, 0.2)])
+    runs = tmp_path / "runs"
+    for run in runs.iterdir():  # the op strengths the pair table compares
+        results = json.loads((run / "results.json").read_text())
+        results["strengths"] = {"cell": [[0.2] * 5] * 6}
+        (run / "results.json").write_text(json.dumps(results))
+    decision_agreement.main([str(runs / n) for n in ("darts-s0", "darts-bf16-s0", "darts-s1", "darts-bf16-s1")])
+    out = capsys.readouterr().out
+    assert "| darts-s0 | darts-bf16-s0 | no | 4 |" in out and "| darts-s1 | darts-bf16-s1 | yes | 0 |" in out
+    assert "mean 2.00, median 2.0, same cell in 1 of 2 pairs" in out
+    assert "| A | 2 | 63.50 ± 26.16 | 1/2 | 2.50 | 0.00 |" in out  # GOOD has one skip edge, SKIPS four
+    assert "| B | 2 | 84.00 ± 2.83 | 0/2 | 1.00 | 0.00 |" in out
+    # differences +41 and 0: every sign pattern gives |sum| = 41, so nothing is unusual about +41
+    assert "paired B - A accuracy: mean +20.50 over 2 pairs, sign-flip p = 1.000" in out
