@@ -97,7 +97,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
                                     y).backward()
     return {"seconds": statistics.median(times), "first_call": first, "peak_mb": peak, "loss": first_loss,
             "flops": work.flops, "flops_by_key": [[*key, flops] for key, flops in work.flops_by_key.items()],
-            "profile": profile}
+            "bytes_by_size": [[size, n] for size, n in work.bytes_by_size.items()], "profile": profile}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -120,7 +120,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"# supernet forward+backward, batch {args.batch}, {args.threads} thread(s), {args.device}; each "
           f"(variant, process) the median of {args.steps} after {args.warmup} warm-up, {args.repeats} processes per "
           "variant interleaved; s/step = median of the process medians (range); ratio = variant / eager; GFLOP "
-          "counted (dnas.flops), %conv = achieved rate over the roofline's fp32 conv ceiling")
+          "counted (dnas.flops), %conv = achieved rate over the roofline's fp32 conv ceiling, %roof = over the roof "
+          "with the float32 memory-bound ops' bytes at the stream bandwidth")
     print(f"# before: {roofline.load_average()}")
     variants = args.variants.split(",")
     for space in args.spaces.split(","):
@@ -139,20 +140,21 @@ def main(argv: list[str] | None = None) -> None:
                 except RuntimeError as error:
                     print(f"{space:10s} {variant:14s} failed: {error}", flush=True)
         print(f"{'space':10s} {'variant':14s} {'s/step':>8s} {'(range)':>15s} {'ratio':>6s} {'peak MB':>8s} "
-              f"{'first call s':>12s} {'loss':>8s} {'GFLOP':>7s} {'GFLOP/s':>8s} {'%conv':>6s}")
+              f"{'first call s':>12s} {'loss':>8s} {'GFLOP':>7s} {'GFLOP/s':>8s} {'%conv':>6s} {'%roof':>6s}")
         base = statistics.median(r["seconds"] for r in runs["eager"]) if runs.get("eager") else None
         for variant, results in runs.items():
             if not results:
                 continue
             seconds = statistics.median(r["seconds"] for r in results)
             r = results[0]
-            percent = roofline.percent_of_ceilings(r["flops_by_key"], seconds, ceilings)["conv"]
+            percent = roofline.percent_of_ceilings(r["flops_by_key"], seconds, ceilings, r["bytes_by_size"])
             spread = f"({min(x['seconds'] for x in results):.3f}-{max(x['seconds'] for x in results):.3f})"
             ratio = f"{seconds / base:6.2f}" if base else "     -"
             print(f"{space:10s} {variant:14s} {seconds:8.3f} {spread:>15s} {ratio} "
                   f"{statistics.median(x['peak_mb'] for x in results):8.0f} "
                   f"{statistics.median(x['first_call'] for x in results):12.1f} {r['loss']:8.4f} "
-                  f"{r['flops'] / 1e9:7.2f} {r['flops'] / seconds / 1e9:8.1f} {percent:6.1f}", flush=True)
+                  f"{r['flops'] / 1e9:7.2f} {r['flops'] / seconds / 1e9:8.1f} {percent['conv']:6.1f} "
+                  f"{percent['roof']:6.1f}", flush=True)
         for variant, results in runs.items():
             if results and results[0]["profile"]:
                 total = sum(ms for _, ms, _ in results[0]["profile"])

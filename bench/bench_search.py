@@ -133,6 +133,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     return {"seconds": statistics.median(timed), "mean_seconds": statistics.fmean(timed), "build_mb": build_mb,
             "peak_mb": peak, "arch_steps": arch_steps, "iterations": len(times), "flops": work.flops,
             "flops_by_key": [[*key, flops] for key, flops in work.flops_by_key.items()],
+            "bytes_by_size": [[size, n] for size, n in work.bytes_by_size.items()],
             "flops_seconds": statistics.median(same_kind), "passes": work.forwards}
 
 
@@ -162,10 +163,12 @@ def main(argv: list[str] | None = None) -> None:
           f"{base['image_size']}x{base['image_size']}x3, {args.threads} thread(s), {args.device}, median of {steps} "
           f"iterations after {warmup} warm-up); ratio = method / first-order DARTS (fused); GFLOP = convolutions "
           "and matrix products of one iteration, counted (dnas.flops); %conv / %gemm = achieved rate over the "
-          "attainable rate under the roofline's conv / gemm ceiling")
+          "attainable rate under the roofline's conv / gemm ceiling; %roof = with the memory-bound ops' bytes at the "
+          "stream bandwidth as well")
     print(f"# before: {roofline.load_average()}")
     header = (f"{'space':6s} {'method':16s} {'s/iter':>8s} {'ratio':>6s} {'floor':>6s} {'peak MB':>8s} "
-              f"{'arch steps':>10s} {'passes':>6s} {'GFLOP':>8s} {'GFLOP/s':>8s} {'%conv':>6s} {'%gemm':>6s}")
+              f"{'arch steps':>10s} {'passes':>6s} {'GFLOP':>8s} {'GFLOP/s':>8s} {'%conv':>6s} {'%gemm':>6s} "
+              f"{'%roof':>6s}")
     rows = []
     rooflines: dict[int, dict[str, Any]] = {}
     for space in [s.strip() for s in args.spaces.split(",") if s.strip()]:
@@ -190,11 +193,13 @@ def main(argv: list[str] | None = None) -> None:
                 continue
             ratio = r["seconds"] / results["darts"]["seconds"]
             floor = floor_ratio(method, pass_seconds)
-            percent = roofline.percent_of_ceilings(r["flops_by_key"], r["flops_seconds"], rooflines[shape[0]])
+            percent = roofline.percent_of_ceilings(r["flops_by_key"], r["flops_seconds"], rooflines[shape[0]],
+                                                   r["bytes_by_size"])
             print(f"{space:6s} {method:16s} {r['seconds']:8.3f} {ratio:6.2f} "
                   f"{'-' if floor is None else f'{floor:.2f}':>6s} {r['peak_mb']:8.0f} "
                   f"{r['arch_steps']:>4d}/{r['iterations']:<5d} {r['passes']:6d} {r['flops'] / 1e9:8.2f} "
-                  f"{r['flops'] / r['flops_seconds'] / 1e9:8.1f} {percent['conv']:6.1f} {percent['gemm']:6.1f}",
+                  f"{r['flops'] / r['flops_seconds'] / 1e9:8.1f} {percent['conv']:6.1f} {percent['gemm']:6.1f} "
+                  f"{percent['roof']:6.1f}",
                   flush=True)
             rows.append({"space": space, "method": method, "ratio": ratio, "floor": floor, "pass_seconds": pass_seconds,
                          "percent_of_ceilings": percent, **r})

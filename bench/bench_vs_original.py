@@ -43,8 +43,9 @@ over processes of each process's median, the range of the process medians in par
 median peak RSS, and the memory the iterations add to the process (peak RSS after the iterations
 minus the peak before the first one, when imports, network and data are built: activations,
 gradients, optimizer state; at the tiny configurations PyTorch's own ~0.3 GB dominate the total).
-The roofline of bench/roofline.py is measured in the same run, and one extra
-iteration per process is counted (dnas.flops) for GFLOP, GFLOP/s and % of the conv ceiling. The
+The roofline of bench/roofline.py is measured in the same run, and one extra iteration per process
+is counted (dnas.flops) for GFLOP, GFLOP/s, % of the conv ceiling, the bytes the memory-bound ops
+touch and % of the roof (FLOPs at the conv ceiling plus those bytes at the stream bandwidth). The
 load average is printed before and after.
 """
 
@@ -232,7 +233,8 @@ def _measure(step: Callable[[], object], net: Any, warmup: int, steps: int) -> d
         step()
     return {"seconds": statistics.median(times), "times": times, "peak_mb": peak, "added_mb": peak - before,
             "flops": work.flops,
-            "flops_by_key": [[*key, flops] for key, flops in work.flops_by_key.items()]}
+            "flops_by_key": [[*key, flops] for key, flops in work.flops_by_key.items()],
+            "bytes_by_size": [[size, n] for size, n in work.bytes_by_size.items()]}
 
 
 # ----- the run -------------------------------------------------------------------------------------
@@ -241,7 +243,7 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {"seconds": statistics.median(medians), "low": min(medians), "high": max(medians),
             "peak_mb": statistics.median(r["peak_mb"] for r in runs),
             "added_mb": statistics.median(r["added_mb"] for r in runs), "flops": runs[0]["flops"],
-            "flops_by_key": runs[0]["flops_by_key"], "runs": runs}
+            "flops_by_key": runs[0]["flops_by_key"], "bytes_by_size": runs[0]["bytes_by_size"], "runs": runs}
 
 
 def _checkout(path: Path | None, marker: str, option: str) -> Path:
@@ -320,17 +322,20 @@ def main(argv: list[str] | None = None) -> None:
                   f"| {o['seconds'] / b['seconds']:.2f}x | {b['peak_mb'] / 1024:.2f} GB "
                   f"| {b['added_mb'] / 1024:.2f} GB ({b['added_mb'] / o['added_mb']:.2f}x) |")
     print("\n| configuration | GFLOP/iter original / dnas | GFLOP/s original / dnas "
-          "| % of conv ceiling original / dnas | % of gemm ceiling original / dnas |")
-    print("|---|---|---|---|---|")
+          "| % of conv ceiling original / dnas | % of gemm ceiling original / dnas "
+          "| GB of memory-bound ops original / dnas | % of roof original / dnas |")
+    print("|---|---|---|---|---|---|---|")
     for name in names:
         config, r = CONFIGS[name], results[name]
         ceiling = rooflines[(config.channels, config.image_size, config.batch, config.threads)]
         cells = {side: (s["flops"] / 1e9, s["flops"] / s["seconds"] / 1e9,
-                        roofline.percent_of_ceilings(s["flops_by_key"], s["seconds"], ceiling))
+                        roofline.percent_of_ceilings(s["flops_by_key"], s["seconds"], ceiling, s["bytes_by_size"]),
+                        sum(n for _, n in s["bytes_by_size"]) / 1e9)
                  for side, s in r.items()}
         o, d = cells["original"], cells["dnas"]  # (bf16 FLOPs are the same; its rate: seconds above)
         print(f"| {config.label} | {o[0]:.1f} / {d[0]:.1f} | {o[1]:.1f} / {d[1]:.1f} | {o[2]['conv']:.1f} / "
-              f"{d[2]['conv']:.1f} | {o[2]['gemm']:.1f} / {d[2]['gemm']:.1f} |")
+              f"{d[2]['conv']:.1f} | {o[2]['gemm']:.1f} / {d[2]['gemm']:.1f} | {o[3]:.1f} / {d[3]:.1f} "
+              f"| {o[2]['roof']:.1f} / {d[2]['roof']:.1f} |")
     print(f"# after: {roofline.load_average()}")
     if args.json:
         args.json.write_text(json.dumps({"configs": {n: CONFIGS[n].__dict__ for n in names}, "results": results,

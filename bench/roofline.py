@@ -9,6 +9,10 @@ stage, with the search batch B, this times
 * ``gemm``: the same arithmetic as one matrix product, ``(C x 9C) @ (9C x B*H*W)`` (the
   convolution's im2col product without the im2col), in fp32 and bf16.
 
+* ``stream``: memory bandwidth on tensors of one feature map's size (``B x C x S x S`` floats), the
+  best of a copy (``y.copy_(x)``: reads and writes one tensor) and an addition (``z = x + y``:
+  reads two, writes one), in bytes per second as :mod:`dnas.flops` counts them.
+
 Each rate is the best of ``--repeats`` timed calls (load only ever slows a call down, and a ceiling
 is what the machine can reach). FLOPs of every microbenchmark are counted by :mod:`dnas.flops`,
 like those of the search. Two
@@ -24,6 +28,15 @@ stages):
 The gap is everything that is not dense arithmetic at the best kernel's speed: BatchNorm,
 elementwise ops, concatenation, layout copies, depthwise and grouped kernels, memory traffic,
 Python overhead.
+
+A third figure, ``roof``, charges the memory-bound ops too: the counted FLOPs at the conv ceiling
+plus the bytes the other ops touch (:mod:`dnas.flops`, ``bytes_by_size``) at the stream bandwidth
+of the stage whose feature map is nearest in size,
+
+    attainable_roof = sum_k F_k / R_stage(k) + sum_j bytes_j / BW_stage(j),
+
+so ``% of roof`` is what is left after arithmetic and the unavoidable traffic (each op reading its
+inputs and writing its outputs once): kernel inefficiency, extra passes over memory, overhead.
 
     python bench/roofline.py                                   # C=16, 32x32, batch 64, 2 threads
     python bench/roofline.py --channels 8 --image-size 16 --threads 1
@@ -89,10 +102,27 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
                 run()
             seconds = min(time_calls(run, spec["warmup"], spec["repeats"]))  # a ceiling: the best of the repeats
             rates[variant] = work.flops / seconds
+        bandwidth = _stream_bandwidth(b * channels * side * side, spec, g)
         rows.append({"channels": channels, "side": side, "positions": b * side * side, "rates": rates,
-                     "ceilings": {name: max(rates[v] for v in members) for name, members in CEILINGS.items()}})
+                     "ceilings": {name: max(rates[v] for v in members) for name, members in CEILINGS.items()},
+                     "elements": b * channels * side * side, "bandwidth": bandwidth})
     return {"threads": spec["threads"], "batch": spec["batch"], "stages": rows,
             "torch": torch.__version__, "bf16_supported": _cpu_has_bf16()}
+
+
+def _stream_bandwidth(elements: int, spec: dict[str, Any], g: Any) -> float:
+    """Best bytes/s of a copy and an addition of float32 tensors of ``elements`` elements."""
+    import torch
+
+    from dnas.flops import count_work
+
+    x, y, z = (torch.randn(elements, generator=g) for _ in range(3))
+    best = 0.0
+    for run in (lambda: z.copy_(x), lambda: torch.add(x, y, out=z)):
+        with count_work() as work:
+            run()
+        best = max(best, work.bytes / min(time_calls(run, spec["warmup"], spec["repeats"])))
+    return best
 
 
 def _cpu_has_bf16() -> bool | None:
@@ -127,10 +157,22 @@ def attainable_seconds(flops_by_key: Iterable[tuple[str, str, int, int]], roofli
     return total
 
 
-def percent_of_ceilings(flops_by_key: list[tuple[str, str, int, int]], seconds: float,
-                        roofline: dict[str, Any]) -> dict[str, float]:
-    """Achieved rate as a percentage of each ceiling's attainable rate (see the module docstring)."""
-    return {name: 100 * attainable_seconds(flops_by_key, roofline, name) / seconds for name in CEILINGS}
+def memory_seconds(bytes_by_size: Iterable[tuple[int, int]], roofline: dict[str, Any]) -> float:
+    """Seconds the counted bytes ``(largest tensor's elements, bytes)`` take at the stream bandwidths."""
+    rows = roofline["stages"]
+    return sum(nbytes / min(rows, key=lambda r: abs(math.log(max(size, 1) / r["elements"])))["bandwidth"]
+               for size, nbytes in bytes_by_size)
+
+
+def percent_of_ceilings(flops_by_key: list[tuple[str, str, int, int]], seconds: float, roofline: dict[str, Any],
+                        bytes_by_size: list[tuple[int, int]] | None = None) -> dict[str, float]:
+    """Achieved rate as a percentage of each ceiling's attainable rate, and with the bytes of the
+    memory-bound ops of the iteration, the percentage of the ``roof`` (see the module docstring)."""
+    percent = {name: 100 * attainable_seconds(flops_by_key, roofline, name) / seconds for name in CEILINGS}
+    if bytes_by_size is not None:
+        roof = attainable_seconds(flops_by_key, roofline, "conv") + memory_seconds(bytes_by_size, roofline)
+        percent["roof"] = 100 * roof / seconds
+    return percent
 
 
 def format_table(roofline: dict[str, Any]) -> str:
@@ -138,11 +180,13 @@ def format_table(roofline: dict[str, Any]) -> str:
     bf16 = {True: "has bf16 instructions", False: "no bf16 instructions", None: "bf16 support unknown"}
     lines = [f"# roofline: GFLOP/s of dense arithmetic at the supernet's shapes (batch {roofline['batch']}, "
              f"{roofline['threads']} thread(s), torch {roofline['torch']}, CPU {bf16[roofline['bf16_supported']]}); "
-             "conv = 3x3 forward + input and weight gradients, gemm = its im2col product; cl = channels-last",
-             f"{'stage':>12s} " + " ".join(f"{v:>13s}" for v in VARIANTS)]
+             "conv = 3x3 forward + input and weight gradients, gemm = its im2col product; cl = channels-last; "
+             "stream = GB/s of a copy or an addition of one feature map's size",
+             f"{'stage':>12s} " + " ".join(f"{v:>13s}" for v in VARIANTS) + f" {'stream GB/s':>13s}"]
     for r in roofline["stages"]:
         stage = f"C={r['channels']} {r['side']}x{r['side']}"
-        lines.append(f"{stage:>12s} " + " ".join(f"{r['rates'][v] / 1e9:13.1f}" for v in VARIANTS))
+        lines.append(f"{stage:>12s} " + " ".join(f"{r['rates'][v] / 1e9:13.1f}" for v in VARIANTS)
+                     + f" {r['bandwidth'] / 1e9:13.1f}")
     return "\n".join(lines)
 
 

@@ -225,6 +225,25 @@ def test_attainable_time_charges_every_op_at_the_ceiling_of_its_stage():
             ("matmul", "any", 0, 20e9)]  # matrix products at the best conv rate of all stages: 1 s
     assert roofline.attainable_seconds(work, table, "conv") == pytest.approx(3.0)
     assert roofline.percent_of_ceilings(work, 6.0, table)["conv"] == pytest.approx(50.0)
+    # the roof adds the memory-bound bytes at the bandwidth of the stage nearest in tensor size
+    table["stages"][0].update(elements=1000, bandwidth=1e9)
+    table["stages"][1].update(elements=100, bandwidth=4e9)
+    memory = [(2000, 1e9), (90, 4e9)]  # 1 s at stage 0's 1 GB/s, 1 s at stage 1's 4 GB/s
+    assert roofline.memory_seconds(memory, table) == pytest.approx(2.0)
+    assert roofline.percent_of_ceilings(work, 10.0, table, memory)["roof"] == pytest.approx(50.0)
+
+
+def test_memory_bound_ops_count_the_bytes_they_read_and_write():
+    x, w = torch.randn(4, 8, 5, 5), torch.randn(8, 8, 3, 3)
+    n = x.numel() * 4
+    with count_work() as work:
+        y = F.relu(x)  # reads x, writes y
+        y.view(-1)  # a view moves nothing
+        y.add_(1.0)  # reads and writes y
+        torch.empty(10)  # an allocation moves nothing
+        F.conv2d(x, w, padding=1)  # counted as FLOPs, not bytes
+    assert work.bytes == 4 * n and dict(work.bytes_by_size) == {x.numel(): 4 * n}
+    assert (work - Work()).bytes == work.bytes and work.copy().bytes_by_size == work.bytes_by_size
 
 
 def test_comparison_with_the_original_code_needs_its_checkout(tmp_path):

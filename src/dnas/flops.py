@@ -10,11 +10,21 @@ recorded (forward and backward, any module, any dtype), with 2 FLOPs per multipl
                           architecture step, which needs no weight gradients, costs less
     matrix product        (m x k) @ (k x n): 2 * m * k * n (batched: times the batch)
 
-Biases, BatchNorm, activations, pooling, concatenation and other elementwise work are not counted:
-their cost is memory traffic, not arithmetic, and a roofline reports them as the gap between the
-achieved and the attainable rate. (PyTorch's own ``torch.utils.flop_counter`` counts the weight
-gradient of a grouped convolution as if it were dense, ``groups`` times too much, which matters
-for the depthwise convolutions of the DARTS space; hence these few lines of our own.)
+Biases, BatchNorm, activations, pooling, concatenation and other elementwise work are not counted
+as FLOPs: their cost is memory traffic, not arithmetic. For them the bytes they touch are recorded
+instead (``bytes_by_size``): every other op that moves data (not a view, not an allocation) reads
+its tensor arguments and writes its tensor results once,
+
+    bytes = sum of nbytes(tensor arguments) + sum of nbytes(tensor results)
+
+(an in-place op counts its operand as read and written), keyed by the element count of the op's
+largest tensor, so that a roofline can charge it at the bandwidth the machine reaches on tensors of
+that size. It is a lower bound of the traffic: a kernel that passes over its input twice
+(BatchNorm's statistics, then the normalisation) is charged once.
+
+PyTorch's own ``torch.utils.flop_counter`` counts the weight gradient of a grouped convolution as
+if it were dense, ``groups`` times too much, which matters for the depthwise convolutions of the
+DARTS space; hence these few lines of our own.
 
 Each record keeps the op's kind (``dense``, ``depthwise`` or ``grouped`` convolution, ``matmul``),
 its phase (``forward``, ``grad_input``, ``grad_weight``) and the number of output positions
@@ -38,6 +48,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 aten = torch.ops.aten
 Key = tuple[str, str, int]  # (kind, phase, output positions)
@@ -50,10 +61,17 @@ class Work:
     flops_by_key: Counter[Key] = field(default_factory=Counter)
     forwards: int = 0
     backwards: int = 0
+    # bytes touched by the memory-bound ops, by the element count of each op's largest tensor
+    bytes_by_size: Counter[int] = field(default_factory=Counter)
 
     @property
     def flops(self) -> int:
         return sum(self.flops_by_key.values())
+
+    @property
+    def bytes(self) -> int:
+        """Bytes read and written by the ops that are not counted as FLOPs."""
+        return sum(self.bytes_by_size.values())
 
     def by(self, part: str) -> dict[str, int]:
         """FLOPs summed by ``"kind"`` or ``"phase"``."""
@@ -65,14 +83,14 @@ class Work:
 
     def __add__(self, other: Work) -> Work:
         return Work(self.flops_by_key + other.flops_by_key, self.forwards + other.forwards,
-                    self.backwards + other.backwards)
+                    self.backwards + other.backwards, self.bytes_by_size + other.bytes_by_size)
 
     def __sub__(self, other: Work) -> Work:
         return Work(self.flops_by_key - other.flops_by_key, self.forwards - other.forwards,
-                    self.backwards - other.backwards)
+                    self.backwards - other.backwards, self.bytes_by_size - other.bytes_by_size)
 
     def copy(self) -> Work:
-        return Work(Counter(self.flops_by_key), self.forwards, self.backwards)
+        return Work(Counter(self.flops_by_key), self.forwards, self.backwards, Counter(self.bytes_by_size))
 
 
 def _conv_kind(groups: int, weight: Tensor, transposed: bool) -> str:
@@ -121,6 +139,15 @@ _RULES: dict[Any, Callable[[tuple, Any], list[tuple[Key, int]]]] = {
 }
 
 
+# ops that move no data: allocations (their memory is written by the op that fills it) and bookkeeping
+_NO_TRAFFIC = {aten.empty, aten.empty_strided, aten.empty_like, aten.new_empty, aten.new_empty_strided,
+               aten.detach, aten.lift_fresh, aten._local_scalar_dense, aten.set_, aten.resize_}
+
+
+def _tensors(tree: Any) -> list[Tensor]:
+    return [t for t in tree_flatten(tree)[0] if isinstance(t, Tensor)]
+
+
 class _Recorder(TorchDispatchMode):
     def __init__(self, work: Work):
         super().__init__()
@@ -132,12 +159,18 @@ class _Recorder(TorchDispatchMode):
         if rule is not None:
             for key, flops in rule(args, out):
                 self.work.flops_by_key[key] += flops
+        elif not func.is_view and func.overloadpacket not in _NO_TRAFFIC:
+            tensors = _tensors((args, kwargs)) + _tensors(out)
+            if tensors:
+                size = max(t.numel() for t in tensors)
+                self.work.bytes_by_size[size] += sum(t.numel() * t.element_size() for t in tensors)
         return out
 
 
 @contextmanager
 def count_work(watch: nn.Module | None = None) -> Iterator[Work]:
-    """Count the FLOPs of everything run inside the block, and the passes through ``watch``.
+    """Count the FLOPs (and the memory-bound ops' bytes) of everything run inside the block, and the
+    passes through ``watch``.
 
     The returned :class:`Work` fills up while the block runs (read it after the block, or take
     differences of copies inside it). Counting slows every op down: never time inside the block.
