@@ -356,6 +356,10 @@ class FusedSource(nn.Module):
         return torch.mm(mixing.to(stacked.dtype), stacked.flatten(1)).view(-1, *stacked.shape[1:])
 
 
+def _edges(mix: Tensor | None) -> tuple[Tensor, ...] | None:
+    return None if mix is None else mix.unbind(0)
+
+
 class FusedCell(nn.Module):
     """The node computation of one cell with fused sources.
 
@@ -383,9 +387,11 @@ class FusedCell(nn.Module):
         """Returns the intermediate node outputs."""
         topo = self.topology
         nodes: list[Tensor] = list(inputs)
-        mixes: list[Tensor | None] = [None] * len(self.sources)
+        # each source's mix split into its edges once: the backward of one unbind stacks the edge gradients,
+        # where indexing every edge would allocate a zero-filled gradient of the whole mix per edge and add them
+        mixes: list[tuple[Tensor, ...] | None] = [None] * len(self.sources)
         for src in range(topo.num_inputs):
-            mixes[src] = self.sources[src](nodes[src], weights, active)
+            mixes[src] = _edges(self.sources[src](nodes[src], weights, active))
         ref = nodes[0]
         stride = 2 if topo.reduction else 1
         out_shape = (ref.shape[0], self.channels, -(-ref.shape[2] // stride), -(-ref.shape[3] // stride))
@@ -402,5 +408,5 @@ class FusedCell(nn.Module):
                 node = _bn(node)
             nodes.append(node)
             if dst < len(self.sources):
-                mixes[dst] = self.sources[dst](node, weights, active)
+                mixes[dst] = _edges(self.sources[dst](node, weights, active))
         return nodes[topo.num_inputs:]
