@@ -1,7 +1,7 @@
 """Seconds per search iteration of the original codes against dnas at equal configuration.
 
     python bench/bench_vs_original.py --autodl ~/src/AutoDL-Projects --darts ~/src/darts
-    python bench/bench_vs_original.py --autodl ~/src/AutoDL-Projects --configs nb201 --bf16   # + dnas in bf16
+    python bench/bench_vs_original.py --autodl ~/src/AutoDL-Projects --configs nb201,nb201-tiny
 
 ``--autodl`` is a checkout of D-X-Y/AutoDL-Projects (NAS-Bench-201 DARTS-V1/V2), ``--darts`` one of
 quark0/darts (the DARTS search space); nothing of theirs is part of this repository. Their code is
@@ -207,11 +207,9 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(config.threads)
     torch.manual_seed(0)
     warmup, steps = spec["warmup"], spec["steps"]
-    if spec["side"].startswith("dnas"):
-        overrides = ["precision=bf16"] if spec["side"] == "dnas-bf16" else []
+    if spec["side"] == "dnas":
         with search_at_last_epoch(config.space, config.method, channels=config.channels, layers=config.layers,
-                                  batch_size=config.batch, image_size=config.image_size,
-                                  overrides=overrides) as search:
+                                  batch_size=config.batch, image_size=config.image_size) as search:
             return _measure(lambda: iterate(search), search.problem.net, warmup, steps)
     _shim_cuda()
     g = torch.Generator().manual_seed(0)
@@ -263,7 +261,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=5, help="timed iterations per process")
     parser.add_argument("--json", type=Path, help="also write the measurements here")
-    parser.add_argument("--bf16", action="store_true", help="also time dnas with precision=bf16 (a third side)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -294,7 +291,7 @@ def main(argv: list[str] | None = None) -> None:
         if key not in rooflines:
             rooflines[key] = roofline.measure(*key)
             print(roofline.format_table(rooflines[key]))
-        runs: dict[str, list] = {"original": [], "dnas": [], **({"dnas-bf16": []} if args.bf16 else {})}
+        runs: dict[str, list] = {"original": [], "dnas": []}
         for _ in range(args.repeats):
             for side in runs:
                 spec = {"config": name, "side": side, "root": str(roots[config.original]), "warmup": args.warmup,
@@ -316,11 +313,6 @@ def main(argv: list[str] | None = None) -> None:
               f"| {d['seconds']:.3f} s ({d['low']:.3f}-{d['high']:.3f}) | {o['seconds'] / d['seconds']:.2f}x "
               f"| {o['peak_mb'] / 1024:.2f} / {d['peak_mb'] / 1024:.2f} GB "
               f"| {o['added_mb'] / 1024:.2f} / {d['added_mb'] / 1024:.2f} GB ({d['added_mb'] / o['added_mb']:.2f}x) |")
-        if "dnas-bf16" in r:
-            b = r["dnas-bf16"]
-            print(f"| {config.label}, dnas precision=bf16 | | {b['seconds']:.3f} s ({b['low']:.3f}-{b['high']:.3f}) "
-                  f"| {o['seconds'] / b['seconds']:.2f}x | {b['peak_mb'] / 1024:.2f} GB "
-                  f"| {b['added_mb'] / 1024:.2f} GB ({b['added_mb'] / o['added_mb']:.2f}x) |")
     print("\n| configuration | GFLOP/iter original / dnas | GFLOP/s original / dnas "
           "| % of conv ceiling original / dnas | % of gemm ceiling original / dnas "
           "| GB of memory-bound ops original / dnas | % of roof original / dnas |")
@@ -332,7 +324,7 @@ def main(argv: list[str] | None = None) -> None:
                         roofline.percent_of_ceilings(s["flops_by_key"], s["seconds"], ceiling, s["bytes_by_size"]),
                         sum(n for _, n in s["bytes_by_size"]) / 1e9)
                  for side, s in r.items()}
-        o, d = cells["original"], cells["dnas"]  # (bf16 FLOPs are the same; its rate: seconds above)
+        o, d = cells["original"], cells["dnas"]
         print(f"| {config.label} | {o[0]:.1f} / {d[0]:.1f} | {o[1]:.1f} / {d[1]:.1f} | {o[2]['conv']:.1f} / "
               f"{d[2]['conv']:.1f} | {o[2]['gemm']:.1f} / {d[2]['gemm']:.1f} | {o[3]:.1f} / {d[3]:.1f} "
               f"| {o[2]['roof']:.1f} / {d[2]['roof']:.1f} |")

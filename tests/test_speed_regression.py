@@ -226,9 +226,8 @@ def test_attainable_time_charges_every_op_at_the_ceiling_of_its_stage():
     assert roofline.attainable_seconds(work, table, "conv") == pytest.approx(3.0)
     assert roofline.percent_of_ceilings(work, 6.0, table)["conv"] == pytest.approx(50.0)
     # the roof adds the memory-bound bytes at the bandwidth of the stage nearest in tensor size
-    table["stages"][0].update(elements=1000, bandwidth=1e9)
-    table["stages"][1].update(elements=100, bandwidth=4e9)
-    memory = [(2000, 1e9), (90, 4e9)]  # 1 s at stage 0's 1 GB/s, 1 s at stage 1's 4 GB/s
+    table["stream"] = [{"elements": 1000, "bandwidth": 1e9}, {"elements": 100, "bandwidth": 4e9}]
+    memory = [(2000, 1e9), (90, 4e9)]  # 1 s at 1 GB/s (nearest size 1000), 1 s at 4 GB/s (nearest size 100)
     assert roofline.memory_seconds(memory, table) == pytest.approx(2.0)
     assert roofline.percent_of_ceilings(work, 10.0, table, memory)["roof"] == pytest.approx(50.0)
 
@@ -267,12 +266,10 @@ def test_drives_the_original_code_from_checkouts_given_in_the_environment():
         pytest.skip("set DNAS_AUTODL_DIR and DNAS_DARTS_DIR to checkouts of the original code to run this test")
     script = Path(__file__).resolve().parents[1] / "bench" / "bench_vs_original.py"
     proc = subprocess.run([sys.executable, str(script), "--autodl", autodl, "--darts", darts, "--configs",
-                           "nb201-tiny,darts-tiny", "--repeats", "1", "--warmup", "0", "--steps", "1", "--bf16"],
+                           "nb201-tiny,darts-tiny", "--repeats", "1", "--warmup", "0", "--steps", "1"],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
-    rows = [line for line in lines if (line.startswith("| NB201 C=8") or line.startswith("| DARTS"))
-            and "bf16" not in line]
+    rows = [line for line in lines if line.startswith("| NB201 C=8") or line.startswith("| DARTS")]
     assert len(rows) == 4 and "AutoDL DARTS-V1" in rows[0] and "quark0/darts" in rows[1]
     assert all(row.count("|") == 7 and "x) |" in row for row in rows[:2])  # memory added by the iterations, ratio
-    assert sum("dnas precision=bf16" in line for line in lines) == 2  # the third side, one row per configuration

@@ -11,8 +11,7 @@ regularizers compute their quantities through it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import torch
@@ -42,8 +41,6 @@ class BilevelProblem:
         # the search loop's SGD optimizer of w (its momentum buffer and weight decay enter DARTS' virtual step)
         self.weight_optimizer: torch.optim.Optimizer | None = None
         self.epochs_elapsed = 0.0  # fractional epochs before the current iteration, set by the search loop
-        # bf16 autocast of the supernet's forward passes (None: float32); see :meth:`full_precision`
-        self.autocast_dtype: torch.dtype | None = None
 
     # ----- parameters ------------------------------------------------------------------------------
     @property
@@ -79,22 +76,7 @@ class BilevelProblem:
             activated = self.activated() if activated is None else activated
             cell_weights = self.net.per_cell(activated)
         masks = self.active_masks(activated) if activated is not None else None
-        if self.autocast_dtype is None:
-            return self.net(x, cell_weights, masks)
-        with torch.autocast(x.device.type, dtype=self.autocast_dtype):
-            logits = self.net(x, cell_weights, masks)
-        return logits.float()  # the loss, and every gradient that leaves the network, in float32
-
-    @contextmanager
-    def full_precision(self) -> Iterator[None]:
-        """Forward passes in float32 inside this block, whatever the search's precision: the passes of
-        Hessian-vector products and finite differences, whose differences of nearby values a 8-bit
-        mantissa would swamp (a bf16 rounding error of 2^-8 against radii of 1e-2 / ||v||)."""
-        saved, self.autocast_dtype = self.autocast_dtype, None
-        try:
-            yield
-        finally:
-            self.autocast_dtype = saved
+        return self.net(x, cell_weights, masks)
 
     def active_masks(self, activated: Mapping[str, Tensor]) -> dict[str, Tensor | None] | None:
         """The activation's masks of the ops worth computing for these activated weights, computed once

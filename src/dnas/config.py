@@ -43,7 +43,6 @@ from dnas.registry import keyword_defaults
 
 LIST_SLOTS = ("weight_regularizers", "arch_regularizers")
 SINGLE_SLOTS = ("activation", "schedule", "estimator", "discretizer")
-PRECISIONS = ("fp32", "bf16")  # a search's forward passes: float32, or bfloat16 autocast
 
 _INT = re.compile(r"[+-]?\d(?:_?\d)*")
 _FLOAT = re.compile(r"[+-]?(?:\d(?:_?\d)*(?:\.(?:\d(?:_?\d)*)?)?|\.\d(?:_?\d)*)(?:[eE][+-]?\d+)?")
@@ -109,6 +108,15 @@ class Config:
 
     #: what the configuration configures, for messages ("search", "training")
     kind: ClassVar[str] = "run"
+    #: keys an older dnas wrote and this one no longer has: key -> (the value under which the saved
+    #: configuration means what this dnas does without the key, why the key went); see :meth:`set`
+    removed: ClassVar[dict[str, tuple[Any, str]]] = {}
+
+    @classmethod
+    def comparison_defaults(cls) -> dict[str, Any]:
+        """The value of every key a saved configuration may lack or hold in excess, for
+        :func:`dnas.runs.config_differences`: today's defaults and the removed keys' neutral values."""
+        return {**{k: value for k, (value, _) in cls.removed.items()}, **cls().to_dict()}
 
     @classmethod
     def field_types(cls) -> dict[str, Any]:
@@ -119,7 +127,13 @@ class Config:
         return [f.name for f in dataclasses.fields(cls)]
 
     def set(self, key: str, value: Any) -> None:
-        """Set the top-level field ``key`` to ``value``, checked against its type."""
+        """Set the top-level field ``key`` to ``value``, checked against its type. A removed key is
+        accepted at its neutral value (configurations saved before it went) and refused otherwise."""
+        if key in self.removed:
+            neutral, why = self.removed[key]
+            if value != neutral:
+                raise DnasError(f"{key}={value} is no longer available ({why}); remove the key")
+            return
         if key not in self.field_names():
             raise DnasError(f"unknown {self.kind} key {key!r}; keys are: {', '.join(sorted(self.field_names()))}")
         setattr(self, key, coerce(key, value, self.field_types()[key]))
@@ -185,6 +199,11 @@ class SearchConfig(Config):
     """Everything that defines a search (``config.yaml`` of a search run)."""
 
     kind: ClassVar[str] = "search"
+    removed: ClassVar[dict[str, tuple[Any, str]]] = {
+        # bfloat16 autocast of the forward passes (issue 14): faster on CPUs with bf16 units, but its searches
+        # end on other cells than float32's, far more often than a float32 change of rounding does (README, speed)
+        "precision": ("fp32", "bf16 searches do not decide like float32 ones, README: speed"),
+    }
 
     # what to search
     space: str = "nb201"
@@ -232,9 +251,6 @@ class SearchConfig(Config):
     log: str = "jsonl"  # metric sinks: jsonl, or tensorboard (JSON lines and TensorBoard events)
     checkpoint_every: int = 100  # steps between mid-epoch checkpoints (0: end of epoch only)
     device: str = "cpu"
-    # fp32, or bf16: autocast of the supernet's forward passes (Hessian-vector products, finite differences
-    # and the Hessian diagnostic stay in float32); faster on CPUs with bf16 matrix units (README, speed)
-    precision: str = "fp32"  # one of PRECISIONS
 
     def set(self, key: str, value: Any) -> None:
         """A top-level field (component slots take a name, a list of names, or a component mapping)."""
@@ -265,7 +281,7 @@ def _set_slot(cfg: SearchConfig, head: str, value: Any) -> None:
 def apply_override(cfg: SearchConfig, key: str, value: Any) -> None:
     """Apply one ``key=value`` override (see the module docstring for the key forms)."""
     head, _, rest = key.partition(".")
-    if head not in cfg.field_names():
+    if head not in cfg.field_names() and not (head in cfg.removed and not rest):
         raise DnasError(f"unknown override key {key!r}; top-level keys are: {', '.join(sorted(cfg.field_names()))}")
     if not rest:
         cfg.set(head, value)

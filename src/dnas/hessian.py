@@ -62,10 +62,10 @@ def dominant_eigenvalue(problem, batch, *, iters: int = 20, tol: float = 1e-3, s
     restored; a stochastic activation is sampled once for all products). The random starting
     vector comes from a private generator seeded with ``seed``. Data parallel: every rank uses the
     whole (fixed) diagnostic batch and identical weights, so every rank finds the same value
-    without communicating; rank 0 logs it. Computed in float32 in a bf16 search.
+    without communicating; rank 0 logs it.
     """
     arch = problem.arch
-    with preserved_buffers(problem.net), problem.full_precision():
+    with preserved_buffers(problem.net):
         loss, _ = problem.loss(batch)
         hvp = ExactHVP(loss, arch)
         generator = torch.Generator().manual_seed(seed)

@@ -7,7 +7,6 @@ from typing import Any
 from dnas.components import SLOTS
 from dnas.config import (
     LIST_SLOTS,
-    PRECISIONS,
     ComponentConfig,
     SearchConfig,
     apply_override,
@@ -77,7 +76,6 @@ def validate(cfg: SearchConfig) -> None:
         (cfg.cutout >= 0, f"cutout must be >= 0, got {cfg.cutout}"),
         (cfg.checkpoint_every >= 0, "checkpoint_every must be >= 0 (0: at epoch ends only)"),
         (cfg.log in SINKS, f"log must be one of {', '.join(SINKS)}, got {cfg.log!r}"),
-        (cfg.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}"),
         (cfg.w_lr_min <= cfg.w_lr, f"w_lr_min ({cfg.w_lr_min}) must not exceed w_lr ({cfg.w_lr})"),
         (cfg.grad_clip > 0, f"grad_clip must be positive, got {cfg.grad_clip}"),
         (not cfg.w_nesterov or cfg.w_momentum > 0, "w_nesterov needs w_momentum > 0"),

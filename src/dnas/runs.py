@@ -127,11 +127,13 @@ def is_temporary(name: str, own_files: Iterable[str]) -> bool:
 # ----- configuration and environment ------------------------------------------------------------------------
 def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any], free: Iterable[str] = (),
                        defaults: Mapping[str, Any] | None = None) -> list[str]:
-    """The keys whose values differ between two configurations (``free`` keys aside). A key the saved
-    configuration lacks (written by a dnas that did not have it yet) holds its value in ``defaults``."""
+    """The keys whose values differ between two configurations (``free`` keys aside). A key one side
+    lacks holds its value in ``defaults``: a key the saved configuration lacks was written by a dnas
+    that did not have it yet, a key only the saved one has was removed since (at its neutral value
+    it means what the current configuration does without it)."""
     free, defaults = set(free), defaults or {}
     return sorted(k for k in set(saved) | set(current)
-                  if k not in free and saved.get(k, defaults.get(k)) != current.get(k))
+                  if k not in free and saved.get(k, defaults.get(k)) != current.get(k, defaults.get(k)))
 
 
 def environment() -> dict[str, Any]:

@@ -85,7 +85,8 @@ class Search:
             raise DnasError(f"batch_size {cfg.batch_size} is the global batch of {self.group.world} processes and "
                             "must be divisible by their number")
         self.run_dir = RunDir(self.out, "search", own_files={GENOTYPE, RESULTS}, results={GENOTYPE, RESULTS},
-                              resume_free=RESUME_FREE_KEYS, defaults=SearchConfig().to_dict(), group=self.group)
+                              resume_free=RESUME_FREE_KEYS, defaults=SearchConfig.comparison_defaults(),
+                              group=self.group)
         self._stop = GracefulStop()
         self._opened = False
 
@@ -143,7 +144,6 @@ class Search:
         net.to(self.device)
         alphas.to(self.device)
         self.problem = BilevelProblem(net, alphas, self.activation, self.arch_regularizers, group=self.group)
-        self.problem.autocast_dtype = torch.bfloat16 if cfg.precision == "bf16" else None
         self.w_opt = torch.optim.SGD(self.problem.weights, lr=cfg.w_lr, momentum=cfg.w_momentum,
                                      weight_decay=cfg.w_weight_decay, nesterov=cfg.w_nesterov)
         self.problem.weight_optimizer = self.w_opt  # second-order DARTS' virtual step reads its momentum

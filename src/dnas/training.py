@@ -259,7 +259,7 @@ class Trainer:
             raise DnasError(f"batch_size {cfg.batch_size} is the global batch of {self.group.world} processes and "
                             "must be divisible by their number")
         self.run_dir = RunDir(self.out, "train", own_files={GENOTYPE, RESULT}, results={RESULT},
-                              resume_free=RESUME_FREE_KEYS | {"genotype"}, defaults=TrainConfig().to_dict(),
+                              resume_free=RESUME_FREE_KEYS | {"genotype"}, defaults=TrainConfig.comparison_defaults(),
                               group=self.group)
 
     # ----- set-up ------------------------------------------------------------------------------------

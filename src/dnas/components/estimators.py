@@ -109,14 +109,6 @@ class _CurvatureEstimator(Estimator):
         self.fd_radius = float(fd_radius)
         self._norms: dict[str, Tensor] = {}
 
-    def arch_gradient(self, problem: BilevelProblem, train_batch: Batch, val_batch: Batch) -> tuple[Tensor, Tensor]:
-        with problem.full_precision():  # Hessian-vector products stay in float32 in a bf16 search
-            return self._curvature_gradient(problem, train_batch, val_batch)
-
-    def _curvature_gradient(self, problem: BilevelProblem, train_batch: Batch,
-                            val_batch: Batch) -> tuple[Tensor, Tensor]:
-        raise NotImplementedError
-
     @staticmethod
     def _train_loss(problem: BilevelProblem, train_batch: Batch, leaves: dict[str, Tensor]) -> LossFn:
         """``L_train`` at the current weights and the fixed activated weights ``leaves``."""
@@ -206,8 +198,7 @@ class SecondOrder(_CurvatureEstimator):
         self.xi = None if xi is None else float(xi)
         self.virtual_step = virtual_step
 
-    def _curvature_gradient(self, problem: BilevelProblem, train_batch: Batch,
-                            val_batch: Batch) -> tuple[Tensor, Tensor]:
+    def arch_gradient(self, problem: BilevelProblem, train_batch: Batch, val_batch: Batch) -> tuple[Tensor, Tensor]:
         weights, arch = problem.weights, problem.arch
         xi = problem.weight_lr if self.xi is None else self.xi
         with preserved_buffers(problem.net):
@@ -260,8 +251,7 @@ class Amended(_CurvatureEstimator):
             raise DnasError(f"estimator.eta must be a non-negative number, got {eta!r}")
         self.eta = float(eta)
 
-    def _curvature_gradient(self, problem: BilevelProblem, train_batch: Batch,
-                            val_batch: Batch) -> tuple[Tensor, Tensor]:
+    def arch_gradient(self, problem: BilevelProblem, train_batch: Batch, val_batch: Batch) -> tuple[Tensor, Tensor]:
         weights, arch = problem.weights, problem.arch
         with preserved_buffers(problem.net):
             objective, logits, _ = problem.arch_objective(val_batch)

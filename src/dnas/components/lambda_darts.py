@@ -202,9 +202,7 @@ class LambdaRegularizer(WeightRegularizer):
         device = batch[0].device
         # The extra passes must leave no trace: BatchNorm running statistics are restored, the RNG
         # is forked (restored on exit) and every extra pass replays the same random numbers.
-        # (in float32 in a bf16 search: a difference of two gradients at +- eps)
-        with preserved_buffers(net), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), \
-                problem.full_precision():
+        with preserved_buffers(net), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             if self.exact:
                 increments = self._exact(problem, batch, base, activated, groups)
             else:

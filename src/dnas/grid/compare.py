@@ -139,7 +139,8 @@ class Compare:
             return run
         # the table only feeds the per-epoch log: a run made with another table (or none) is reused
         cfg.benchmark_table = saved.get("benchmark_table")
-        differ = config_differences(saved, _normalized(cfg), RESUME_FREE_KEYS, _normalized(SearchConfig()))
+        defaults = {**SearchConfig.comparison_defaults(), **_normalized(SearchConfig())}
+        differ = config_differences(saved, _normalized(cfg), RESUME_FREE_KEYS, defaults)
         if differ:
             raise DnasError(f"{run.out} holds a run with a different configuration ({', '.join(differ)}); give "
                             "the same settings to reuse it, choose another --out, or delete that run directory")
