@@ -15,12 +15,17 @@ put in their last epoch (Lambda-DARTS' lambda_t = lambda, PR-DARTS' final temper
 configuration runs in a fresh subprocess so that peak memory (``ru_maxrss``) is its own.
 
 Every method is a sequence of forward + backward passes (``bench/_common.py`` ``PASSES``: a pass w.r.t.
-alpha, w.r.t. the weights, both, or the weights and per-cell copies of alpha), so its ratio has a
-floor set by its passes alone: ``floor = sum of its passes' seconds / (seconds of "a" + "w")``, the
-pass times measured in one more worker per space (each kind timed on its own, interleaved,
-median of ``--steps``). ``ratio / floor`` above 1 is what the method spends outside its passes
-(copies, restores, the regularizer's arithmetic). Methods whose passes are not separate passes
-(amended-darts' exact double backward) or vary per iteration (darts-prime's schedule) have none.
+alpha ``a``, w.r.t. the weights ``w``, both ``wa``, or the weights and per-cell copies of alpha
+``wc``), so its ratio has a floor set by its passes alone. The worker of such a method also times
+each pass kind it uses (and ``a`` and ``w``), one of each after every timed iteration, in the same
+process, and reports
+
+    floor = sum of its passes' seconds / (seconds of "a" + "w")      (the ratio its passes imply)
+    over  = seconds per iteration / sum of its passes' seconds       (what it spends beyond them)
+
+``over`` above 1 is the work outside the passes: data, optimizer steps, copies and restores of the
+weights, the regularizer's arithmetic. Methods whose passes are not separate passes (amended-darts'
+exact double backward) or vary per iteration (darts-prime's schedule) have neither.
 
 The roofline (``bench/roofline.py``) is measured first, in the same run, and every row also gives
 the iteration's passes through the supernet, its FLOPs (convolutions and matrix products, forward
@@ -45,7 +50,6 @@ from typing import Any
 
 import roofline
 from _common import (
-    PASS_KINDS,
     PASSES,
     iterate,
     maxrss_mb,
@@ -53,47 +57,24 @@ from _common import (
     reference_pass,
     run_worker,
     search_at_last_epoch,
-    time_calls,
 )
 
 FULL = {"darts": (16, 8), "nb201": (16, 5), "batch_size": 64, "image_size": 32, "warmup": 2, "steps": 6}
 QUICK = {"darts": (8, 5), "nb201": (8, 2), "batch_size": 16, "image_size": 16, "warmup": 1, "steps": 3}
 REFERENCE = "reference"
-PASS_TIMES = "passes"  # the worker that times the reference passes
 # methods whose iteration is exactly their PASSES (amended-darts' preset takes exact products; darts-prime's
 # schedule skips the alpha step on some iterations)
 FLOORED = ("darts", "darts-2nd", "lambda-darts")
 
 
-def pass_times(spec: dict[str, Any]) -> dict[str, Any]:
-    """Median seconds of each reference pass kind on a first-order DARTS search, kinds interleaved."""
-    import torch
-
-    torch.set_num_threads(spec["threads"])
-    channels, layers = spec["shape"]
-    with search_at_last_epoch(spec["space"], "darts", channels=channels, layers=layers,
-                              batch_size=spec["batch_size"], image_size=spec["image_size"],
-                              device=spec["device"]) as search:
-        iterate(search)  # caches and optimizer state, as in the timed workers
-        problem, batch = search.problem, next(search.train_stream)
-        times: dict[str, list[float]] = {kind: [] for kind in PASS_KINDS}
-        for _ in range(spec["warmup"] + spec["steps"]):
-            for kind in PASS_KINDS:
-                times[kind] += time_calls(lambda k=kind: reference_pass(problem, batch, k), 0, 1)
-    return {"pass_seconds": {k: statistics.median(t[spec["warmup"]:]) for k, t in times.items()}}
-
-
-def floor_ratio(method: str, pass_seconds: dict[str, float]) -> float | None:
-    """The ratio to first-order DARTS that ``method``'s passes alone account for (None: no floor)."""
-    if method not in FLOORED:
-        return None
+def floor_and_overhead(method: str, seconds: float, pass_seconds: dict[str, float]) -> tuple[float, float]:
+    """``(floor, over)`` of the module docstring, from the method's own pass times."""
     arch, weight = PASSES[method]
-    return sum(pass_seconds[k] for k in (*arch, *weight)) / (pass_seconds["a"] + pass_seconds["w"])
+    passes = sum(pass_seconds[k] for k in (*arch, *weight))
+    return passes / (pass_seconds["a"] + pass_seconds["w"]), seconds / passes
 
 
 def worker(spec: dict[str, Any]) -> dict[str, Any]:
-    if spec["method"] == PASS_TIMES:
-        return pass_times(spec)
     import torch
 
     from dnas.flops import count_work
@@ -114,15 +95,27 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
             search.w_opt = torch.optim.SGD(search.problem.weights, lr=cfg.w_lr, momentum=cfg.w_momentum,
                                            weight_decay=cfg.w_weight_decay)
         build_mb = maxrss_mb()
-        times, took = [], []
-        for _ in range(spec["warmup"] + spec["steps"]):
+
+        def timed(fn) -> tuple[float, Any]:
             if search.device.type == "cuda":
                 torch.cuda.synchronize()
             start = time.perf_counter()
-            took.append(iterate(search))
+            out = fn()
             if search.device.type == "cuda":
                 torch.cuda.synchronize()
-            times.append(time.perf_counter() - start)
+            return time.perf_counter() - start, out
+
+        # the pass kinds of a floored method (and "a", "w"), each timed once after every iteration
+        kinds = sorted({"a", "w", *PASSES[method][0], *PASSES[method][1]}) if spec["method"] in FLOORED else []
+        pass_times: dict[str, list[float]] = {kind: [] for kind in kinds}
+        times, took = [], []
+        for _ in range(spec["warmup"] + spec["steps"]):
+            seconds, arch_step = timed(lambda: iterate(search))
+            times.append(seconds)
+            took.append(arch_step)
+            batch = next(search.train_stream)
+            for kind in kinds:
+                pass_times[kind].append(timed(lambda k=kind, b=batch: reference_pass(search.problem, b, k))[0])
         arch_steps, peak = search.arch_steps, peak_memory_mb(spec["device"])
         with count_work(search.problem.net) as work:  # one more iteration, counted (never timed)
             counted_took = iterate(search)
@@ -134,7 +127,8 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
             "peak_mb": peak, "arch_steps": arch_steps, "iterations": len(times), "flops": work.flops,
             "flops_by_key": [[*key, flops] for key, flops in work.flops_by_key.items()],
             "bytes_by_size": [[size, n] for size, n in work.bytes_by_size.items()],
-            "flops_seconds": statistics.median(same_kind), "passes": work.forwards}
+            "flops_seconds": statistics.median(same_kind), "passes": work.forwards,
+            "pass_seconds": {k: statistics.median(t[spec["warmup"]:]) for k, t in pass_times.items()}}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -166,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
           "attainable rate under the roofline's conv / gemm ceiling; %roof = with the memory-bound ops' bytes at the "
           "stream bandwidth as well")
     print(f"# before: {roofline.load_average()}")
-    header = (f"{'space':6s} {'method':16s} {'s/iter':>8s} {'ratio':>6s} {'floor':>6s} {'peak MB':>8s} "
+    header = (f"{'space':6s} {'method':16s} {'s/iter':>8s} {'ratio':>6s} {'floor':>6s} {'over':>6s} {'peak MB':>8s} "
               f"{'arch steps':>10s} {'passes':>6s} {'GFLOP':>8s} {'GFLOP/s':>8s} {'%conv':>6s} {'%gemm':>6s} "
               f"{'%roof':>6s}")
     rows = []
@@ -178,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
             print(roofline.format_table(rooflines[shape[0]]))
             print(header)
         results = {}
-        for method in [PASS_TIMES, *methods, REFERENCE]:
+        for method in [*methods, REFERENCE]:
             spec = {"space": space, "method": method, "shape": shape, "batch_size": base["batch_size"],
                     "image_size": base["image_size"], "warmup": warmup, "steps": steps,
                     "threads": args.threads, "device": args.device}
@@ -186,22 +180,19 @@ def main(argv: list[str] | None = None) -> None:
                 results[method] = r = run_worker(__file__, spec)
             except RuntimeError as error:
                 raise SystemExit(f"worker failed for {space}/{method}: {error}") from None
-            if method == PASS_TIMES:
-                pass_seconds = r["pass_seconds"]
-                print(f"# {space}: seconds of one forward + backward pass w.r.t. "
-                      + ", ".join(f"{k}: {v:.3f}" for k, v in pass_seconds.items()))
-                continue
             ratio = r["seconds"] / results["darts"]["seconds"]
-            floor = floor_ratio(method, pass_seconds)
+            floor, over = floor_and_overhead(method, r["seconds"], r["pass_seconds"]) if r["pass_seconds"] \
+                else (None, None)
             percent = roofline.percent_of_ceilings(r["flops_by_key"], r["flops_seconds"], rooflines[shape[0]],
                                                    r["bytes_by_size"])
             print(f"{space:6s} {method:16s} {r['seconds']:8.3f} {ratio:6.2f} "
-                  f"{'-' if floor is None else f'{floor:.2f}':>6s} {r['peak_mb']:8.0f} "
+                  f"{'-' if floor is None else f'{floor:.2f}':>6s} {'-' if over is None else f'{over:.2f}':>6s} "
+                  f"{r['peak_mb']:8.0f} "
                   f"{r['arch_steps']:>4d}/{r['iterations']:<5d} {r['passes']:6d} {r['flops'] / 1e9:8.2f} "
                   f"{r['flops'] / r['flops_seconds'] / 1e9:8.1f} {percent['conv']:6.1f} {percent['gemm']:6.1f} "
                   f"{percent['roof']:6.1f}",
                   flush=True)
-            rows.append({"space": space, "method": method, "ratio": ratio, "floor": floor, "pass_seconds": pass_seconds,
+            rows.append({"space": space, "method": method, "ratio": ratio, "floor": floor, "over": over,
                          "percent_of_ceilings": percent, **r})
     print(f"# after: {roofline.load_average()}")
     if args.json:

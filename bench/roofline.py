@@ -9,9 +9,10 @@ stage, with the search batch B, this times
 * ``gemm``: the same arithmetic as one matrix product, ``(C x 9C) @ (9C x B*H*W)`` (the
   convolution's im2col product without the im2col), in fp32 and bf16.
 
-* ``stream``: memory bandwidth on tensors of one feature map's size (``B x C x S x S`` floats), the
-  best of a copy (``y.copy_(x)``: reads and writes one tensor) and an addition (``z = x + y``:
-  reads two, writes one), in bytes per second as :mod:`dnas.flops` counts them.
+* ``stream``: memory bandwidth by tensor size (float32 tensors of 2^14 to 2^24 elements, 64 KB to
+  64 MB: from what the caches hold to what only memory does), the best of a copy (``y.copy_(x)``:
+  reads and writes one tensor) and an addition (``z = x + y``: reads two, writes one), in bytes
+  per second as :mod:`dnas.flops` counts them.
 
 Each rate is the best of ``--repeats`` timed calls (load only ever slows a call down, and a ceiling
 is what the machine can reach). FLOPs of every microbenchmark are counted by :mod:`dnas.flops`,
@@ -31,9 +32,9 @@ Python overhead.
 
 A third figure, ``roof``, charges the memory-bound ops too: the counted FLOPs at the conv ceiling
 plus the bytes the other ops touch (:mod:`dnas.flops`, ``bytes_by_size``) at the stream bandwidth
-of the stage whose feature map is nearest in size,
+measured on tensors nearest in size to the op's largest,
 
-    attainable_roof = sum_k F_k / R_stage(k) + sum_j bytes_j / BW_stage(j),
+    attainable_roof = sum_k F_k / R_stage(k) + sum_j bytes_j / BW(size_j),
 
 so ``% of roof`` is what is left after arithmetic and the unavoidable traffic (each op reading its
 inputs and writing its outputs once): kernel inefficiency, extra passes over memory, overhead.
@@ -55,6 +56,7 @@ from _common import run_worker, time_calls
 
 VARIANTS = ("conv fp32", "conv fp32-cl", "conv bf16-cl", "gemm fp32", "gemm bf16")
 CEILINGS = {"conv": ("conv fp32", "conv fp32-cl"), "gemm": ("gemm fp32",)}
+STREAM_SIZES = range(14, 25, 2)  # log2 of the tensor sizes (elements) of the bandwidth measurements
 
 
 def load_average() -> str:
@@ -102,11 +104,10 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
                 run()
             seconds = min(time_calls(run, spec["warmup"], spec["repeats"]))  # a ceiling: the best of the repeats
             rates[variant] = work.flops / seconds
-        bandwidth = _stream_bandwidth(b * channels * side * side, spec, g)
         rows.append({"channels": channels, "side": side, "positions": b * side * side, "rates": rates,
-                     "ceilings": {name: max(rates[v] for v in members) for name, members in CEILINGS.items()},
-                     "elements": b * channels * side * side, "bandwidth": bandwidth})
-    return {"threads": spec["threads"], "batch": spec["batch"], "stages": rows,
+                     "ceilings": {name: max(rates[v] for v in members) for name, members in CEILINGS.items()}})
+    stream = [{"elements": 2**k, "bandwidth": _stream_bandwidth(2**k, spec, g)} for k in STREAM_SIZES]
+    return {"threads": spec["threads"], "batch": spec["batch"], "stages": rows, "stream": stream,
             "torch": torch.__version__, "bf16_supported": _cpu_has_bf16()}
 
 
@@ -158,8 +159,9 @@ def attainable_seconds(flops_by_key: Iterable[tuple[str, str, int, int]], roofli
 
 
 def memory_seconds(bytes_by_size: Iterable[tuple[int, int]], roofline: dict[str, Any]) -> float:
-    """Seconds the counted bytes ``(largest tensor's elements, bytes)`` take at the stream bandwidths."""
-    rows = roofline["stages"]
+    """Seconds the counted bytes ``(largest tensor's elements, bytes)`` take at the stream bandwidth
+    measured on the tensor size nearest to each op's."""
+    rows = roofline["stream"]
     return sum(nbytes / min(rows, key=lambda r: abs(math.log(max(size, 1) / r["elements"])))["bandwidth"]
                for size, nbytes in bytes_by_size)
 
@@ -180,13 +182,13 @@ def format_table(roofline: dict[str, Any]) -> str:
     bf16 = {True: "has bf16 instructions", False: "no bf16 instructions", None: "bf16 support unknown"}
     lines = [f"# roofline: GFLOP/s of dense arithmetic at the supernet's shapes (batch {roofline['batch']}, "
              f"{roofline['threads']} thread(s), torch {roofline['torch']}, CPU {bf16[roofline['bf16_supported']]}); "
-             "conv = 3x3 forward + input and weight gradients, gemm = its im2col product; cl = channels-last; "
-             "stream = GB/s of a copy or an addition of one feature map's size",
-             f"{'stage':>12s} " + " ".join(f"{v:>13s}" for v in VARIANTS) + f" {'stream GB/s':>13s}"]
+             "conv = 3x3 forward + input and weight gradients, gemm = its im2col product; cl = channels-last",
+             f"{'stage':>12s} " + " ".join(f"{v:>13s}" for v in VARIANTS)]
     for r in roofline["stages"]:
         stage = f"C={r['channels']} {r['side']}x{r['side']}"
-        lines.append(f"{stage:>12s} " + " ".join(f"{r['rates'][v] / 1e9:13.1f}" for v in VARIANTS)
-                     + f" {r['bandwidth'] / 1e9:13.1f}")
+        lines.append(f"{stage:>12s} " + " ".join(f"{r['rates'][v] / 1e9:13.1f}" for v in VARIANTS))
+    lines.append("# stream GB/s (best of a copy and an addition) by float32 tensor size: " + ", ".join(
+        f"{r['elements'] * 4 / 2**20:g} MB {r['bandwidth'] / 1e9:.1f}" for r in roofline["stream"]))
     return "\n".join(lines)
 
 
