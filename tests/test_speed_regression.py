@@ -100,9 +100,11 @@ def test_backward_flops_count_only_the_gradients_autograd_computes():
     stem = 2 * 8 * 8 * 8 * 4 * 3 * 9
     # weight gradients: every convolution weight is a parameter except the ones-kernel of the pooling
     # (a buffer), so grad_weight FLOPs = forward FLOPs of the dense convolutions; input gradients: every
-    # convolution except the stem (the images need no gradient)
+    # dense convolution except the stem (the images need no gradient); the pooling's input gradient is its
+    # box sum transposed, a (transposed) depthwise convolution of the same FLOPs run in the backward
     assert weight_pass.by("phase")["grad_weight"] == fwd["dense"]
-    assert weight_pass.by("phase")["grad_input"] == fwd["dense"] + fwd["depthwise"] - stem
+    assert weight_pass.by("phase")["grad_input"] == fwd["dense"] - stem
+    assert weight_pass.by("phase")["forward"] == forward.by("phase")["forward"] + fwd["depthwise"]
     # the architecture pass computes no weight gradient at all
     assert "grad_weight" not in arch_pass.by("phase")
     assert 0 < arch_pass.by("phase")["grad_input"] < weight_pass.by("phase")["grad_input"]

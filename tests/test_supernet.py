@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from dnas.bilevel import BilevelProblem
 from dnas.components.activations import Softmax
@@ -129,3 +130,34 @@ def test_reference_helpers_refuse_the_wrong_inputs():
         assert torch.equal(v, before[k])
     with pytest.raises(RuntimeError, match="backward"):  # no backward pass yet: no gradients to pair
         member_gradient_pairs(_node_modules(fused)[0], _node_modules(reference)[0])
+
+
+@pytest.mark.parametrize(("stride", "size"), [(1, 6), (2, 6), (2, 5)])
+def test_average_pooling_double_backward_is_exact_and_one_convolution(stride, size):
+    """The box sum behind avg_pool_3x3 has a hand-written backward (a transposed convolution), so that
+    double backward differentiates one convolution instead of PyTorch's loop over the C groups."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from dnas.supernet.fused import _BoxSum
+
+    ones = torch.ones(4, 1, 3, 3, dtype=torch.float64)
+    x = torch.randn(2, 4, size, size, dtype=torch.float64, requires_grad=True)
+
+    def box(t):
+        return _BoxSum.apply(t, ones, stride)
+
+    assert torch.equal(box(x), F.conv2d(x, ones, stride=stride, padding=1, groups=4))
+    assert torch.autograd.gradcheck(box, (x,)) and torch.autograd.gradgradcheck(box, (x,))
+
+    class Convolutions(TorchDispatchMode):
+        calls = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            Convolutions.calls += func.overloadpacket in (torch.ops.aten.convolution,
+                                                         torch.ops.aten.convolution_backward)
+            return func(*args, **(kwargs or {}))
+
+    (g,) = torch.autograd.grad((box(x.relu()) ** 2).sum(), [x], create_graph=True)
+    with Convolutions():
+        torch.autograd.grad((g * torch.randn_like(g)).sum(), [x])
+    assert Convolutions.calls <= 3  # PyTorch's grouped double backward: one convolution per channel (4+)

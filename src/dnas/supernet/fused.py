@@ -128,11 +128,36 @@ class SharedPool(FusedKind):
     def forward(self, inp: _SourceInput, sel: Tensor | None) -> Tensor:
         x = inp.x
         if self.mode == "avg":
-            y = F.conv2d(x, self.ones.to(x.dtype), stride=self.stride, padding=1, groups=self.c)
+            y = _BoxSum.apply(x, self.ones.to(x.dtype), self.stride)
             y = y * _inverse_counts(x.shape[2], x.shape[3], self.stride, x.device, x.dtype)
         else:
             y = F.max_pool2d(x.contiguous(memory_format=torch.channels_last), 3, self.stride, 1).contiguous()
         return _bn(y) if self.bn else y
+
+
+class _BoxSum(torch.autograd.Function):
+    """The 3x3 window sums of every channel (padding 1): a depthwise convolution with a ones kernel.
+
+    Its backward is written out as the transposed convolution, an ordinary differentiable op, so that
+    a double backward (exact Hessian-vector products, the Hessian diagnostic) differentiates that op
+    with one convolution. PyTorch's own double backward of a grouped convolution loops over the groups:
+    ``C`` convolutions per pooling, the bulk of an exact product's convolution calls on NAS-Bench-201.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, ones: Tensor, stride: int) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(ones)
+        ctx.stride, ctx.size = stride, x.shape[2:]
+        return F.conv2d(x, ones, stride=stride, padding=1, groups=ones.shape[0])
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
+        (ones,) = ctx.saved_tensors
+        stride = ctx.stride
+        # the rows / columns the strided windows never reach come back as output padding
+        extra = [n - ((m - 1) * stride - 2 + 3) for n, m in zip(ctx.size, grad.shape[2:], strict=True)]
+        return F.conv_transpose2d(grad, ones, stride=stride, padding=1, output_padding=tuple(extra),
+                                  groups=ones.shape[0]), None, None
 
 
 _COUNTS: dict[tuple, Tensor] = {}
