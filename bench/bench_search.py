@@ -37,6 +37,7 @@ not figures of the code.
     python bench/bench_search.py                         # all methods, both spaces (tens of minutes)
     python bench/bench_search.py --quick                 # small shapes (a minute or two)
     python bench/bench_search.py --methods darts,lambda-darts --spaces nb201
+    python bench/bench_search.py --quick --methods darts --spaces nb201 --compile --warmup 3   # torch.compile
 """
 
 from __future__ import annotations
@@ -94,6 +95,8 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
             search.problem.net = reference
             search.w_opt = torch.optim.SGD(search.problem.weights, lr=cfg.w_lr, momentum=cfg.w_momentum,
                                            weight_decay=cfg.w_weight_decay)
+        if spec.get("compile"):  # the supernet's forward through torch.compile (inductor); the first calls compile
+            search.problem.net.forward = torch.compile(search.problem.net.forward)
         build_mb = maxrss_mb()
 
         def timed(fn) -> tuple[float, Any]:
@@ -143,6 +146,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, help="timed iterations per configuration")
     parser.add_argument("--warmup", type=int, help="untimed iterations first")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--compile", action="store_true",
+                        help="run the supernet's forward through torch.compile (give --warmup enough to compile)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -175,7 +180,7 @@ def main(argv: list[str] | None = None) -> None:
         for method in [*methods, REFERENCE]:
             spec = {"space": space, "method": method, "shape": shape, "batch_size": base["batch_size"],
                     "image_size": base["image_size"], "warmup": warmup, "steps": steps,
-                    "threads": args.threads, "device": args.device}
+                    "threads": args.threads, "device": args.device, "compile": args.compile}
             try:
                 results[method] = r = run_worker(__file__, spec)
             except RuntimeError as error:

@@ -275,3 +275,17 @@ def test_drives_the_original_code_from_checkouts_given_in_the_environment():
     rows = [line for line in lines if line.startswith("| NB201 C=8") or line.startswith("| DARTS")]
     assert len(rows) == 4 and "AutoDL DARTS-V1" in rows[0] and "quark0/darts" in rows[1]
     assert all(row.count("|") == 7 and "x) |" in row for row in rows[:2])  # memory added by the iterations, ratio
+
+
+def test_hvp_benchmark_runs_and_compares_the_two_products():
+    import subprocess
+
+    script = Path(__file__).resolve().parents[1] / "bench" / "bench_hvp.py"
+    proc = subprocess.run([sys.executable, str(script), "--channels", "4", "--layers", "1", "--batch", "8",
+                           "--image-size", "8", "--threads", "1", "--repeats", "1", "--profile", "3"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert [line.split()[0] for line in lines if line.split()[0] in ("pass", "fd", "exact")] == ["pass", "fd", "exact"]
+    assert any(line.startswith("exact / fd: ") for line in lines)
+    assert sum(line.startswith("#   ") for line in lines) == 6  # three ops of each profiled product
