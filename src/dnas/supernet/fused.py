@@ -145,13 +145,13 @@ class _BoxSum(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, ones: Tensor, stride: int) -> Tensor:  # type: ignore[override]
+    def forward(ctx, x: Tensor, ones: Tensor, stride: int) -> Tensor:
         ctx.save_for_backward(ones)
         ctx.stride, ctx.size = stride, x.shape[2:]
         return F.conv2d(x, ones, stride=stride, padding=1, groups=ones.shape[0])
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:  # type: ignore[override]
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
         (ones,) = ctx.saved_tensors
         stride = ctx.stride
         # the rows / columns the strided windows never reach come back as output padding
