@@ -154,8 +154,9 @@ class _BoxSum(torch.autograd.Function):
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
         (ones,) = ctx.saved_tensors
         stride = ctx.stride
-        # the rows / columns the strided windows never reach come back as output padding
-        extra = [n - ((m - 1) * stride - 2 + 3) for n, m in zip(ctx.size, grad.shape[2:], strict=True)]
+        # a transposed 3x3 convolution with padding 1 restores (m - 1) * stride + 1 of the n input rows (columns);
+        # the ones the strided windows never reached come back as output padding
+        extra = [n - ((m - 1) * stride + 1) for n, m in zip(ctx.size, grad.shape[2:], strict=True)]
         return F.conv_transpose2d(grad, ones, stride=stride, padding=1, output_padding=tuple(extra),
                                   groups=ones.shape[0]), None, None
 
