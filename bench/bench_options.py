@@ -18,7 +18,7 @@ subprocess so that peak memory is its own, the variants interleaved and repeated
 
 ``--spaces``: ``nb201`` (C=16, 5 cells per stage, 32x32), ``darts`` (8 cells, C=16, 32x32) or
 ``nb201-tiny`` (C=8, one cell per stage, 16x16: the CPU protocols' proxy, where dispatch overhead
-dominates).
+dominates) or ``darts-tiny`` (5 cells, C=8, 16x16: the collapse protocol's DARTS-space shape).
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ import roofline
 from _common import peak_memory_mb, run_worker, time_calls
 
 # name -> (space, C, cells (NB201: per stage), image side): the papers' search networks and the CPU protocols' proxy
-SHAPES = {"darts": ("darts", 16, 8, 32), "nb201": ("nb201", 16, 5, 32), "nb201-tiny": ("nb201", 8, 1, 16)}
+SHAPES = {"darts": ("darts", 16, 8, 32), "nb201": ("nb201", 16, 5, 32), "nb201-tiny": ("nb201", 8, 1, 16),
+          "darts-tiny": ("darts", 8, 5, 16)}
 VARIANTS = ("eager", "channels_last", "autocast", "autocast_cl", "compile")
 
 

@@ -161,3 +161,55 @@ def test_average_pooling_double_backward_is_exact_and_one_convolution(stride, si
     with Convolutions():
         torch.autograd.grad((g * torch.randn_like(g)).sum(), [x])
     assert Convolutions.calls <= 3  # PyTorch's grouped double backward: one convolution per channel (4+)
+
+
+@pytest.mark.parametrize("k", [3, 5])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("size", [8, 7])
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_dilated_depthwise_without_dilation_is_exact(k, stride, size, channels_last):
+    """The parity-phase form of the dilation-2 depthwise convolution equals PyTorch's dilated one, in
+    either layout, and keeps a channels-last input's layout (what the pointwise convolution after it wants)."""
+    from dnas.supernet.fused import _dilated2_depthwise
+
+    g = torch.Generator().manual_seed(k * 10 + stride)
+    x = torch.randn(3, 6, size, size, generator=g, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(6, 1, k, k, generator=g, dtype=torch.float64)
+    expected = F.conv2d(x, weight, stride=stride, padding=k - 1, dilation=2, groups=6)
+    got = _dilated2_depthwise(x, weight, stride, k)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    if channels_last and stride == 1 and size % 2 == 0:
+        assert got.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_batchnorm_backward_sees_one_layout_in_darts_cells():
+    """Every BatchNorm of a DARTS-space supernet gets its gradient in its input's memory layout: PyTorch's
+    CPU BatchNorm backward is several times slower with a channels-last input and a contiguous gradient
+    (the sep/dil convolutions run channels-last, the mixing contiguous)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    def layout(t):
+        return "contiguous" if t.is_contiguous() else ("channels_last" if t.is_contiguous(
+            memory_format=torch.channels_last) else "strided")
+
+    class BatchNormLayouts(TorchDispatchMode):
+        seen: list[tuple[str, str]] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.overloadpacket is torch.ops.aten.native_batch_norm_backward:
+                BatchNormLayouts.seen.append((layout(args[1]), layout(args[0])))  # (input, incoming gradient)
+            return func(*args, **(kwargs or {}))
+
+    space = get_space("darts")
+    torch.manual_seed(0)
+    net = build_supernet(space, num_classes=5, in_channels=3, channels=8, layers=3)
+    weights = [w.float().detach().requires_grad_(True) for w in _cell_weights(space, net, 0)]
+    out = net(torch.randn(4, 3, 8, 8), weights)
+    with BatchNormLayouts():
+        out.square().sum().backward()
+    seen = BatchNormLayouts.seen
+    assert len(seen) > 20 and any(inp == "channels_last" for inp, _ in seen)  # the convolutions' inner BNs
+    mismatched = [pair for pair in seen if pair[0] != pair[1]]
+    assert not mismatched, f"{len(mismatched)} of {len(seen)} BatchNorm backwards mix layouts: {mismatched[:3]}"

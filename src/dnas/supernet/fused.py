@@ -213,14 +213,19 @@ class FusedDilConv(FusedKind):
         self.depthwise = _conv_weight(n, (channels, 1, k, k))
         self.pointwise = _conv_weight(n, (channels, channels, 1, 1))
 
-    def run(self, x: Tensor, sel: Tensor | None, stride: int) -> Tensor:
+    def run(self, x: Tensor, sel: Tensor | None, stride: int, mixed: bool = True) -> Tensor:
+        """The ``m`` ops on ``x`` (``m`` inputs stacked along channels); ``mixed``: the output goes to the mixing."""
         m = self.n if sel is None else len(sel)
         weight = _subset(self.depthwise, self.n, sel)
         if self.dilation == 2:
             y = _dilated2_depthwise(x, weight, stride, self.k)
         else:
             y = F.conv2d(x, weight, stride=stride, padding=(self.k - 1) // 2, groups=m * self.c)
-        return _bn(F.conv2d(y, _subset(self.pointwise, self.n, sel), groups=m))
+        z = F.conv2d(y, _subset(self.pointwise, self.n, sel), groups=m)
+        # z is channels-last (oneDNN keeps the input's layout). An output that feeds the mixing gets its
+        # gradient back in the contiguous layout, and PyTorch's CPU BatchNorm backward with a channels-last
+        # input and a contiguous gradient is 3-4x slower than with matching layouts: change layout first.
+        return _bn(z.contiguous() if mixed else z)
 
     def forward(self, inp: _SourceInput, sel: Tensor | None) -> Tensor:
         m = self.n if sel is None else len(sel)
@@ -239,6 +244,9 @@ def _dilated2_depthwise(x: Tensor, weight: Tensor, stride: int, k: int) -> Tenso
     convolution of ``x[:, :, ::2, ::2]`` (padding (k-1)/2); with stride 1 the four parity phases
     are stacked along the batch, convolved undilated and interleaved again. oneDNN's dilated
     depthwise kernels are several times slower on CPU than the plain ones (README, speed).
+    The phases are cut and interleaved in the channels-last layout the depthwise convolutions run in
+    (``x`` is channels-last): each move copies whole pixels of ``c`` channels, and the result stays
+    channels-last for the pointwise convolution that follows.
     """
     pad, groups = (k - 1) // 2, weight.shape[0]
     b, c, h, w = x.shape
@@ -246,9 +254,10 @@ def _dilated2_depthwise(x: Tensor, weight: Tensor, stride: int, k: int) -> Tenso
         return F.conv2d(x[:, :, ::2, ::2], weight, padding=pad, groups=groups)
     if h % 2 or w % 2:
         return F.conv2d(x, weight, padding=k - 1, dilation=2, groups=groups)
-    phases = x.reshape(b, c, h // 2, 2, w // 2, 2).permute(0, 3, 5, 1, 2, 4).reshape(b * 4, c, h // 2, w // 2)
-    y = F.conv2d(phases.contiguous(memory_format=torch.channels_last), weight, padding=pad, groups=groups)
-    return y.reshape(b, 2, 2, c, h // 2, w // 2).permute(0, 3, 4, 1, 5, 2).reshape(b, c, h, w)
+    nhwc = x.permute(0, 2, 3, 1)
+    phases = nhwc.reshape(b, h // 2, 2, w // 2, 2, c).permute(0, 2, 4, 1, 3, 5).reshape(b * 4, h // 2, w // 2, c)
+    y = F.conv2d(phases.permute(0, 3, 1, 2), weight, padding=pad, groups=groups).permute(0, 2, 3, 1)
+    return y.reshape(b, 2, 2, h // 2, w // 2, c).permute(0, 3, 1, 4, 2, 5).reshape(b, h, w, c).permute(0, 3, 1, 2)
 
 
 class FusedSepConv(FusedKind):
@@ -261,7 +270,7 @@ class FusedSepConv(FusedKind):
 
     def forward(self, inp: _SourceInput, sel: Tensor | None) -> Tensor:
         m = self.n if sel is None else len(sel)
-        y = self.first.run(inp.relu_repeated(m), sel, self.stride)
+        y = self.first.run(inp.relu_repeated(m), sel, self.stride, mixed=False)
         y = self.second.run(F.relu(y), sel, 1)
         return y.view(y.shape[0], m, self.c, *y.shape[2:])
 
