@@ -42,11 +42,13 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
     from torch import nn
 
+    from dnas.allocator import retain_freed_memory
     from dnas.components.activations import Softmax
     from dnas.flops import count_work
     from dnas.spaces import get_space
     from dnas.supernet import build_supernet
 
+    retain_freed_memory()  # as dnas searches do
     torch.set_num_threads(spec["threads"])
     torch.manual_seed(0)
     device = torch.device(spec["device"])

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from dnas.allocator import allocator_state
 from dnas.distributed import SINGLE, Group
 from dnas.errors import DnasError
 
@@ -137,7 +138,7 @@ def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any], fre
 
 
 def environment() -> dict[str, Any]:
-    """What ``env.json`` records: versions, platform, torch threads, device, command line."""
+    """What ``env.json`` records: versions, platform, torch threads, host allocator policy, device, command line."""
     import dnas
 
     return {
@@ -147,6 +148,7 @@ def environment() -> dict[str, Any]:
         "platform": platform.platform(),
         "processor": platform.machine(),
         "torch_threads": torch.get_num_threads(),
+        "host_allocator": allocator_state(),
         "cuda": torch.cuda.is_available(),
         "argv": sys.argv,
     }

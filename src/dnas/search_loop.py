@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from dnas.allocator import retain_freed_memory
 from dnas.benchmarks import load_table, lookup
 from dnas.bilevel import BilevelProblem
 from dnas.components import (
@@ -78,6 +79,7 @@ class Search:
         self.out = Path(out)
         self.progress = progress
         self.on_step, self.on_epoch = on_step, on_epoch
+        retain_freed_memory()  # every iteration reuses the last one's host memory (dnas.allocator)
         self.space = get_space(cfg.space)
         self.group, device = setup_distributed(cfg.device)  # launched by torchrun: data parallel
         self.device = resolve_device(device)

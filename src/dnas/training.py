@@ -51,6 +51,7 @@ import torch.nn.functional as F
 import yaml
 from torch import Tensor, nn
 
+from dnas.allocator import retain_freed_memory
 from dnas.config import Config, split_override
 from dnas.counting import count_multiply_adds, count_parameters
 from dnas.data import Augment, BatchStream, ImageDataset, load_dataset, stratified_subset
@@ -249,6 +250,7 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, genotype: Genotype, out: str | Path, progress: bool = True):
         check_genotype(genotype)
+        retain_freed_memory()  # every step reuses the last one's host memory (dnas.allocator)
         self.cfg = cfg
         self.genotype = genotype
         self.out = Path(out)

@@ -1,0 +1,75 @@
+"""dnas.allocator: freed host memory is kept for reuse, and a user's own malloc setting stands."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from dnas import allocator
+
+# one process per case: the policy is process-wide and the test process must keep its own
+PROBE = """
+import resource, sys, torch
+from dnas.allocator import allocator_state, retain_freed_memory
+
+def faults():
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(4):  # an iteration's worth of large activations, allocated and freed, four times
+        tensors = [torch.ones(s) for s in (8 * 2**20, 3 * 2**20, 12 * 2**20, 5 * 2**20)]
+        del tensors
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+result = {"before": allocator_state()}
+if sys.argv[1] == "retain":
+    result["state"] = retain_freed_memory()
+    result["again"] = retain_freed_memory()
+faults()  # the first round may grow the heap
+result["faults"] = faults()
+print(__import__("json").dumps(result))
+"""
+
+
+def _probe(mode: str, env: dict[str, str] | None = None) -> dict:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
+    environ.update(env or {})
+    out = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True, env=environ,
+                         check=True)
+    return json.loads(out.stdout)
+
+
+glibc = pytest.mark.skipif(allocator._mallopt() is None or not sys.platform.startswith("linux"),
+                           reason="the C library has no mallopt (not glibc)")
+
+
+@glibc
+def test_retained_memory_is_reused_without_page_faults():
+    default, retained = _probe("keep"), _probe("retain")
+    assert default["before"] == "default" and retained["state"] == retained["again"] == "retained"
+    pages = 4 * (8 + 3 + 12 + 5) * 2**20 * 4 // 4096  # what the four rounds touch
+    assert default["faults"] > pages // 2  # glibc's default: fresh pages every round (mmap, unmap)
+    assert retained["faults"] < pages // 20  # retained: the rounds reuse the first one's memory
+
+
+@glibc
+def test_a_users_malloc_environment_is_left_alone():
+    tuned = _probe("retain", {"MALLOC_ARENA_MAX_": "2"})
+    assert tuned["state"] == "user"
+    tunables = _probe("retain", {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"})
+    assert tunables["state"] == "user"
+
+
+def test_without_mallopt_nothing_changes(monkeypatch):
+    monkeypatch.setattr(allocator, "_state", None)
+    monkeypatch.setattr(allocator, "_mallopt", lambda: None)
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    for key in [k for k in os.environ if k.startswith("MALLOC_")]:
+        monkeypatch.delenv(key)
+    assert allocator.retain_freed_memory() == "unavailable" and allocator.allocator_state() == "unavailable"
+
+
+def test_env_json_records_the_policy(tmp_path):
+    from dnas.runs import environment
+
+    assert environment()["host_allocator"] == allocator.allocator_state()
