@@ -34,7 +34,8 @@ print(__import__("json").dumps(result))
 
 
 def _probe(mode: str, env: dict[str, str] | None = None) -> dict:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
+    environ = {k: v for k, v in os.environ.items()
+               if not k.startswith("MALLOC_") and k not in ("GLIBC_TUNABLES", "LD_PRELOAD")}
     environ.update(env or {})
     out = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True, env=environ,
                          check=True)
@@ -56,8 +57,8 @@ def test_retained_memory_is_reused_without_page_faults():
 
 @glibc
 def test_a_users_malloc_environment_is_left_alone():
-    tuned = _probe("retain", {"MALLOC_ARENA_MAX_": "2"})
-    assert tuned["state"] == "user"
+    for env in ({"MALLOC_ARENA_MAX": "2"}, {"MALLOC_TRIM_THRESHOLD_": "0"}, {"MALLOC_CONF": "narenas:1"}):
+        assert _probe("retain", env)["state"] == "user", env
     tunables = _probe("retain", {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"})
     assert tunables["state"] == "user"
 
@@ -66,6 +67,7 @@ def test_without_mallopt_nothing_changes(monkeypatch):
     monkeypatch.setattr(allocator, "_state", None)
     monkeypatch.setattr(allocator, "_mallopt", lambda: None)
     monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    monkeypatch.delenv("LD_PRELOAD", raising=False)
     for key in [k for k in os.environ if k.startswith("MALLOC_")]:
         monkeypatch.delenv(key)
     assert allocator.retain_freed_memory() == "unavailable" and allocator.allocator_state() == "unavailable"

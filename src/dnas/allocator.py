@@ -14,8 +14,8 @@ DARTS and NAS-Bench-201 spaces at the papers' configuration, the same peak RSS. 
 freed after the peak stays with the process until it exits.
 
 Searches and retraining runs apply it when they start; it changes nothing where the C library is not
-glibc, and nothing when the user tunes malloc through its environment (``MALLOC_*_``,
-``GLIBC_TUNABLES``): their setting stands.
+glibc, and nothing when the user tunes or replaces malloc through the environment (``MALLOC_*``,
+``GLIBC_TUNABLES``, an ``LD_PRELOAD``-ed allocator): their setting stands.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+from typing import Any
 
 _M_TRIM_THRESHOLD = -1  # glibc's mallopt parameter numbers (malloc.h)
 _M_MMAP_MAX = -4
@@ -32,10 +33,13 @@ _state: str | None = None  # what the last call found or did (see :func:`allocat
 
 
 def _user_tuned() -> bool:
-    return any(k.startswith("MALLOC_") and k.endswith("_") for k in os.environ) or "GLIBC_TUNABLES" in os.environ
+    """Whether the environment tunes or replaces malloc (glibc's ``MALLOC_*`` variables and tunables,
+    jemalloc's ``MALLOC_CONF``, a preloaded jemalloc, tcmalloc or mimalloc)."""
+    preload = os.environ.get("LD_PRELOAD", "")
+    return any(k.startswith("MALLOC_") for k in os.environ) or "GLIBC_TUNABLES" in os.environ or "malloc" in preload
 
 
-def _mallopt():
+def _mallopt() -> Any:
     """glibc's ``mallopt``, or None where the C library has none."""
     name = ctypes.util.find_library("c")
     try:
