@@ -13,7 +13,7 @@ from dnas import allocator
 SIZES = (9 * 2**20, 10 * 2**20, 12 * 2**20, 16 * 2**20)  # float32 elements
 # one process per case: the policy is process-wide and the test process must keep its own
 PROBE = f"SIZES = {SIZES}\n" + """
-import resource, sys, torch
+import json, resource, sys, torch
 from dnas.allocator import allocator_state, retain_freed_memory
 
 def faults():
@@ -29,7 +29,7 @@ if sys.argv[1] == "retain":
     result["again"] = retain_freed_memory()
 faults()  # the first round may grow the heap
 result["faults"] = faults()
-print(__import__("json").dumps(result))
+print(json.dumps(result))
 """
 
 
@@ -73,7 +73,7 @@ def test_without_mallopt_nothing_changes(monkeypatch):
     assert allocator.retain_freed_memory() == "unavailable" and allocator.allocator_state() == "unavailable"
 
 
-def test_env_json_records_the_policy(tmp_path):
+def test_env_json_records_the_policy():
     from dnas.runs import environment
 
     assert environment()["host_allocator"] == allocator.allocator_state()
