@@ -231,6 +231,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _measure(step: Callable[[], object], net: Any, warmup: int, steps: int) -> dict[str, Any]:
+    from dnas.allocator import allocator_state
     from dnas.flops import count_work
 
     before = maxrss_mb()  # the process with its imports, network and data built, before any iteration
@@ -239,6 +240,7 @@ def _measure(step: Callable[[], object], net: Any, warmup: int, steps: int) -> d
     with count_work(net) as work:  # one more iteration, counted (never timed)
         step()
     return {"seconds": statistics.median(times), "times": times, "peak_mb": peak, "added_mb": peak - before,
+            "allocator": allocator_state(),
             "flops": work.flops,
             "flops_by_key": [[*key, flops] for key, flops in work.flops_by_key.items()],
             "bytes_by_size": [[size, n] for size, n in work.bytes_by_size.items()]}
@@ -250,7 +252,8 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {"seconds": statistics.median(medians), "low": min(medians), "high": max(medians),
             "peak_mb": statistics.median(r["peak_mb"] for r in runs),
             "added_mb": statistics.median(r["added_mb"] for r in runs), "flops": runs[0]["flops"],
-            "flops_by_key": runs[0]["flops_by_key"], "bytes_by_size": runs[0]["bytes_by_size"], "runs": runs}
+            "flops_by_key": runs[0]["flops_by_key"], "bytes_by_size": runs[0]["bytes_by_size"],
+            "allocator": "/".join(sorted({r["allocator"] for r in runs})), "runs": runs}
 
 
 def _checkout(path: Path | None, marker: str, option: str) -> Path:
@@ -295,8 +298,6 @@ def main(argv: list[str] | None = None) -> None:
     print(f"# original code vs dnas, one iteration (architecture step + weight step): median of {args.steps} timed "
           f"iterations after {args.warmup} warm-up per process, {args.repeats} processes per side, interleaved; "
           "random tensors")
-    print(f"# host allocator: dnas keeps freed memory for reuse (dnas.allocator); the original code: "
-          f"{'the same' if args.original_allocator == 'retained' else 'glibc default'}")
     print(f"# before: {roofline.load_average()}")
     rooflines, results = {}, {}
     for name in names:
@@ -315,7 +316,8 @@ def main(argv: list[str] | None = None) -> None:
                 except RuntimeError as error:
                     raise SystemExit(f"{config.label}: the {side} worker failed: {error}") from None
         results[name] = {side: _summary(r) for side, r in runs.items()}
-        print(f"# {config.label}: done", flush=True)
+        print(f"# {config.label}: done; host allocator (dnas.allocator), original / dnas: "
+              f"{results[name]['original']['allocator']} / {results[name]['dnas']['allocator']}", flush=True)
 
     print("\n| configuration | original code | dnas | ratio | peak RSS original / dnas | added by the iterations "
           "original / dnas |")

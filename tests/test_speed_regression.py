@@ -275,6 +275,7 @@ def test_drives_the_original_code_from_checkouts_given_in_the_environment():
     rows = [line for line in lines if line.startswith("| NB201 C=8") or line.startswith("| DARTS")]
     assert len(rows) == 4 and "AutoDL DARTS-V1" in rows[0] and "quark0/darts" in rows[1]
     assert all(row.count("|") == 7 and "x) |" in row for row in rows[:2])  # memory added by the iterations, ratio
+    assert sum("host allocator (dnas.allocator), original / dnas: " in line for line in lines) == 2
 
 
 def test_hvp_benchmark_runs_and_compares_the_two_products():
