@@ -5,8 +5,8 @@ and keep only what wins. This times one supernet forward + backward (the body of
 weight or architecture step) on the fused supernet at batch 64 in five variants, each in a fresh
 subprocess so that peak memory is its own, the variants interleaved and repeated:
 
-* ``eager``: what dnas does (float32; channels-last only inside the depthwise/grouped convs);
-* ``channels_last``: the whole network and its input in ``torch.channels_last``;
+* ``eager``: what dnas does (float32; on CPU every activation channels-last, the parameters as built);
+* ``channels_last``: also the parameters in ``torch.channels_last``;
 * ``autocast``: ``torch.autocast(device, dtype=bfloat16)`` around the forward pass (float16 on CUDA);
 * ``autocast_cl``: both: bf16 autocast with the network and its input in channels-last (oneDNN's bf16
   convolutions, AMX on CPUs that have it, want channels-last);

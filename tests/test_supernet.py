@@ -184,32 +184,81 @@ def test_dilated_depthwise_without_dilation_is_exact(k, stride, size, channels_l
         assert got.is_contiguous(memory_format=torch.channels_last)
 
 
-def test_batchnorm_backward_sees_one_layout_in_darts_cells():
-    """Every BatchNorm of a DARTS-space supernet gets its gradient in its input's memory layout: PyTorch's
-    CPU BatchNorm backward is several times slower with a channels-last input and a contiguous gradient
-    (the sep/dil convolutions run channels-last, the mixing contiguous)."""
-    from torch.utils._python_dispatch import TorchDispatchMode
+def _layout(t):
+    return "contiguous" if t.is_contiguous() else ("channels_last" if t.is_contiguous(
+        memory_format=torch.channels_last) else "strided")
 
-    def layout(t):
-        return "contiguous" if t.is_contiguous() else ("channels_last" if t.is_contiguous(
-            memory_format=torch.channels_last) else "strided")
 
-    class BatchNormLayouts(TorchDispatchMode):
-        seen: list[tuple[str, str]] = []
+class _BatchNormLayouts:
+    """Records (input layout, incoming gradient layout) of every BatchNorm backward run inside it."""
 
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            if func.overloadpacket is torch.ops.aten.native_batch_norm_backward:
-                BatchNormLayouts.seen.append((layout(args[1]), layout(args[0])))  # (input, incoming gradient)
-            return func(*args, **(kwargs or {}))
+    def __init__(self):
+        from torch.utils._python_dispatch import TorchDispatchMode
 
-    space = get_space("darts")
+        seen = self.seen = []
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                if func.overloadpacket is torch.ops.aten.native_batch_norm_backward:
+                    seen.append((_layout(args[1]), _layout(args[0])))
+                return func(*args, **(kwargs or {}))
+
+        self.mode = Mode()
+
+    def __enter__(self):
+        self.mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.mode.__exit__(*exc)
+
+    def mismatched(self):
+        return [pair for pair in self.seen if pair[0] != pair[1]]
+
+
+@pytest.mark.parametrize("space_name", ["darts", "nb201"])
+def test_batchnorm_backward_sees_one_layout_in_supernets(space_name):
+    """Every BatchNorm of a supernet gets its gradient in its input's memory layout: PyTorch's CPU
+    BatchNorm backward is several times slower with a channels-last input and a contiguous gradient.
+    On CPU the whole supernet runs channels-last (``search_layout``)."""
+    space = get_space(space_name)
     torch.manual_seed(0)
-    net = build_supernet(space, num_classes=5, in_channels=3, channels=8, layers=3)
+    net = build_supernet(space, num_classes=5, in_channels=3, channels=8, layers=3 if space_name == "darts" else 1)
     weights = [w.float().detach().requires_grad_(True) for w in _cell_weights(space, net, 0)]
     out = net(torch.randn(4, 3, 8, 8), weights)
-    with BatchNormLayouts():
+    with _BatchNormLayouts() as probe:
         out.square().sum().backward()
-    seen = BatchNormLayouts.seen
-    assert len(seen) > 20 and any(inp == "channels_last" for inp, _ in seen)  # the convolutions' inner BNs
-    mismatched = [pair for pair in seen if pair[0] != pair[1]]
-    assert not mismatched, f"{len(mismatched)} of {len(seen)} BatchNorm backwards mix layouts: {mismatched[:3]}"
+    assert len(probe.seen) > 10 and all(inp == "channels_last" for inp, _ in probe.seen)
+    mismatched = probe.mismatched()
+    assert not mismatched, f"{len(mismatched)} of {len(probe.seen)} mix layouts: {mismatched[:3]}"
+
+
+@pytest.mark.parametrize("space_name,cell_type", [
+    ("darts", "normal"), ("darts", "reduce"), ("nb201", "cell"), ("s3", "reduce"),
+])
+def test_fused_cells_compute_the_same_in_either_layout_and_keep_it(space_name, cell_type):
+    """A fused cell returns its nodes in its inputs' layout (contiguous: other devices; channels-last:
+    CPU), the same values and gradients in both, and no BatchNorm backward mixes layouts in either."""
+    space = get_space(space_name)
+    topo = space.cells[cell_type]
+    torch.manual_seed(0)
+    cell = FusedCell("nb201" if space_name == "nb201" else "darts", topo, 4).double()
+    weights = torch.rand(topo.num_edges, topo.ops_per_edge, dtype=torch.float64)
+    inputs = [torch.randn(3, 4, 6, 6, dtype=torch.float64) for _ in range(topo.num_inputs)]
+    probe = [torch.randn(3, 4, 3 if topo.reduction else 6, 3 if topo.reduction else 6, dtype=torch.float64)
+             for _ in topo.intermediate_nodes]
+    results = {}
+    for layout in (torch.contiguous_format, torch.channels_last):
+        xs = [x.contiguous(memory_format=layout).detach().requires_grad_(True) for x in inputs]
+        w = weights.clone().requires_grad_(True)
+        cell.zero_grad()
+        nodes = cell(xs, w)
+        assert all(_layout(n) == ("contiguous" if layout == torch.contiguous_format else "channels_last")
+                   for n in nodes)
+        with _BatchNormLayouts() as bn:
+            sum((n * p).sum() for n, p in zip(nodes, probe, strict=True)).backward()
+        assert bn.seen and not bn.mismatched(), bn.mismatched()[:3]
+        results[layout] = ([n.detach() for n in nodes], [x.grad for x in xs], w.grad,
+                           [p.grad.clone() for p in cell.parameters()])
+    for a, b in zip(results[torch.contiguous_format], results[torch.channels_last], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)

@@ -36,6 +36,23 @@ def _bn(x: Tensor) -> Tensor:
     return F.batch_norm(x, None, None, training=True, eps=1e-5)
 
 
+def layout_of(x: Tensor) -> torch.memory_format:
+    """The memory layout ``x`` is stored in: ``channels_last`` (NHWC) or ``contiguous_format`` (NCHW).
+
+    The fused cells keep every activation in the layout of the supernet's input (see
+    :func:`dnas.supernet.network.search_layout`): PyTorch's CPU BatchNorm backward is 3-4x slower
+    when its input and its incoming gradient differ in layout, and a layout change costs a copy.
+    """
+    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def _channels_last_view(x: Tensor) -> Tensor:
+    """A channels-last ``(..., C, H, W)`` tensor as its memory order ``(..., H, W, C)`` (a view)."""
+    return x.movedim(-3, -1)
+
+
 def _conv_weight(n: int, shape: tuple[int, ...]) -> nn.Parameter:
     """``n`` independently initialised conv weights of ``shape`` stacked along the output channels."""
     w = torch.empty(n, *shape)
@@ -55,6 +72,7 @@ class _SourceInput:
 
     def __init__(self, x: Tensor):
         self.x = x
+        self.layout = layout_of(x)  # the layout every op output of this source is returned in
         self._relu: Tensor | None = None
         self._repeated: dict[int, Tensor] = {}
 
@@ -131,7 +149,8 @@ class SharedPool(FusedKind):
             y = _BoxSum.apply(x, self.ones.to(x.dtype), self.stride)
             y = y * _inverse_counts(x.shape[2], x.shape[3], self.stride, x.device, x.dtype)
         else:
-            y = F.max_pool2d(x.contiguous(memory_format=torch.channels_last), 3, self.stride, 1).contiguous()
+            y = F.max_pool2d(x.contiguous(memory_format=torch.channels_last), 3, self.stride, 1)
+            y = y.contiguous(memory_format=inp.layout)
         return _bn(y) if self.bn else y
 
 
@@ -196,8 +215,13 @@ class FusedFactorizedReduce(FusedKind):
         a = F.conv2d(inp.relu, _subset(self.conv_1, self.n, sel), stride=2)
         b = F.conv2d(inp.relu[:, :, 1:, 1:], _subset(self.conv_2, self.n, sel), stride=2)
         bsz, _, h, w = a.shape
-        y = torch.cat([a.view(bsz, m, -1, h, w), b.view(bsz, m, -1, h, w)], dim=2)
-        return _bn(y.view(bsz, m * self.c, h, w)).view(bsz, m, self.c, h, w)
+        if inp.layout == torch.channels_last:  # each member's halves joined along the channels, in NHWC order
+            a, b = _channels_last_view(a), _channels_last_view(b)
+            y = torch.cat([a.reshape(bsz, h, w, m, -1), b.reshape(bsz, h, w, m, -1)], dim=4)
+            y = y.view(bsz, h, w, m * self.c).movedim(-1, 1)
+        else:
+            y = torch.cat([a.view(bsz, m, -1, h, w), b.view(bsz, m, -1, h, w)], dim=2).view(bsz, m * self.c, h, w)
+        return _bn(y).view(bsz, m, self.c, h, w)
 
     def _plain_shapes(self):
         half = self.c // 2
@@ -213,8 +237,9 @@ class FusedDilConv(FusedKind):
         self.depthwise = _conv_weight(n, (channels, 1, k, k))
         self.pointwise = _conv_weight(n, (channels, channels, 1, 1))
 
-    def run(self, x: Tensor, sel: Tensor | None, stride: int, mixed: bool = True) -> Tensor:
-        """The ``m`` ops on ``x`` (``m`` inputs stacked along channels); ``mixed``: the output goes to the mixing."""
+    def run(self, x: Tensor, sel: Tensor | None, stride: int, layout: torch.memory_format | None) -> Tensor:
+        """The ``m`` ops on ``x`` (``m`` inputs stacked along channels, channels-last); ``layout``: that of
+        the mixing the output goes to (None: the output feeds another stage and stays channels-last)."""
         m = self.n if sel is None else len(sel)
         weight = _subset(self.depthwise, self.n, sel)
         if self.dilation == 2:
@@ -223,13 +248,13 @@ class FusedDilConv(FusedKind):
             y = F.conv2d(x, weight, stride=stride, padding=(self.k - 1) // 2, groups=m * self.c)
         z = F.conv2d(y, _subset(self.pointwise, self.n, sel), groups=m)
         # z is channels-last (oneDNN keeps the input's layout). An output that feeds the mixing gets its
-        # gradient back in the contiguous layout, and PyTorch's CPU BatchNorm backward with a channels-last
-        # input and a contiguous gradient is 3-4x slower than with matching layouts: change layout first.
-        return _bn(z.contiguous() if mixed else z)
+        # gradient back in the mixing's layout, and PyTorch's CPU BatchNorm backward with a channels-last
+        # input and a contiguous gradient is 3-4x slower than with matching layouts: match it first.
+        return _bn(z if layout is None else z.contiguous(memory_format=layout))
 
     def forward(self, inp: _SourceInput, sel: Tensor | None) -> Tensor:
         m = self.n if sel is None else len(sel)
-        y = self.run(inp.relu_repeated(m), sel, self.stride)
+        y = self.run(inp.relu_repeated(m), sel, self.stride, inp.layout)
         return y.view(y.shape[0], m, self.c, *y.shape[2:])
 
     def _plain_shapes(self):
@@ -270,8 +295,8 @@ class FusedSepConv(FusedKind):
 
     def forward(self, inp: _SourceInput, sel: Tensor | None) -> Tensor:
         m = self.n if sel is None else len(sel)
-        y = self.first.run(inp.relu_repeated(m), sel, self.stride, mixed=False)
-        y = self.second.run(F.relu(y), sel, 1)
+        y = self.first.run(inp.relu_repeated(m), sel, self.stride, None)
+        y = self.second.run(F.relu(y), sel, 1, inp.layout)
         return y.view(y.shape[0], m, self.c, *y.shape[2:])
 
     def member_parameters(self, i: int, grad: bool = False) -> list[Tensor]:
@@ -353,7 +378,8 @@ class FusedSource(nn.Module):
         convolution kind, ONE slot per shared kind (identity, pooling: the same tensor for every
         edge). The mixing matrix ``S`` of shape ``(E_src, M)`` holds ``S[e, m] = w_{e, op(m)}``, so
         ``mix = S @ O`` is one matrix product instead of a weighted sum per (edge, op); the result
-        is returned as ``(E_src, B, C, H, W)``.
+        is returned as ``(E_src, B, C, H, W)``. Each row of ``O`` is an output in its memory order
+        (``B*H*W*C`` for a channels-last input), so ``mix[e]`` is in the layout of ``x``.
         """
         inp = _SourceInput(x)
         outs: list[Tensor] = []
@@ -385,10 +411,13 @@ class FusedSource(nn.Module):
             slot = len(outs)
         if not outs:
             return None
-        stacked = torch.stack(outs)  # (M, B, C, H, W): one GEMM with a long inner dimension below
         mixing = weights.new_zeros(len(self.out_edges), len(outs)).index_put((torch.cat(rows), torch.cat(cols)),
                                                                              torch.cat(values))
-        return torch.mm(mixing.to(stacked.dtype), stacked.flatten(1)).view(-1, *stacked.shape[1:])
+        # one GEMM with a long inner dimension, over the outputs in their memory order (a view of each)
+        nhwc = inp.layout == torch.channels_last
+        stacked = torch.stack([_channels_last_view(o) for o in outs] if nhwc else outs)  # (M, B, ...)
+        mix = torch.mm(mixing.to(stacked.dtype), stacked.flatten(1)).view(-1, *stacked.shape[1:])
+        return mix.movedim(-1, -3) if nhwc else mix
 
 
 def _edges(mix: Tensor | None) -> tuple[Tensor, ...] | None:
@@ -436,7 +465,7 @@ class FusedCell(nn.Module):
                 for src, mix in enumerate(mixes[:dst])
                 if mix is not None
             ]
-            node = ref.new_zeros(out_shape) if not parts else parts[0]
+            node = parts[0] if parts else ref.new_zeros(out_shape).contiguous(memory_format=layout_of(ref))
             for part in parts[1:]:
                 node = node + part
             if self.node_bn:
