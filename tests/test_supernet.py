@@ -262,3 +262,33 @@ def test_fused_cells_compute_the_same_in_either_layout_and_keep_it(space_name, c
                            [p.grad.clone() for p in cell.parameters()])
     for a, b in zip(results[torch.contiguous_format], results[torch.channels_last], strict=True):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-10)
+
+
+def test_graphs_differentiated_twice_are_built_in_the_contiguous_layout():
+    """On CPU a supernet runs channels-last, except where an exact Hessian-vector product builds its
+    graph (PyTorch's double backward of BatchNorm is several times slower on channels-last tensors)."""
+    from dnas.autodiff import make_hvp
+    from dnas.supernet.network import twice_differentiated
+
+    space = get_space("nb201")
+    torch.manual_seed(0)
+    net = build_supernet(space, num_classes=5, in_channels=3, channels=4, layers=1)
+    weights = [w.float().detach() for w in _cell_weights(space, net, 0)]
+    x, y = torch.randn(2, 3, 8, 8), torch.tensor([0, 1])
+    seen = []
+    net.stem.register_forward_pre_hook(lambda module, args: seen.append(_layout(args[0])))
+
+    def loss():
+        return F.cross_entropy(net(x, weights), y)
+
+    params = list(net.parameters())
+    loss()
+    with twice_differentiated():
+        loss()
+    exact = make_hvp("exact", loss, params)
+    assert seen == ["channels_last", "contiguous", "contiguous"]
+    v = [torch.randn_like(p) for p in params]
+    exact(v)  # the graph built contiguous is differentiated again without another forward
+    assert len(seen) == 3
+    make_hvp("fd", loss, params)(v)
+    assert seen[3:] == ["channels_last", "channels_last"]  # the finite difference's two plain passes

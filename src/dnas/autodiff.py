@@ -36,6 +36,8 @@ from typing import Protocol
 import torch
 from torch import Tensor, nn
 
+from dnas.supernet.network import twice_differentiated
+
 LossFn = Callable[[], Tensor]
 HVP_METHODS = ("exact", "fd")
 DEFAULT_RADIUS = 0.01
@@ -195,7 +197,9 @@ class FiniteDifferenceHVP:
 def make_hvp(method: str, loss_fn: LossFn, params: Sequence[Tensor], *, r: float = DEFAULT_RADIUS) -> HVP:
     """An HVP of ``loss_fn`` w.r.t. ``params`` at their current values: ``"exact"`` or ``"fd"``."""
     if method == "exact":
-        return ExactHVP(loss_fn(), params)
+        with twice_differentiated():
+            loss = loss_fn()
+        return ExactHVP(loss, params)
     if method == "fd":
         return FiniteDifferenceHVP(loss_fn, params, r)
     raise ValueError(f"unknown Hessian-vector product {method!r}; choose one of {', '.join(HVP_METHODS)}")

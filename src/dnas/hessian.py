@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from dnas.autodiff import ExactHVP, preserved_buffers
+from dnas.supernet.network import twice_differentiated
 
 MatVec = Callable[[list[Tensor]], list[Tensor]]
 
@@ -66,7 +67,8 @@ def dominant_eigenvalue(problem, batch, *, iters: int = 20, tol: float = 1e-3, s
     """
     arch = problem.arch
     with preserved_buffers(problem.net):
-        loss, _ = problem.loss(batch)
+        with twice_differentiated():
+            loss, _ = problem.loss(batch)
         hvp = ExactHVP(loss, arch)
         generator = torch.Generator().manual_seed(seed)
         return power_iteration(lambda v: hvp(v), arch, iters=iters, tol=tol, generator=generator)

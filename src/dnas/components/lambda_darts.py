@@ -55,6 +55,7 @@ from dnas.components.regularizers import WEIGHT_REGULARIZERS, WeightRegularizer
 from dnas.diagnostics import gradient_alignment
 from dnas.errors import DnasError
 from dnas.supernet import Supernet
+from dnas.supernet.network import twice_differentiated
 
 MEASURES = ("corr", "signcorr")
 _TINY = 1e-30
@@ -248,7 +249,8 @@ class LambdaRegularizer(WeightRegularizer):
         """``-lambda_t grad_w R`` by double backward through ``g_l = dL/dA_l``."""
         order = [i for idx in groups.values() for i in idx]
         leaves = [b.clone().requires_grad_(i in order) for i, b in enumerate(base)]
-        loss, _ = problem.loss(batch, activated, leaves)
+        with twice_differentiated():
+            loss, _ = problem.loss(batch, activated, leaves)
         g = dict(zip(order, torch.autograd.grad(loss, [leaves[i] for i in order], create_graph=True), strict=True))
         terms = [alignment([g[i] for i in idx], self.measure) for idx in groups.values()]
         r = sum(terms[1:], terms[0])  # never empty: regularized_types refuses a supernet with nothing to align

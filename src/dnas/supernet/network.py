@@ -9,7 +9,9 @@ of the (edge, op) pairs that may be nonzero; the others are not computed.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import torch
 from torch import Tensor, nn
@@ -19,13 +21,31 @@ from dnas.spaces.ops import FactorizedReduce, ReLUConvBN, ResNetBasicBlock
 from dnas.supernet.fused import FusedCell
 from dnas.supernet.reference import ReferenceCell
 
+_TWICE_DIFFERENTIATED: ContextVar[bool] = ContextVar("twice_differentiated", default=False)
+
 
 def search_layout(x: Tensor) -> Tensor:
     """The supernet's input in the memory layout its activations are kept in: channels-last (NHWC) on
     CPU, where oneDNN's convolutions, the pooling and the BatchNorm forward are faster in it (README,
-    speed: 13-30% per forward + backward), unchanged on other devices (not measured there). The fused
-    cells keep every activation in the layout of their input (:func:`dnas.supernet.fused.layout_of`)."""
-    return x.contiguous(memory_format=torch.channels_last) if x.device.type == "cpu" and x.dim() == 4 else x
+    speed), except for graphs built under :func:`twice_differentiated`; unchanged on other devices
+    (not measured there). The fused cells keep every activation in the layout of their input
+    (:func:`dnas.supernet.fused.layout_of`)."""
+    if x.device.type == "cpu" and x.dim() == 4 and not _TWICE_DIFFERENTIATED.get():
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+@contextmanager
+def twice_differentiated() -> Iterator[None]:
+    """Forwards inside build graphs that will be differentiated twice (exact Hessian-vector products):
+    their activations stay in the contiguous layout, because PyTorch's double backward of BatchNorm is
+    composed of reductions over ``(N, H, W)`` that are several times slower on channels-last tensors
+    (an exact product on NAS-Bench-201 took 1.6x as long in channels-last; README, speed)."""
+    token = _TWICE_DIFFERENTIATED.set(True)
+    try:
+        yield
+    finally:
+        _TWICE_DIFFERENTIATED.reset(token)
 
 
 class Supernet(nn.Module):
