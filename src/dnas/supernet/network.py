@@ -30,9 +30,9 @@ def search_layout(x: Tensor) -> Tensor:
     speed), except for graphs built under :func:`twice_differentiated`; unchanged on other devices
     (not measured there). The fused cells keep every activation in the layout of their input
     (:func:`dnas.supernet.fused.layout_of`)."""
-    if x.device.type == "cpu" and x.dim() == 4 and not _TWICE_DIFFERENTIATED.get():
-        return x.contiguous(memory_format=torch.channels_last)
-    return x
+    if x.device.type != "cpu" or x.dim() != 4:
+        return x
+    return x.contiguous() if _TWICE_DIFFERENTIATED.get() else x.contiguous(memory_format=torch.channels_last)
 
 
 @contextmanager
