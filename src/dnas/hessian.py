@@ -13,8 +13,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from dnas.autodiff import ExactHVP, preserved_buffers
-from dnas.supernet.network import twice_differentiated
+from dnas.autodiff import make_hvp, preserved_buffers
 
 MatVec = Callable[[list[Tensor]], list[Tensor]]
 
@@ -67,8 +66,6 @@ def dominant_eigenvalue(problem, batch, *, iters: int = 20, tol: float = 1e-3, s
     """
     arch = problem.arch
     with preserved_buffers(problem.net):
-        with twice_differentiated():
-            loss, _ = problem.loss(batch)
-        hvp = ExactHVP(loss, arch)
+        hvp = make_hvp("exact", lambda: problem.loss(batch)[0], arch)
         generator = torch.Generator().manual_seed(seed)
         return power_iteration(lambda v: hvp(v), arch, iters=iters, tol=tol, generator=generator)
