@@ -268,7 +268,7 @@ def test_graphs_differentiated_twice_are_built_in_the_contiguous_layout():
     """On CPU a supernet runs channels-last, except where an exact Hessian-vector product builds its
     graph (PyTorch's double backward of BatchNorm is several times slower on channels-last tensors)."""
     from dnas.autodiff import make_hvp
-    from dnas.supernet.network import twice_differentiated
+    from dnas.supernet.differentiation import twice_differentiated
 
     space = get_space("nb201")
     torch.manual_seed(0)
@@ -293,3 +293,102 @@ def test_graphs_differentiated_twice_are_built_in_the_contiguous_layout():
     assert len(seen) == 4
     make_hvp("fd", loss, params)(v)
     assert seen[4:] == ["channels_last", "channels_last"]  # the finite difference's two plain passes
+
+
+def _saved_bytes(fn) -> int:
+    """Bytes of the distinct storages autograd keeps for the backward of ``fn()``'s graph."""
+    storages: dict[int, int] = {}
+
+    def pack(t):
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(storages.values())
+
+
+def test_once_differentiated_cells_keep_no_stacked_operand_depthwise_output_or_phases():
+    """A DARTS normal cell with every op active, built for one backward, keeps exactly these fewer
+    activations than plain autograd (what graphs differentiated twice still build): per source node
+    with ``E`` outgoing edges, the mixing's stacked operand (``4E + 3`` rows: four conv kinds, two
+    poolings, identity), the depthwise outputs in front of the pointwise convs (two per separable
+    member, one per dilated: ``6E``) and the parity phases of the two dilated kinds (``2E``)."""
+    from dnas.supernet.differentiation import twice_differentiated
+
+    topo = get_space("darts").cells["normal"]
+    torch.manual_seed(0)
+    cell = FusedCell("darts", topo, 4).double()
+    w = torch.rand(topo.num_edges, topo.ops_per_edge, dtype=torch.float64, requires_grad=True)
+    xs = [torch.randn(2, 4, 6, 6, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+          .requires_grad_(True) for _ in range(topo.num_inputs)]
+    once = _saved_bytes(lambda: cell(xs, w))
+    with twice_differentiated():
+        plain = _saved_bytes(lambda: cell(xs, w))
+    out_edges = [sum(1 for s, _ in topo.edges if s == src) for src in range(topo.num_inputs + topo.num_nodes - 1)]
+    unit = 2 * 4 * 6 * 6 * 8  # one node output in float64
+    assert plain - once == sum(12 * e + 3 for e in out_edges) * unit
+
+
+@pytest.mark.parametrize("space_name,cell_type", [
+    ("darts", "normal"), ("darts", "reduce"), ("nb201", "cell"), ("s3", "reduce"),
+])
+def test_fused_cells_built_for_one_backward_are_still_twice_differentiable(space_name, cell_type):
+    """The recomputing backwards (depthwise outputs, parity phases, mixing rows) are built of
+    differentiable ops: a double backward outside ``twice_differentiated`` is exact too."""
+    topo = get_space(space_name).cells[cell_type]
+    torch.manual_seed(0)
+    cell = FusedCell("nb201" if space_name == "nb201" else "darts", topo, 2).double()
+    w = torch.rand(topo.num_edges, topo.ops_per_edge, dtype=torch.float64, requires_grad=True)
+    xs = [torch.randn(2, 2, 4, 4, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+          .requires_grad_(True) for _ in range(topo.num_inputs)]
+    params = [p for name, p in cell.named_parameters() if name.startswith("sources.0.") and "depthwise" not in name]
+
+    def nodes(w, *args):
+        return tuple(cell(list(args[: len(xs)]), w))
+
+    inputs = (w, *xs, *params)  # the pointwise weights, whose gradients read the recomputed depthwise outputs
+    assert torch.autograd.gradcheck(nodes, inputs, fast_mode=True)
+    assert torch.autograd.gradgradcheck(nodes, inputs, fast_mode=True)
+
+
+def test_recomputation_runs_only_for_the_gradients_the_backward_asks_for(monkeypatch):
+    """The depthwise outputs are recomputed only when a pointwise weight's gradient is wanted, the
+    mixing rows only when the architecture weights' gradient is: ``autograd.grad`` w.r.t. the other
+    tensors skips them, as PyTorch's own convolution and matrix product skip unneeded gradients."""
+    from dnas.supernet import fused
+
+    calls = {"depthwise": 0, "rows": 0}
+    depthwise, slot_rows = fused.FusedDilConv._depthwise, fused._slot_rows
+
+    def counting_depthwise(self, *args, **kwargs):
+        calls["depthwise"] += 1
+        return depthwise(self, *args, **kwargs)
+
+    def counting_rows(*args):
+        calls["rows"] += 1
+        return slot_rows(*args)
+
+    monkeypatch.setattr(fused.FusedDilConv, "_depthwise", counting_depthwise)
+    monkeypatch.setattr(fused, "_slot_rows", counting_rows)
+    topo = get_space("darts").cells["normal"]
+    torch.manual_seed(0)
+    cell = FusedCell("darts", topo, 4)
+    w = torch.rand(topo.num_edges, topo.ops_per_edge, requires_grad=True)
+    xs = [torch.randn(2, 4, 6, 6).contiguous(memory_format=torch.channels_last) for _ in range(topo.num_inputs)]
+    weights = list(cell.parameters())
+
+    def recomputed(wrt):
+        loss = sum(n.square().sum() for n in cell(xs, w))
+        before = dict(calls)  # the forward's own calls are not counted
+        torch.autograd.grad(loss, wrt)
+        return {k: calls[k] - before[k] for k in calls}
+
+    kinds = sum(len(source.kinds) for source in cell.fused_sources())
+    normalized_kinds = sum(k.normalized for source in cell.fused_sources() for k in source.kinds.values())
+    stages = sum(2 if isinstance(k, fused.FusedSepConv) else 1 for source in cell.fused_sources()
+                 for k in source.kinds.values() if isinstance(k, (fused.FusedSepConv, fused.FusedDilConv)))
+    assert kinds > normalized_kinds > 0
+    assert recomputed([w]) == {"depthwise": 0, "rows": normalized_kinds}
+    assert recomputed(weights) == {"depthwise": stages, "rows": 0}
+    assert recomputed([w, *weights]) == {"depthwise": stages, "rows": normalized_kinds}

@@ -36,7 +36,7 @@ from typing import Protocol
 import torch
 from torch import Tensor, nn
 
-from dnas.supernet.network import twice_differentiated
+from dnas.supernet.differentiation import twice_differentiated
 
 LossFn = Callable[[], Tensor]
 HVP_METHODS = ("exact", "fd")

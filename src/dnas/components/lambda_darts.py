@@ -55,7 +55,7 @@ from dnas.components.regularizers import WEIGHT_REGULARIZERS, WeightRegularizer
 from dnas.diagnostics import gradient_alignment
 from dnas.errors import DnasError
 from dnas.supernet import Supernet
-from dnas.supernet.network import twice_differentiated
+from dnas.supernet.differentiation import twice_differentiated
 
 MEASURES = ("corr", "signcorr")
 _TINY = 1e-30

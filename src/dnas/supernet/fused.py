@@ -15,6 +15,11 @@ share their input, so here they are computed as one unit (:class:`FusedSource`):
 * ops whose weight is exactly zero on an edge (gates, clamped or pruned weights) are left out of
   the grouped call; a kind with no active member is not run at all.
 
+For the backward of a graph differentiated once, the mixing and the pointwise convolutions keep
+tensors the graph holds anyway and recompute what they need from them (the normalized op outputs,
+the depthwise outputs; :func:`_mix`, :func:`_conv_of_recomputable`), instead of copies of their
+operands: in a DARTS-space search that is about a third less activation memory.
+
 The result is mathematically the per-edge computation; ``tests/test_supernet.py`` checks outputs
 and gradients against :mod:`dnas.supernet.reference`. BatchNorm inside the cells always uses batch
 statistics (it has no affine parameters and the supernet is only used on batches).
@@ -22,7 +27,8 @@ statistics (it has no affine parameters and the supernet is only used on batches
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import cast
 
 import torch
@@ -30,6 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dnas.spaces.base import CellTopology
+from dnas.supernet.differentiation import is_twice_differentiated
 
 
 def _bn(x: Tensor) -> Tensor:
@@ -92,9 +99,12 @@ class _SourceInput:
 
 
 class FusedKind(nn.Module):
-    """One op kind on ``n`` edges. ``shared`` kinds return ``(B, C, H, W)``, others ``(B, m, C, H, W)``."""
+    """One op kind on ``n`` edges. ``shared`` kinds return ``(B, C, H, W)``, others ``(B, m*C, H, W)`` (the
+    ``m`` computed members along the channels). ``normalized`` kinds end with a non-affine BatchNorm that
+    :class:`FusedSource` applies: they return its input."""
 
     shared = False
+    normalized = False
 
     def __init__(self, channels: int, n: int, stride: int):
         super().__init__()
@@ -139,7 +149,7 @@ class SharedPool(FusedKind):
 
     def __init__(self, channels: int, n: int, stride: int, mode: str, bn: bool):
         super().__init__(channels, n, stride)
-        self.mode, self.bn = mode, bn
+        self.mode, self.normalized = mode, bn
         if mode == "avg":
             self.register_buffer("ones", torch.ones(channels, 1, 3, 3), persistent=False)
 
@@ -151,7 +161,7 @@ class SharedPool(FusedKind):
         else:
             y = F.max_pool2d(x.contiguous(memory_format=torch.channels_last), 3, self.stride, 1)
             y = y.contiguous(memory_format=inp.layout)
-        return _bn(y) if self.bn else y
+        return y
 
 
 class _BoxSum(torch.autograd.Function):
@@ -198,11 +208,13 @@ class FusedNoise(FusedKind):
         x = inp.x if self.stride == 1 else inp.x[:, :, :: self.stride, :: self.stride]
         m = self.n if sel is None else len(sel)
         b, c, h, w = x.shape
-        return torch.randn(b, m, c, h, w, dtype=x.dtype, device=x.device)
+        return torch.randn(b, m * c, h, w, dtype=x.dtype, device=x.device)
 
 
 class FusedFactorizedReduce(FusedKind):
     """``n`` FactorizedReduce ops (the stride-2 ``skip_connect``)."""
+
+    normalized = True
 
     def __init__(self, channels: int, n: int, stride: int):
         super().__init__(channels, n, stride)
@@ -221,7 +233,7 @@ class FusedFactorizedReduce(FusedKind):
             y = y.view(bsz, h, w, m * self.c).movedim(-1, 1)
         else:
             y = torch.cat([a.view(bsz, m, -1, h, w), b.view(bsz, m, -1, h, w)], dim=2).view(bsz, m * self.c, h, w)
-        return _bn(y).view(bsz, m, self.c, h, w)
+        return y
 
     def _plain_shapes(self):
         half = self.c // 2
@@ -231,6 +243,8 @@ class FusedFactorizedReduce(FusedKind):
 class FusedDilConv(FusedKind):
     """``n`` DilConv ops (ReLU, depthwise k x k with dilation, pointwise, BN) as grouped convs."""
 
+    normalized = True
+
     def __init__(self, channels: int, n: int, stride: int, k: int, dilation: int):
         super().__init__(channels, n, stride)
         self.k, self.dilation = k, dilation
@@ -238,28 +252,104 @@ class FusedDilConv(FusedKind):
         self.pointwise = _conv_weight(n, (channels, channels, 1, 1))
 
     def run(self, x: Tensor, sel: Tensor | None, stride: int, layout: torch.memory_format | None) -> Tensor:
-        """The ``m`` ops on ``x`` (``m`` inputs stacked along channels, channels-last); ``layout``: that of
-        the mixing the output goes to (None: the output feeds another stage and stays channels-last)."""
+        """The ``m`` ops up to their BatchNorm (its input) on ``x`` (``m`` inputs stacked along channels,
+        channels-last); ``layout``: that of the mixing the output goes to (None: the output feeds another
+        stage and stays channels-last)."""
         m = self.n if sel is None else len(sel)
+        depthwise = partial(self._depthwise, stride=stride)
         weight = _subset(self.depthwise, self.n, sel)
-        if self.dilation == 2:
-            y = _dilated2_depthwise(x, weight, stride, self.k)
-        else:
-            y = F.conv2d(x, weight, stride=stride, padding=(self.k - 1) // 2, groups=m * self.c)
-        z = F.conv2d(y, _subset(self.pointwise, self.n, sel), groups=m)
+        z = _conv_of_recomputable(depthwise(x, weight), _subset(self.pointwise, self.n, sel), depthwise, (x, weight),
+                                  groups=m)
         # z is channels-last (oneDNN keeps the input's layout). An output that feeds the mixing gets its
         # gradient back in the mixing's layout, and PyTorch's CPU BatchNorm backward with a channels-last
         # input and a contiguous gradient is 3-4x slower than with matching layouts: match it first.
-        return _bn(z if layout is None else z.contiguous(memory_format=layout))
+        return z if layout is None else z.contiguous(memory_format=layout)
+
+    def _depthwise(self, x: Tensor, weight: Tensor, stride: int) -> Tensor:
+        if self.dilation == 2:
+            return _dilated2_depthwise(x, weight, stride, self.k)
+        return F.conv2d(x, weight, stride=stride, padding=(self.k - 1) // 2, groups=weight.shape[0])
 
     def forward(self, inp: _SourceInput, sel: Tensor | None) -> Tensor:
         m = self.n if sel is None else len(sel)
-        y = self.run(inp.relu_repeated(m), sel, self.stride, inp.layout)
-        return y.view(y.shape[0], m, self.c, *y.shape[2:])
+        return self.run(inp.relu_repeated(m), sel, self.stride, inp.layout)
 
     def _plain_shapes(self):
         c, k = self.c, self.k
         return [(self.depthwise, torch.empty(c, 1, k, k)), (self.pointwise, torch.empty(c, c, 1, 1))]
+
+
+def _conv_of_recomputable(inp: Tensor, weight: Tensor, recompute: Callable[..., Tensor], sources: tuple[Tensor, ...],
+                          *, padding: int = 0, groups: int = 1) -> Tensor:
+    """``conv2d(inp, weight)`` (stride 1) where ``inp = recompute(*sources)``, keeping ``sources`` for the
+    backward instead of ``inp`` when the graph is differentiated once.
+
+    Plain autograd keeps a convolution's input for its weight's gradient. Here ``inp`` is a tensor the
+    graph does not otherwise keep (a depthwise convolution's output before the pointwise one; the
+    parity phases of a dilated depthwise convolution's input) and ``sources`` are tensors it keeps
+    anyway (their own convolutions' inputs), so :class:`_ConvOfRecomputedInput` keeps nothing new and
+    recomputes ``inp`` in the backward when the weight's gradient is needed (the weight step; the
+    architecture step needs only the input gradient, which reads the weight). In a DARTS-space search
+    that is a third less activation memory for one more depthwise forward per stage in the weight step
+    (README, speed). Graphs differentiated twice
+    (:func:`~dnas.supernet.differentiation.twice_differentiated`) and forwards without gradients take
+    the plain path.
+    """
+    if is_twice_differentiated() or not torch.is_grad_enabled():
+        return F.conv2d(inp, weight, padding=padding, groups=groups)
+    # a view, so that the backward can ask the engine whether the weight's gradient is wanted (_wanted)
+    return _ConvOfRecomputedInput.apply(inp, weight.view_as(weight), padding, groups, recompute, *sources)
+
+
+def _wanted(ctx, index: int) -> bool:
+    """Whether the running backward uses the gradient of the custom Function's input ``index``.
+
+    ``ctx.needs_input_grad`` only says that the input requires a gradient; ``torch.autograd.grad``
+    w.r.t. other tensors (the architecture step's ``grad_alpha`` with the weights requiring gradients)
+    does not use it, and PyTorch's own convolution then skips the weight's gradient: so do these
+    Functions (and their recomputation). The input must not be a leaf (the engine cannot answer for
+    leaves under ``autograd.grad``), hence the views their callers pass.
+    """
+    if not ctx.needs_input_grad[index]:
+        return False
+    node = ctx.next_functions[index][0]
+    try:
+        return node is not None and torch._C._will_engine_execute_node(node)
+    except (AttributeError, RuntimeError):  # not answerable here: compute it
+        return True
+
+
+class _ConvOfRecomputedInput(torch.autograd.Function):
+    """``z = conv2d(inp, w)`` keeping ``sources`` (with ``inp = recompute(*sources)``) instead of ``inp``.
+
+        dL/dinp = conv2d^T(dL/dz, w)                 (reads the weight only)
+        dL/dw   = correlation of dL/dz with inp      (needs inp: recomputed)
+
+    The gradients of ``sources`` flow through ``inp``'s own graph, not through this node. The backward
+    is made of differentiable ops, so a double backward through it is correct (it differentiates the
+    recomputation too).
+    """
+
+    @staticmethod
+    def forward(ctx, inp: Tensor, weight: Tensor, padding: int, groups: int, recompute: Callable[..., Tensor],
+                *sources: Tensor) -> Tensor:
+        ctx.padding, ctx.groups, ctx.recompute = padding, groups, recompute
+        ctx.inp_shape, ctx.inp_layout = inp.shape, layout_of(inp)
+        ctx.save_for_backward(weight, *sources)
+        return F.conv2d(inp, weight, padding=padding, groups=groups)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
+        weight, *sources = ctx.saved_tensors
+        need_inp, need_weight = _wanted(ctx, 0), _wanted(ctx, 1)
+        if need_weight:
+            inp = ctx.recompute(*sources)
+        else:  # the input gradient reads only the input's shape and layout
+            inp = grad.new_empty(ctx.inp_shape).contiguous(memory_format=ctx.inp_layout)
+        pad = [ctx.padding, ctx.padding]
+        grad_inp, grad_weight, _ = torch.ops.aten.convolution_backward(
+            grad, inp, weight, None, [1, 1], pad, [1, 1], False, [0, 0], ctx.groups, [need_inp, need_weight, False])
+        return grad_inp, grad_weight, None, None, None, *(None for _ in sources)
 
 
 def _dilated2_depthwise(x: Tensor, weight: Tensor, stride: int, k: int) -> Tensor:
@@ -279,14 +369,24 @@ def _dilated2_depthwise(x: Tensor, weight: Tensor, stride: int, k: int) -> Tenso
         return F.conv2d(x[:, :, ::2, ::2], weight, padding=pad, groups=groups)
     if h % 2 or w % 2:
         return F.conv2d(x, weight, padding=k - 1, dilation=2, groups=groups)
+    y = _conv_of_recomputable(_parity_phases(x), weight, _parity_phases, (x,), padding=pad, groups=groups)
+    y = y.permute(0, 2, 3, 1)
+    return y.reshape(b, 2, 2, h // 2, w // 2, c).permute(0, 3, 1, 4, 2, 5).reshape(b, h, w, c).permute(0, 3, 1, 2)
+
+
+def _parity_phases(x: Tensor) -> Tensor:
+    """The four parity phases of a channels-last ``(B, C, H, W)`` tensor stacked along the batch:
+    ``(4B, C, H/2, W/2)`` channels-last, phase ``(i, j)`` of sample ``b`` at ``b*4 + 2i + j``."""
+    b, c, h, w = x.shape
     nhwc = x.permute(0, 2, 3, 1)
     phases = nhwc.reshape(b, h // 2, 2, w // 2, 2, c).permute(0, 2, 4, 1, 3, 5).reshape(b * 4, h // 2, w // 2, c)
-    y = F.conv2d(phases.permute(0, 3, 1, 2), weight, padding=pad, groups=groups).permute(0, 2, 3, 1)
-    return y.reshape(b, 2, 2, h // 2, w // 2, c).permute(0, 3, 1, 4, 2, 5).reshape(b, h, w, c).permute(0, 3, 1, 2)
+    return phases.permute(0, 3, 1, 2)
 
 
 class FusedSepConv(FusedKind):
     """``n`` SepConv ops: two stacked DilConv(dilation 1), the first one strided."""
+
+    normalized = True
 
     def __init__(self, channels: int, n: int, stride: int, k: int):
         super().__init__(channels, n, stride)
@@ -296,8 +396,7 @@ class FusedSepConv(FusedKind):
     def forward(self, inp: _SourceInput, sel: Tensor | None) -> Tensor:
         m = self.n if sel is None else len(sel)
         y = self.first.run(inp.relu_repeated(m), sel, self.stride, None)
-        y = self.second.run(F.relu(y), sel, 1, inp.layout)
-        return y.view(y.shape[0], m, self.c, *y.shape[2:])
+        return self.second.run(F.relu(_bn(y)), sel, 1, inp.layout)
 
     def member_parameters(self, i: int, grad: bool = False) -> list[Tensor]:
         return self.first.member_parameters(i, grad) + self.second.member_parameters(i, grad)
@@ -306,15 +405,15 @@ class FusedSepConv(FusedKind):
 class FusedReLUConvBN(FusedKind):
     """``n`` ReLU-Conv-BN ops (NAS-Bench-201 ``nor_conv_kxk``) as one dense ``C -> n*C`` conv."""
 
+    normalized = True
+
     def __init__(self, channels: int, n: int, stride: int, k: int):
         super().__init__(channels, n, stride)
         self.k = k
         self.weight = _conv_weight(n, (channels, channels, k, k))
 
     def forward(self, inp: _SourceInput, sel: Tensor | None) -> Tensor:
-        m = self.n if sel is None else len(sel)
-        y = _bn(F.conv2d(inp.relu, _subset(self.weight, self.n, sel), stride=self.stride, padding=self.k // 2))
-        return y.view(y.shape[0], m, self.c, *y.shape[2:])
+        return F.conv2d(inp.relu, _subset(self.weight, self.n, sel), stride=self.stride, padding=self.k // 2)
 
     def _plain_shapes(self):
         return [(self.weight, torch.empty(self.c, self.c, self.k, self.k))]
@@ -379,14 +478,17 @@ class FusedSource(nn.Module):
         edge). The mixing matrix ``S`` of shape ``(E_src, M)`` holds ``S[e, m] = w_{e, op(m)}``, so
         ``mix = S @ O`` is one matrix product instead of a weighted sum per (edge, op); the result
         is returned as ``(E_src, B, C, H, W)``. Each row of ``O`` is an output in its memory order
-        (``B*H*W*C`` for a channels-last input), so ``mix[e]`` is in the layout of ``x``.
+        (``B*H*W*C`` for a channels-last input), so ``mix[e]`` is in the layout of ``x``. The final
+        BatchNorm of a ``normalized`` kind is applied here, so that :func:`_mix` can rebuild its rows
+        from its input instead of keeping ``O``.
         """
         inp = _SourceInput(x)
-        outs: list[Tensor] = []
+        nhwc = inp.layout == torch.channels_last
+        outs: list[Tensor] = []  # the slots' rows, each a view of an op output in its memory order
+        normalized: list[tuple[Tensor, int, int]] = []  # (BatchNorm input, its first slot, its number of slots)
         rows: list[Tensor] = []
         cols: list[Tensor] = []
         values: list[Tensor] = []
-        slot = 0
         for op in self.op_names:
             edge, col, local = (getattr(self, f"_{p}_{op}") for p in ("edge", "col", "local"))
             sel = None
@@ -399,25 +501,87 @@ class FusedSource(nn.Module):
                     edge, col, local = edge[sel], col[sel], local[sel]
             kind = self.kind(op)
             out = kind(inp, sel)
-            if kind.shared:
-                slots = torch.full_like(local, slot)
-                outs.append(out)
-            else:
-                slots = slot + torch.arange(len(local), device=local.device)
-                outs.extend(out.unbind(1))
-            rows.append(local)
-            cols.append(slots)
-            values.append(weights[edge, col])
             slot = len(outs)
+            slots = 1 if kind.shared else len(local)
+            if kind.normalized:
+                normalized.append((out, slot, slots))
+                out = _bn(out)
+            outs.extend(_slot_rows(out, slots, nhwc))
+            rows.append(local)
+            member_slots = slot + torch.arange(slots, device=local.device)
+            cols.append(member_slots.expand_as(local) if kind.shared else member_slots)
+            values.append(weights[edge, col])
         if not outs:
             return None
         mixing = weights.new_zeros(len(self.out_edges), len(outs)).index_put((torch.cat(rows), torch.cat(cols)),
                                                                              torch.cat(values))
-        # one GEMM with a long inner dimension, over the outputs in their memory order (a view of each)
-        nhwc = inp.layout == torch.channels_last
-        stacked = torch.stack([_channels_last_view(o) for o in outs] if nhwc else outs)  # (M, B, ...)
-        mix = torch.mm(mixing.to(stacked.dtype), stacked.flatten(1)).view(-1, *stacked.shape[1:])
+        mix = _mix(mixing.to(outs[0].dtype), outs, normalized, nhwc)  # (E_src, B, ...) in memory order
         return mix.movedim(-1, -3) if nhwc else mix
+
+
+def _slot_rows(out: Tensor, slots: int, nhwc: bool) -> list[Tensor]:
+    """The ``slots`` outputs held in ``out`` (``(B, slots*C, H, W)``), each as a view in its memory order
+    (``(B, H, W, C)`` for channels-last, else ``(B, C, H, W)``)."""
+    b, _, h, w = out.shape
+    members = out.view(b, slots, -1, h, w).unbind(1)
+    return [_channels_last_view(o) for o in members] if nhwc else list(members)
+
+
+def _mix(mixing: Tensor, outs: list[Tensor], normalized: list[tuple[Tensor, int, int]], nhwc: bool) -> Tensor:
+    """``mixing @ stack(outs)``: ``(E_src, M) x (M, *row) -> (E_src, *row)``, one GEMM over the flattened rows.
+
+    Plain autograd keeps the stacked operand (a copy of every op output) for ``mixing``'s gradient.
+    When that gradient is needed (the architecture step), :class:`_MixOfRecomputedRows` keeps instead
+    the inputs of the kinds' final BatchNorms (``normalized``: kept by the BatchNorms anyway) and the
+    other rows as they are (views: identity, unnormalized pooling, noise), and rebuilds the stacked
+    operand in the backward, bit for bit. In a DARTS-space architecture step that is a third of the
+    activation memory, for one BatchNorm forward per normalized kind in the backward (README, speed).
+    """
+    if is_twice_differentiated() or not (torch.is_grad_enabled() and mixing.requires_grad):
+        stacked = torch.stack(outs)
+        return torch.mm(mixing, stacked.flatten(1)).view(-1, *stacked.shape[1:])
+    spans = [(slot, slots) for _, slot, slots in normalized]
+    return _MixOfRecomputedRows.apply(mixing, nhwc, spans, len(outs), *outs, *(t for t, _, _ in normalized))
+
+
+class _MixOfRecomputedRows(torch.autograd.Function):
+    """``mix = S @ O`` with ``O = stack(rows)``, keeping BatchNorm inputs instead of the normalized rows.
+
+        dL/dO = S^T dL/dmix        (reads S only)
+        dL/dS = dL/dmix O^T        (needs O: the rows of normalized kinds are recomputed, BN(z))
+
+    The backward is made of differentiable ops, so a double backward through it is correct.
+    """
+
+    @staticmethod
+    def forward(ctx, mixing: Tensor, nhwc: bool, spans: list[tuple[int, int]], count: int,
+                *tensors: Tensor) -> Tensor:
+        rows, sources = tensors[:count], tensors[count:]
+        recomputed = {i for slot, slots in spans for i in range(slot, slot + slots)}
+        ctx.nhwc, ctx.spans, ctx.count = nhwc, spans, count
+        ctx.kept = [i for i in range(count) if i not in recomputed]
+        ctx.save_for_backward(mixing, *(rows[i] for i in ctx.kept), *sources)
+        stacked = torch.stack(rows)
+        return torch.mm(mixing, stacked.flatten(1)).view(-1, *stacked.shape[1:])
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
+        mixing, *saved = ctx.saved_tensors
+        kept, sources = saved[: len(ctx.kept)], saved[len(ctx.kept):]
+        grad_flat = grad.reshape(grad.shape[0], -1)
+        grad_mixing = None
+        if _wanted(ctx, 0):
+            rows: list[Tensor | None] = [None] * ctx.count
+            for i, row in zip(ctx.kept, kept, strict=True):
+                rows[i] = row
+            for (slot, slots), source in zip(ctx.spans, sources, strict=True):
+                rows[slot: slot + slots] = _slot_rows(_bn(source), slots, ctx.nhwc)
+            grad_mixing = torch.mm(grad_flat, torch.stack(cast(list[Tensor], rows)).flatten(1).t())
+        grad_rows: list[Tensor | None] = [None] * ctx.count
+        if any(ctx.needs_input_grad[4: 4 + ctx.count]):
+            grad_stacked = torch.mm(mixing.t(), grad_flat).view(ctx.count, *grad.shape[1:])
+            grad_rows = list(grad_stacked.unbind(0))
+        return grad_mixing, None, None, None, *grad_rows, *(None for _ in sources)
 
 
 def _edges(mix: Tensor | None) -> tuple[Tensor, ...] | None:

@@ -9,43 +9,27 @@ of the (edge, op) pairs that may be nonzero; the others are not computed.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from dnas.spaces.base import SearchSpace
 from dnas.spaces.ops import FactorizedReduce, ReLUConvBN, ResNetBasicBlock
+from dnas.supernet.differentiation import is_twice_differentiated
 from dnas.supernet.fused import FusedCell
 from dnas.supernet.reference import ReferenceCell
-
-_TWICE_DIFFERENTIATED: ContextVar[bool] = ContextVar("twice_differentiated", default=False)
 
 
 def search_layout(x: Tensor) -> Tensor:
     """The supernet's input in the memory layout its activations are kept in: channels-last (NHWC) on
     CPU, where oneDNN's convolutions, the pooling and the BatchNorm forward are faster in it (README,
-    speed), except for graphs built under :func:`twice_differentiated`; unchanged on other devices
-    (not measured there). The fused cells keep every activation in the layout of their input
+    speed), except for graphs built under :func:`~dnas.supernet.differentiation.twice_differentiated`;
+    unchanged on other devices (not measured there). The fused cells keep every activation in the layout of their input
     (:func:`dnas.supernet.fused.layout_of`)."""
     if x.device.type != "cpu" or x.dim() != 4:
         return x
-    return x.contiguous() if _TWICE_DIFFERENTIATED.get() else x.contiguous(memory_format=torch.channels_last)
-
-
-@contextmanager
-def twice_differentiated() -> Iterator[None]:
-    """Forwards inside build graphs that will be differentiated twice (exact Hessian-vector products):
-    their activations stay in the contiguous layout, because PyTorch's double backward of BatchNorm is
-    composed of reductions over ``(N, H, W)`` that are several times slower on channels-last tensors
-    (an exact product on NAS-Bench-201 took 1.6x as long in channels-last; README, speed)."""
-    token = _TWICE_DIFFERENTIATED.set(True)
-    try:
-        yield
-    finally:
-        _TWICE_DIFFERENTIATED.reset(token)
+    return x.contiguous() if is_twice_differentiated() else x.contiguous(memory_format=torch.channels_last)
 
 
 class Supernet(nn.Module):

@@ -1,0 +1,35 @@
+"""How the supernet's next graphs will be differentiated: once (the search steps) or twice (exact
+Hessian-vector products).
+
+Two choices of the supernet depend on it. The activations' memory layout
+(:func:`dnas.supernet.network.search_layout`): channels-last on CPU, except for graphs differentiated
+twice, because PyTorch's double backward of BatchNorm is composed of reductions over ``(N, H, W)``
+that are several times slower on channels-last tensors (an exact product on NAS-Bench-201 took 1.6x as
+long in channels-last; README, speed). And what the fused separable convolutions keep for the
+backward (:class:`dnas.supernet.fused.FusedDilConv`): once-differentiated graphs keep the depthwise
+convolution's input and recompute its output when the pointwise weight's gradient needs it; graphs
+differentiated twice keep the output, as plain autograd does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+_TWICE_DIFFERENTIATED: ContextVar[bool] = ContextVar("twice_differentiated", default=False)
+
+
+@contextmanager
+def twice_differentiated() -> Iterator[None]:
+    """Forwards inside build graphs that will be differentiated twice (``create_graph=True``)."""
+    token = _TWICE_DIFFERENTIATED.set(True)
+    try:
+        yield
+    finally:
+        _TWICE_DIFFERENTIATED.reset(token)
+
+
+def is_twice_differentiated() -> bool:
+    """Whether the current forward runs inside :func:`twice_differentiated`."""
+    return _TWICE_DIFFERENTIATED.get()
