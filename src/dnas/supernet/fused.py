@@ -345,7 +345,7 @@ class _ConvOfRecomputedInput(torch.autograd.Function):
         if need_weight:
             inp = ctx.recompute(*sources)
         else:  # the input gradient reads only the input's shape and layout
-            inp = grad.new_empty(ctx.inp_shape).contiguous(memory_format=ctx.inp_layout)
+            inp = torch.empty(ctx.inp_shape, dtype=grad.dtype, device=grad.device, memory_format=ctx.inp_layout)
         pad = [ctx.padding, ctx.padding]
         grad_inp, grad_weight, _ = torch.ops.aten.convolution_backward(
             grad, inp, weight, None, [1, 1], pad, [1, 1], False, [0, 0], ctx.groups, [need_inp, need_weight, False])
