@@ -5,10 +5,11 @@ Two choices of the supernet depend on it. The activations' memory layout
 (:func:`dnas.supernet.network.search_layout`): channels-last on CPU, except for graphs differentiated
 twice, because PyTorch's double backward of BatchNorm is composed of reductions over ``(N, H, W)``
 that are several times slower on channels-last tensors (an exact product on NAS-Bench-201 took 1.6x as
-long in channels-last; README, speed). And what the fused separable convolutions keep for the
-backward (:class:`dnas.supernet.fused.FusedDilConv`): once-differentiated graphs keep the depthwise
-convolution's input and recompute its output when the pointwise weight's gradient needs it; graphs
-differentiated twice keep the output, as plain autograd does.
+long in channels-last; README, speed). And what the fused cells keep for the backward
+(:mod:`dnas.supernet.fused`): once-differentiated graphs keep no copies of the mixing's operand or of
+the pointwise convolutions' inputs and recompute them when a gradient needs them; graphs
+differentiated twice keep them, as plain autograd does (the double backward would otherwise
+differentiate the recomputations too).
 """
 
 from __future__ import annotations
