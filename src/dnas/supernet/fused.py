@@ -296,10 +296,16 @@ def _conv_of_recomputable(inp: Tensor, weight: Tensor, recompute: Callable[..., 
     (:func:`~dnas.supernet.differentiation.twice_differentiated`) and forwards without gradients take
     the plain path.
     """
-    if is_twice_differentiated() or not torch.is_grad_enabled():
+    if _keeps_plain_tensors():
         return F.conv2d(inp, weight, padding=padding, groups=groups)
     # a view, so that the backward can ask the engine whether the weight's gradient is wanted (_wanted)
     return _ConvOfRecomputedInput.apply(inp, weight.view_as(weight), padding, groups, recompute, *sources)
+
+
+def _keeps_plain_tensors() -> bool:
+    """Whether this forward keeps what plain autograd keeps: in graphs that will be differentiated
+    twice (a double backward would redo every recomputation) and in forwards without gradients."""
+    return is_twice_differentiated() or not torch.is_grad_enabled()
 
 
 def _wanted(ctx, index: int) -> bool:
@@ -539,7 +545,7 @@ def _mix(mixing: Tensor, outs: list[Tensor], normalized: list[tuple[Tensor, int,
     saved activation memory, for one BatchNorm forward per normalized kind and one stacking in the
     backward (README, speed).
     """
-    if is_twice_differentiated() or not (torch.is_grad_enabled() and mixing.requires_grad):
+    if _keeps_plain_tensors() or not mixing.requires_grad:
         stacked = torch.stack(outs)
         return torch.mm(mixing, stacked.flatten(1)).view(-1, *stacked.shape[1:])
     spans = [(slot, slots) for _, slot, slots in normalized]
