@@ -68,9 +68,10 @@ def test_forward_flops_of_the_nb201_supernet_match_the_closed_form():
     def cell(c: int, s: int) -> int:
         convs = 2 * b * s * s * 6 * c * c * (1 + 9)  # nor_conv_1x1 and nor_conv_3x3 on 6 edges
         pools = 2 * b * s * s * c * 9 * 3  # avg_pool_3x3 as a depthwise ones-convolution, once per source node
-        # mixing S @ O per source node with E_src = 3, 2, 1 outgoing edges and M = 2 E_src + 2 slots (one per
-        # convolution member, one for the shared identity, one for the shared pooling): 2 E M (B C H W)
-        mixing = sum(2 * e * (2 * e + 2) * b * c * s * s for e in (3, 2, 1))
+        # mixing per source node with E_src = 3, 2, 1 outgoing edges: the convolutions' weights are their
+        # BatchNorms' affine weights (no FLOPs); the shared identity and pooling are one outer product each,
+        # a (E x 1) @ (1 x BCHW) matrix product: 2 E (B C H W) per shared kind
+        mixing = sum(2 * 2 * e * b * c * s * s for e in (3, 2, 1))
         return convs + pools + mixing
 
     def block(c_in: int, c_out: int, s_out: int) -> int:  # ResNet block: 3x3 stride 2, 3x3, avg-pool + 1x1 shortcut

@@ -1,5 +1,7 @@
 """The fused supernet computes exactly what the plain per-edge supernet computes."""
 
+import contextlib
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -308,12 +310,11 @@ def _saved_bytes(fn) -> int:
     return sum(storages.values())
 
 
-def test_once_differentiated_cells_keep_no_stacked_operand_depthwise_output_or_phases():
+def test_once_differentiated_cells_keep_no_depthwise_output_or_phases():
     """A DARTS normal cell with every op active, built for one backward, keeps exactly these fewer
     activations than plain autograd (what graphs differentiated twice still build): per source node
-    with ``E`` outgoing edges, the mixing's stacked operand (``4E + 3`` rows: four conv kinds, two
-    poolings, identity), the depthwise outputs in front of the pointwise convs (two per separable
-    member, one per dilated: ``6E``) and the parity phases of the two dilated kinds (``2E``)."""
+    with ``E`` outgoing edges, the depthwise outputs in front of the pointwise convs (two per
+    separable member, one per dilated: ``6E``) and the parity phases of the two dilated kinds (``2E``)."""
     from dnas.supernet.differentiation import twice_differentiated
 
     topo = get_space("darts").cells["normal"]
@@ -327,15 +328,44 @@ def test_once_differentiated_cells_keep_no_stacked_operand_depthwise_output_or_p
         plain = _saved_bytes(lambda: cell(xs, w))
     out_edges = [sum(1 for s, _ in topo.edges if s == src) for src in range(topo.num_inputs + topo.num_nodes - 1)]
     unit = 2 * 4 * 6 * 6 * 8  # one node output in float64
-    assert plain - once == sum(12 * e + 3 for e in out_edges) * unit
+    assert plain - once == sum(8 * e for e in out_edges) * unit
+
+
+@pytest.mark.parametrize("twice", [False, True])
+def test_the_mixing_keeps_no_copy_of_the_op_outputs(twice):
+    """The mixing weights act as the affine weights of the convolution kinds' final BatchNorms and
+    as outer products for the shared rows, so an NB201 cell keeps, per source node with ``E``
+    outgoing edges, only tensors the ops need anyway: ReLU(x), the two conv kinds' BatchNorm inputs
+    (``E`` members each), x and the pooled x (the shared rows): ``2E + 3`` node-sized tensors, and no
+    stacked copy of the op outputs (``2E + 2`` more), in either kind of graph."""
+    from dnas.supernet.differentiation import twice_differentiated
+
+    topo = get_space("nb201").cells["cell"]
+    torch.manual_seed(0)
+    cell = FusedCell("nb201", topo, 4).double()
+    w = torch.rand(topo.num_edges, topo.ops_per_edge, dtype=torch.float64, requires_grad=True)
+    xs = [torch.randn(2, 4, 8, 8, dtype=torch.float64).contiguous(memory_format=torch.channels_last)]
+    unit = 2 * 4 * 8 * 8 * 8  # one node output in float64; every parameter is smaller
+    storages: dict[int, int] = {}
+
+    def pack(t):
+        if t.untyped_storage().nbytes() >= unit:
+            storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), \
+            (twice_differentiated() if twice else contextlib.nullcontext()):
+        cell(xs, w)
+    out_edges = [sum(1 for s, _ in topo.edges if s == src) for src in range(topo.num_inputs + topo.num_nodes - 1)]
+    assert sum(storages.values()) == sum(2 * e + 3 for e in out_edges) * unit
 
 
 @pytest.mark.parametrize("space_name,cell_type", [
     ("darts", "normal"), ("darts", "reduce"), ("nb201", "cell"), ("s3", "reduce"),
 ])
 def test_fused_cells_built_for_one_backward_are_still_twice_differentiable(space_name, cell_type):
-    """The recomputing backwards (depthwise outputs, parity phases, mixing rows) are built of
-    differentiable ops: a double backward outside ``twice_differentiated`` is exact too."""
+    """The recomputing backwards (depthwise outputs, parity phases) are built of differentiable ops:
+    a double backward outside ``twice_differentiated`` is exact too."""
     topo = get_space(space_name).cells[cell_type]
     torch.manual_seed(0)
     cell = FusedCell("nb201" if space_name == "nb201" else "darts", topo, 2).double()
@@ -353,24 +383,20 @@ def test_fused_cells_built_for_one_backward_are_still_twice_differentiable(space
 
 
 def test_recomputation_runs_only_for_the_gradients_the_backward_asks_for(monkeypatch):
-    """The depthwise outputs are recomputed only when a pointwise weight's gradient is wanted, the
-    mixing rows only when the architecture weights' gradient is: ``autograd.grad`` w.r.t. the other
-    tensors skips them, as PyTorch's own convolution and matrix product skip unneeded gradients."""
+    """The depthwise outputs are recomputed only when a pointwise weight's gradient is wanted:
+    ``autograd.grad`` w.r.t. the architecture weights skips them, as PyTorch's own convolution skips
+    unneeded weight gradients."""
     from dnas.supernet import fused
 
-    calls = {"depthwise": 0, "rows": 0}
-    depthwise, slot_rows = fused.FusedDilConv._depthwise, fused._slot_rows
+    calls = 0
+    depthwise = fused.FusedDilConv._depthwise
 
     def counting_depthwise(self, *args, **kwargs):
-        calls["depthwise"] += 1
+        nonlocal calls
+        calls += 1
         return depthwise(self, *args, **kwargs)
 
-    def counting_rows(*args):
-        calls["rows"] += 1
-        return slot_rows(*args)
-
     monkeypatch.setattr(fused.FusedDilConv, "_depthwise", counting_depthwise)
-    monkeypatch.setattr(fused, "_slot_rows", counting_rows)
     topo = get_space("darts").cells["normal"]
     torch.manual_seed(0)
     cell = FusedCell("darts", topo, 4)
@@ -380,15 +406,13 @@ def test_recomputation_runs_only_for_the_gradients_the_backward_asks_for(monkeyp
 
     def recomputed(wrt):
         loss = sum(n.square().sum() for n in cell(xs, w))
-        before = dict(calls)  # the forward's own calls are not counted
+        before = calls  # the forward's own calls are not counted
         torch.autograd.grad(loss, wrt)
-        return {k: calls[k] - before[k] for k in calls}
+        return calls - before
 
-    kinds = sum(len(source.kinds) for source in cell.fused_sources())
-    normalized_kinds = sum(k.normalized for source in cell.fused_sources() for k in source.kinds.values())
     stages = sum(2 if isinstance(k, fused.FusedSepConv) else 1 for source in cell.fused_sources()
                  for k in source.kinds.values() if isinstance(k, (fused.FusedSepConv, fused.FusedDilConv)))
-    assert kinds > normalized_kinds > 0
-    assert recomputed([w]) == {"depthwise": 0, "rows": normalized_kinds}
-    assert recomputed(weights) == {"depthwise": stages, "rows": 0}
-    assert recomputed([w, *weights]) == {"depthwise": stages, "rows": normalized_kinds}
+    assert stages > 0
+    assert recomputed([w]) == 0
+    assert recomputed(weights) == stages
+    assert recomputed([w, *weights]) == stages

@@ -13,13 +13,13 @@ share their input, so here they are computed as one unit (:class:`FusedSource`):
   as one ``C -> m*C`` conv); non-affine BatchNorm is per channel, so it stays exact on the
   concatenated channels;
 * ops whose weight is exactly zero on an edge (gates, clamped or pruned weights) are left out of
-  the grouped call; a kind with no active member is not run at all.
+  the grouped call; a kind with no active member is not run at all;
+* the mixing weights cost no pass of their own: a convolution kind's final BatchNorm takes them as
+  its affine weight, and the shared ops' terms are one outer product (:meth:`FusedSource.forward`).
 
-For the backward of a graph differentiated once, the mixing and the pointwise convolutions keep
-tensors the graph holds anyway and recompute what they need from them (the normalized op outputs,
-the depthwise outputs; :func:`_mix`, :func:`_conv_of_recomputable`), instead of copies of their
-operands: in a DARTS-space search the saved activations of a step fall by 37–38% (weight step) and
-46–48% (architecture step).
+For the backward of a graph differentiated once, the pointwise convolutions keep the tensors their
+depthwise outputs are computed from and recompute them (:func:`_conv_of_recomputable`), instead of
+keeping copies.
 
 The result is mathematically the per-edge computation; ``tests/test_supernet.py`` checks outputs
 and gradients against :mod:`dnas.supernet.reference`. BatchNorm inside the cells always uses batch
@@ -40,8 +40,9 @@ from dnas.spaces.base import CellTopology
 from dnas.supernet.differentiation import is_twice_differentiated
 
 
-def _bn(x: Tensor) -> Tensor:
-    return F.batch_norm(x, None, None, training=True, eps=1e-5)
+def _bn(x: Tensor, weight: Tensor | None = None) -> Tensor:
+    """Non-affine BatchNorm with batch statistics; ``weight`` scales its channels (the mixing weights)."""
+    return F.batch_norm(x, None, None, weight, training=True, eps=1e-5)
 
 
 def layout_of(x: Tensor) -> torch.memory_format:
@@ -209,7 +210,9 @@ class FusedNoise(FusedKind):
         x = inp.x if self.stride == 1 else inp.x[:, :, :: self.stride, :: self.stride]
         m = self.n if sel is None else len(sel)
         b, c, h, w = x.shape
-        return torch.randn(b, m * c, h, w, dtype=x.dtype, device=x.device)
+        # the same numbers in either layout (a finite difference and an exact product must see one sample)
+        noise = torch.randn(b, m * c, h, w, dtype=x.dtype, device=x.device)
+        return noise.contiguous(memory_format=inp.layout)
 
 
 class FusedFactorizedReduce(FusedKind):
@@ -444,11 +447,8 @@ def make_fused_kind(family: str, op: str, c: int, n: int, stride: int) -> FusedK
 
 
 class FusedSource(nn.Module):
-    """Every candidate op on every edge that leaves node ``src`` of a cell.
-
-    ``forward`` returns ``mix`` of shape ``(B, E_src, C, H, W)`` with
-    ``mix[e] = sum_o w_{e,o} * o(x_src)`` (shape ``(E_src, B, C, H, W)``) for the outgoing edges, in destination order.
-    """
+    """Every candidate op on every edge that leaves node ``src`` of a cell: ``forward`` returns, for each
+    outgoing edge ``e`` (in destination order), terms whose sum is ``sum_o w_{e,o} * o(x_src)``."""
 
     def __init__(self, family: str, topology: CellTopology, src: int, channels: int, stride: int):
         super().__init__()
@@ -466,6 +466,7 @@ class FusedSource(nn.Module):
         # host copies of the member indices, for masking without device round trips
         self.member_edges = {op: torch.tensor([self.out_edges[le] for le, _ in m]) for op, m in members.items()}
         self.member_cols = {op: torch.tensor([c for _, c in m]) for op, m in members.items()}
+        self.member_locals = {op: [le for le, _ in m] for op, m in members.items()}
         for op, m in members.items():
             locals_of_op = torch.tensor([le for le, _ in m])
             self.register_buffer(f"_local_{op}", locals_of_op, persistent=False)
@@ -476,124 +477,100 @@ class FusedSource(nn.Module):
         """The fused kind computing ``op`` on this source's edges."""
         return cast(FusedKind, self.kinds[op])  # nn.ModuleDict items are typed as nn.Module
 
-    def forward(self, x: Tensor, weights: Tensor, active: Tensor | None) -> Tensor | None:
+    def forward(self, x: Tensor, weights: Tensor, active: Tensor | None) -> list[list[Tensor]]:
         """``weights``: ``(E, K)`` weights of the whole cell; ``active``: CPU bool mask of the same
-        shape marking the (edge, op) pairs that may be nonzero (None: all). None if nothing is active.
+        shape marking the (edge, op) pairs that may be nonzero (None: all).
 
-        The op outputs are stacked as ``O`` of shape ``(M, B*C*H*W)``: one slot per member of a
-        convolution kind, ONE slot per shared kind (identity, pooling: the same tensor for every
-        edge). The mixing matrix ``S`` of shape ``(E_src, M)`` holds ``S[e, m] = w_{e, op(m)}``, so
-        ``mix = S @ O`` is one matrix product instead of a weighted sum per (edge, op); the result
-        is returned as ``(E_src, B, C, H, W)``. Each row of ``O`` is an output in its memory order
-        (``B*H*W*C`` for a channels-last input), so ``mix[e]`` is in the layout of ``x``. The final
-        BatchNorm of a ``normalized`` kind is applied here, so that :func:`_mix` can rebuild its rows
-        from its input instead of keeping ``O``.
+        Returns, for every outgoing edge (in destination order), the terms whose sum is
+        ``sum_o w_{e,o} * o(x_src)``: the cell adds them straight into the destination node, so
+        no edge output is ever materialised. The mixing weights enter where they cost nothing:
+
+        * a convolution kind on ``m`` edges ends in a non-affine BatchNorm over its ``m*C``
+          channels; it is run with the affine weight ``gamma = (w_{e_1,o} 1_C, ..., w_{e_m,o} 1_C)``,
+          so its output is already weighted, ``BN(z) * gamma``, and the BatchNorm's backward
+          returns ``dL/dgamma = sum_{n,h,w} dL/dy * BN(z)`` -- the mixing weights' gradient --
+          from the reduction it computes for the input's gradient anyway. Kinds on the same edges
+          are added whole (one dense addition), and each edge's term is a view of that sum, so that
+          the backward assembles one gradient for all of them;
+        * a shared kind (identity, pooling) is one row ``r`` for all edges: its terms are the rows
+          of the outer product ``c r^T`` with ``c_e = w_{e,o}`` (zero on edges without the op),
+          accumulated over the shared kinds, ``(E, B*C*H*W)``; its backward is two
+          matrix-vector products (``dL/dc = G r``, ``dL/dr = G^T c``).
+
+        Autograd keeps nothing here that the graph does not keep anyway (the BatchNorms' inputs,
+        the shared rows) besides the pooling BatchNorms' outputs in the DARTS family.
         """
         inp = _SourceInput(x)
         nhwc = inp.layout == torch.channels_last
-        outs: list[Tensor] = []  # the slots' rows, each a view of an op output in its memory order
-        normalized: list[tuple[Tensor, int, int]] = []  # (BatchNorm input, its first slot, its number of slots)
-        rows: list[Tensor] = []
-        cols: list[Tensor] = []
-        values: list[Tensor] = []
+        terms: list[list[Tensor]] = [[] for _ in self.out_edges]
+        shared: Tensor | None = None  # (E, B*C*H*W): the shared kinds' terms, in memory order
+        shared_shape: tuple[int, ...] = ()
+        shared_edges: set[int] = set()
+        weighted: dict[tuple[int, ...], Tensor] = {}  # the convolution kinds' weighted outputs, by member edges
         for op in self.op_names:
             edge, col, local = (getattr(self, f"_{p}_{op}") for p in ("edge", "col", "local"))
+            locals_ = self.member_locals[op]
             sel = None
             if active is not None:
                 keep = active[self.member_edges[op], self.member_cols[op]]
                 if not keep.any():
                     continue
                 if not keep.all():
-                    sel = keep.nonzero().flatten().to(x.device)
+                    kept = keep.nonzero().flatten()
+                    locals_ = [locals_[i] for i in kept.tolist()]
+                    sel = kept.to(x.device)
                     edge, col, local = edge[sel], col[sel], local[sel]
             kind = self.kind(op)
             out = kind(inp, sel)
-            slot = len(outs)
-            slots = 1 if kind.shared else len(local)
-            if kind.normalized:
-                normalized.append((out, slot, slots))
-                out = _bn(out)
-            outs.extend(_slot_rows(out, slots, nhwc))
-            rows.append(local)
-            member_slots = slot + torch.arange(slots, device=local.device)
-            cols.append(member_slots.expand_as(local) if kind.shared else member_slots)
-            values.append(weights[edge, col])
-        if not outs:
-            return None
-        mixing = weights.new_zeros(len(self.out_edges), len(outs)).index_put((torch.cat(rows), torch.cat(cols)),
-                                                                             torch.cat(values))
-        mix = _mix(mixing.to(outs[0].dtype), outs, normalized, nhwc)  # (E_src, B, ...) in memory order
-        return mix.movedim(-1, -3) if nhwc else mix
+            values = weights[edge, col].to(out.dtype)
+            if kind.shared:
+                row = _memory_order(_bn(out) if kind.normalized else out)
+                shared_shape, row = row.shape, row.reshape(-1)
+                shared_edges.update(locals_)
+                coef = values.new_zeros(len(self.out_edges)).index_put((local,), values).unsqueeze(1)
+                # matrix products, whose backward is two matrix-vector products (outer's is elementwise)
+                shared = torch.mm(coef, row[None]) if shared is None else torch.addmm(shared, coef, row[None])
+                continue
+            gamma = values.repeat_interleave(kind.c)
+            y = _bn(out, gamma) if kind.normalized else out * gamma.view(1, -1, 1, 1)
+            members = tuple(locals_)  # kinds on the same edges are added whole: one split, one gradient
+            weighted[members] = y if members not in weighted else weighted[members] + y
+        for members, y in weighted.items():
+            for le, member in zip(members, _slot_rows(y, len(members), nhwc), strict=True):
+                terms[le].append(member.movedim(-1, -3) if nhwc else member)
+        if shared is not None:
+            rows = shared.view(len(self.out_edges), *shared_shape).unbind(0)
+            for le in sorted(shared_edges):
+                terms[le].append(rows[le].movedim(-1, -3) if nhwc else rows[le])
+        return terms
+
+
+def _memory_order(x: Tensor) -> Tensor:
+    """A ``(B, C, H, W)`` tensor as a view in its memory order: ``(B, H, W, C)`` if channels-last."""
+    return _channels_last_view(x) if layout_of(x) == torch.channels_last else x
 
 
 def _slot_rows(out: Tensor, slots: int, nhwc: bool) -> list[Tensor]:
     """The ``slots`` outputs held in ``out`` (``(B, slots*C, H, W)``), each as a view in its memory order
-    (``(B, H, W, C)`` for channels-last, else ``(B, C, H, W)``)."""
+    (``(B, H, W, C)`` for channels-last, else ``(B, C, H, W)``). The split is one ``unbind`` in memory
+    order, so that its backward assembles the members' gradients in ``out``'s layout with one stack."""
     b, _, h, w = out.shape
-    members = out.view(b, slots, -1, h, w).unbind(1)
-    return [_channels_last_view(o) for o in members] if nhwc else list(members)
+    if nhwc:
+        return list(_channels_last_view(out).view(b, h, w, slots, -1).unbind(3))
+    return list(out.view(b, slots, -1, h, w).unbind(1))
 
 
-def _mix(mixing: Tensor, outs: list[Tensor], normalized: list[tuple[Tensor, int, int]], nhwc: bool) -> Tensor:
-    """``mixing @ stack(outs)``: ``(E_src, M) x (M, *row) -> (E_src, *row)``, one GEMM over the flattened rows.
-
-    Plain autograd keeps the stacked operand (a copy of every op output) for ``mixing``'s gradient.
-    When that gradient is needed (the architecture step), :class:`_MixOfRecomputedRows` keeps instead
-    the inputs of the kinds' final BatchNorms (``normalized``: kept by the BatchNorms anyway) and the
-    other rows as they are (views: identity, unnormalized pooling, noise), and rebuilds the stacked
-    operand in the backward, bit for bit. In a DARTS-space architecture step that is a quarter of the
-    saved activation memory, for one BatchNorm forward per normalized kind and one stacking in the
-    backward (README, speed).
-    """
-    if _keeps_plain_tensors() or not mixing.requires_grad:
-        stacked = torch.stack(outs)
-        return torch.mm(mixing, stacked.flatten(1)).view(-1, *stacked.shape[1:])
-    spans = [(slot, slots) for _, slot, slots in normalized]
-    return _MixOfRecomputedRows.apply(mixing, nhwc, spans, len(outs), *outs, *(t for t, _, _ in normalized))
-
-
-class _MixOfRecomputedRows(torch.autograd.Function):
-    """``mix = S @ O`` with ``O = stack(rows)``, keeping BatchNorm inputs instead of the normalized rows.
-
-        dL/dO = S^T dL/dmix        (reads S only)
-        dL/dS = dL/dmix O^T        (needs O: the rows of normalized kinds are recomputed, BN(z))
-
-    The backward is made of differentiable ops, so a double backward through it is correct.
-    """
-
-    @staticmethod
-    def forward(ctx, mixing: Tensor, nhwc: bool, spans: list[tuple[int, int]], count: int,
-                *tensors: Tensor) -> Tensor:
-        rows, sources = tensors[:count], tensors[count:]
-        recomputed = {i for slot, slots in spans for i in range(slot, slot + slots)}
-        ctx.nhwc, ctx.spans, ctx.count = nhwc, spans, count
-        ctx.kept = [i for i in range(count) if i not in recomputed]
-        ctx.save_for_backward(mixing, *(rows[i] for i in ctx.kept), *sources)
-        stacked = torch.stack(rows)
-        return torch.mm(mixing, stacked.flatten(1)).view(-1, *stacked.shape[1:])
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
-        mixing, *saved = ctx.saved_tensors
-        kept, sources = saved[: len(ctx.kept)], saved[len(ctx.kept):]
-        grad_flat = grad.reshape(grad.shape[0], -1)
-        grad_mixing = None
-        if _wanted(ctx, 0):
-            rows: list[Tensor | None] = [None] * ctx.count
-            for i, row in zip(ctx.kept, kept, strict=True):
-                rows[i] = row
-            for (slot, slots), source in zip(ctx.spans, sources, strict=True):
-                rows[slot: slot + slots] = _slot_rows(_bn(source), slots, ctx.nhwc)
-            grad_mixing = torch.mm(grad_flat, torch.stack(cast(list[Tensor], rows)).flatten(1).t())
-        grad_rows: list[Tensor | None] = [None] * ctx.count
-        if any(ctx.needs_input_grad[4: 4 + ctx.count]):
-            grad_stacked = torch.mm(mixing.t(), grad_flat).view(ctx.count, *grad.shape[1:])
-            grad_rows = list(grad_stacked.unbind(0))
-        return grad_mixing, None, None, None, *grad_rows, *(None for _ in sources)
-
-
-def _edges(mix: Tensor | None) -> tuple[Tensor, ...] | None:
-    return None if mix is None else mix.unbind(0)
+def _sum(parts: list[Tensor], shape: tuple[int, ...], like: Tensor) -> Tensor:
+    """The sum of a node's terms, a new tensor in the layout of ``like`` (zeros if there are none)."""
+    layout = layout_of(like)
+    if not parts:
+        return like.new_zeros(shape).contiguous(memory_format=layout)
+    if len(parts) == 1:  # a view into a kind's output or the shared terms: the next ops want it dense
+        return parts[0].contiguous(memory_format=layout)
+    node = parts[0] + parts[1]
+    for part in parts[2:]:
+        node = node.add_(part)
+    return node
 
 
 class FusedCell(nn.Module):
@@ -623,26 +600,19 @@ class FusedCell(nn.Module):
         """Returns the intermediate node outputs."""
         topo = self.topology
         nodes: list[Tensor] = list(inputs)
-        # each source's mix split into its edges once: the backward of one unbind stacks the edge gradients,
-        # where indexing every edge would allocate a zero-filled gradient of the whole mix per edge and add them
-        mixes: list[tuple[Tensor, ...] | None] = [None] * len(self.sources)
+        terms: list[list[list[Tensor]]] = [[] for _ in self.sources]  # per source, per outgoing edge
         for src in range(topo.num_inputs):
-            mixes[src] = _edges(self.sources[src](nodes[src], weights, active))
+            terms[src] = self.sources[src](nodes[src], weights, active)
         ref = nodes[0]
         stride = 2 if topo.reduction else 1
         out_shape = (ref.shape[0], self.channels, -(-ref.shape[2] // stride), -(-ref.shape[3] // stride))
         for dst in topo.intermediate_nodes:
-            parts = [
-                mix[dst - max(src + 1, topo.num_inputs)]
-                for src, mix in enumerate(mixes[:dst])
-                if mix is not None
-            ]
-            node = parts[0] if parts else ref.new_zeros(out_shape).contiguous(memory_format=layout_of(ref))
-            for part in parts[1:]:
-                node = node + part
+            parts = [t for src, edges in enumerate(terms[:dst]) if edges
+                     for t in edges[dst - max(src + 1, topo.num_inputs)]]
+            node = _sum(parts, out_shape, ref)
             if self.node_bn:
                 node = _bn(node)
             nodes.append(node)
             if dst < len(self.sources):
-                mixes[dst] = _edges(self.sources[dst](node, weights, active))
+                terms[dst] = self.sources[dst](node, weights, active)
         return nodes[topo.num_inputs:]
