@@ -257,15 +257,15 @@ class FusedDilConv(FusedKind):
 
     def run(self, x: Tensor, sel: Tensor | None, stride: int, layout: torch.memory_format | None) -> Tensor:
         """The ``m`` ops up to their BatchNorm (its input) on ``x`` (``m`` inputs stacked along channels,
-        channels-last); ``layout``: that of the mixing the output goes to (None: the output feeds another
-        stage and stays channels-last)."""
+        channels-last); ``layout``: that of the source's terms the output goes to (None: the output feeds
+        another stage and stays channels-last)."""
         m = self.n if sel is None else len(sel)
         depthwise = partial(self._depthwise, stride=stride)
         weight = _subset(self.depthwise, self.n, sel)
         z = _conv_of_recomputable(depthwise(x, weight), _subset(self.pointwise, self.n, sel), depthwise, (x, weight),
                                   groups=m)
-        # z is channels-last (oneDNN keeps the input's layout). An output that feeds the mixing gets its
-        # gradient back in the mixing's layout, and PyTorch's CPU BatchNorm backward with a channels-last
+        # z is channels-last (oneDNN keeps the input's layout). An output that feeds the node sums gets its
+        # gradient back in their layout, and PyTorch's CPU BatchNorm backward with a channels-last
         # input and a contiguous gradient is 3-4x slower than with matching layouts: match it first.
         return z if layout is None else z.contiguous(memory_format=layout)
 
@@ -576,7 +576,7 @@ def _sum(parts: list[Tensor], shape: tuple[int, ...], like: Tensor) -> Tensor:
 class FusedCell(nn.Module):
     """The node computation of one cell with fused sources.
 
-    ``x_j = sum_{i<j} mix_i[edge(i->j)]`` for every intermediate node ``j``; with ``node_bn``
+    ``x_j = sum_{i<j} sum(terms_i[edge(i->j)])`` for every intermediate node ``j``; with ``node_bn``
     each node output passes a non-affine BatchNorm (DARTS-PRIME's clamp activation needs it).
     """
 
