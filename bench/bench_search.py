@@ -27,6 +27,15 @@ process, and reports
 weights, the regularizer's arithmetic. Methods whose passes are not separate passes (amended-darts'
 exact double backward) or vary per iteration (darts-prime's schedule) have neither.
 
+No implementation gets below the floors' bounds: an alpha pass skips the weights' gradients
+(``a <= w``) and a pass with more gradients costs no less (``wa, wc >= w``), so
+
+    darts-2nd      (2w + wa + 2a) / (a + w)  >=  2 + w / (a + w)   >=  2.5
+    lambda-darts   (a + wc + 2w) / (a + w)   >=  1 + 2w / (a + w)  >=  2
+    amended (fd)   (wa + 3w + 2a) / (a + w)  >=  2 + 2w / (a + w)  >=  3
+
+with equality only when an alpha pass costs as much as a weight pass.
+
 The roofline (``bench/roofline.py``) is measured first, in the same run, and every row also gives
 the iteration's passes through the supernet, its FLOPs (convolutions and matrix products, forward
 and backward, counted from the network by :mod:`dnas.flops` on one more iteration after the timed
