@@ -316,9 +316,9 @@ def _wanted(ctx, index: int) -> bool:
 
     ``ctx.needs_input_grad`` only says that the input requires a gradient; ``torch.autograd.grad``
     w.r.t. other tensors (the architecture step's ``grad_alpha`` with the weights requiring gradients)
-    does not use it, and PyTorch's own convolution then skips the weight's gradient: so do these
-    Functions (and their recomputation). The input must not be a leaf (the engine cannot answer for
-    leaves under ``autograd.grad``), hence the views their callers pass.
+    does not use it, and PyTorch's own convolution then skips the weight's gradient: so does
+    :class:`_ConvOfRecomputedInput` (and its recomputation). The input must not be a leaf (the engine
+    cannot answer for leaves under ``autograd.grad``), hence the view its caller passes.
     """
     if not ctx.needs_input_grad[index]:
         return False
