@@ -10,18 +10,18 @@ import json
 import resource
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from dnas.runtime.runner import Position
+
 if TYPE_CHECKING:
-    from dnas.bilevel import Batch, BilevelProblem
-    from dnas.search_loop import Search
+    from dnas.bilevel.problem import Batch, BilevelProblem
+    from dnas.bilevel.step import SearchStep
 
 
 def maxrss_mb() -> float:
@@ -51,19 +51,46 @@ def run_worker(script: str, spec: dict[str, Any]) -> dict[str, Any]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+class LastEpoch:
+    """A :class:`dnas.bilevel.step.SearchStep` in its last epoch, stepped through its public ``iterate``.
+
+    Attributes of the search step (``problem``, ``cfg``, ``train_stream``, ...) are read through it.
+    """
+
+    def __init__(self, search: SearchStep):
+        self.search = search
+        self.global_step = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.search, name)
+
+    def iterate(self) -> bool:
+        """One iteration (the architecture step when the schedule takes one, and the weight step);
+        returns whether it took an architecture step."""
+        search = self.search
+        spe, epochs = search.steps_per_epoch, search.epochs
+        at = Position(epoch=epochs - 1, step=self.global_step % spe, global_step=self.global_step, epochs=epochs,
+                      steps_per_epoch=spe)
+        arch_steps = search.arch_steps
+        search.iterate(at)
+        self.global_step += 1
+        return search.arch_steps > arch_steps
+
+
 @contextmanager
 def search_at_last_epoch(space: str, method: str, *, channels: int, layers: int, batch_size: int, image_size: int,
-                         device: str = "cpu", overrides: Sequence[str] = ()) -> Iterator[Search]:
-    """A built :class:`dnas.search_loop.Search` of ``method`` on random images, ready for ``iterate``.
+                         device: str = "cpu", overrides: Sequence[str] = ()) -> Iterator[LastEpoch]:
+    """A :class:`dnas.bilevel.step.SearchStep` of ``method`` on random images, ready for ``iterate``.
 
     The data are ``24 * batch_size`` random 3-channel images (speed and operation counts do not
     depend on content; darts-prime keeps 1/11 of them for its architecture steps) and the search
     is put in its last epoch, where components with ramps are at their final values (Lambda-DARTS'
-    lambda_t = lambda, PR-DARTS' final temperature). No checkpoints, logs or alignment diagnostics.
+    lambda_t = lambda, PR-DARTS' final temperature). No run directory, logs or alignment diagnostics.
     """
-    import dnas.search_loop
+    from dnas.bilevel.step import SearchStep
+    from dnas.config.resolve import resolve_config
     from dnas.data import ImageDataset
-    from dnas.resolve import resolve_config
+    from dnas.runtime.allocator import retain_freed_memory
 
     n = 24 * batch_size
     g = torch.Generator().manual_seed(0)
@@ -75,31 +102,15 @@ def search_at_last_epoch(space: str, method: str, *, channels: int, layers: int,
         [f"channels={channels}", f"layers={layers}", "alignment_every=0", "checkpoint_every=0",
          "log_every=1000000", "train_portion=0.5", *overrides],
     )
-    original_loader = dnas.search_loop.load_dataset
-    dnas.search_loop.load_dataset = lambda *args, **kwargs: synthetic
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            search = dnas.search_loop.Search(cfg, Path(tmp) / "run", progress=False)
-            search._build()
-            search.global_step, search.arch_steps = 0, 0
-            search._reset_meters()
-            for component in search.components.values():
-                component.on_epoch_start(cfg.epochs - 1, cfg.epochs)
-            search.problem.weight_lr = cfg.w_lr
-            yield search
-    finally:
-        dnas.search_loop.load_dataset = original_loader
+    retain_freed_memory()  # as a search run does (dnas.runtime.allocator)
+    search = SearchStep(cfg, data=synthetic, device=torch.device(device))
+    search.begin_epoch(cfg.epochs - 1)
+    yield LastEpoch(search)
 
 
-def iterate(search: Search) -> bool:
-    """One search iteration (the architecture step when the schedule takes one, then the weight
-    step) in the last epoch, through the real loop; returns whether it took an architecture step."""
-    epoch, step = search.cfg.epochs - 1, search.global_step
-    search.problem.epochs_elapsed = epoch + step / search.steps_per_epoch
-    arch_steps = search.arch_steps
-    search._iteration(epoch, step)
-    search.global_step += 1
-    return search.arch_steps > arch_steps
+def iterate(search: LastEpoch) -> bool:
+    """One iteration of ``search`` in its last epoch (see :meth:`LastEpoch.iterate`)."""
+    return search.iterate()
 
 
 def time_calls(fn: Callable[[], object], warmup: int, repeats: int) -> list[float]:

@@ -31,23 +31,21 @@ def worker(spec: dict) -> None:
     """One rank (under torchrun): a search on random images; rank 0 writes the step times as JSON."""
     import torch
 
-    import dnas.search_loop
+    from dnas.bilevel.run import Search
+    from dnas.config.resolve import resolve_config
     from dnas.data import ImageDataset
-    from dnas.resolve import resolve_config
-    from dnas.search_loop import Search
 
     torch.set_num_threads(1)
     size, n = spec["image_size"], 2 * spec["batch_size"] * (spec["warmup"] + spec["steps"] + 1)
     generator = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (n, 3, size, size), generator=generator, dtype=torch.uint8)
     synthetic = ImageDataset.from_tensors(images, torch.arange(n) % 10, [str(i) for i in range(10)], "random")
-    dnas.search_loop.load_dataset = lambda *a, **k: synthetic
     cfg = resolve_config({"space": spec["space"], "method": spec["method"], "epochs": 1,
                           "batch_size": spec["batch_size"]},
                          [f"channels={spec['channels']}", f"layers={spec['layers']}", "log_every=1000000",
                           "checkpoint_every=0", "alignment_every=0"])
     with tempfile.TemporaryDirectory() as tmp:
-        search = Search(cfg, Path(tmp) / "run", progress=False).open()
+        search = Search(cfg, Path(tmp) / "run", progress=False, data=synthetic).open()
         times = []
         for i in range(spec["warmup"] + spec["steps"]):
             start = time.perf_counter()

@@ -43,10 +43,10 @@ def worker(args: argparse.Namespace) -> None:
     import torch
     from torch import nn
 
-    from dnas.bilevel import BilevelProblem
+    from dnas.bilevel.problem import BilevelProblem, StepContext
     from dnas.components import ESTIMATORS
     from dnas.components.activations import Softmax
-    from dnas.flops import count_work
+    from dnas.diagnostics.flops import count_work
     from dnas.spaces import get_space
     from dnas.supernet import build_supernet
 
@@ -59,7 +59,7 @@ def worker(args: argparse.Namespace) -> None:
     alphas = nn.ParameterDict({t: nn.Parameter(activation.init_alpha(s, generator))
                                for t, s in space.alpha_shapes().items()})
     problem = BilevelProblem(net, alphas, activation)
-    problem.weight_lr = 0.025
+    ctx = StepContext(weight_lr=0.025)
     batches = [(torch.randn(args.batch, 3, args.size, args.size, generator=generator),
                 torch.randint(0, 10, (args.batch,), generator=generator)) for _ in range(2)]
     params = {} if args.hvp is None else {"hvp": args.hvp}
@@ -68,7 +68,7 @@ def worker(args: argparse.Namespace) -> None:
     def step() -> list[float]:
         for a in problem.arch:
             a.grad = None
-        estimator.arch_gradient(problem, *batches)
+        estimator.arch_gradient(problem, *batches, ctx)
         return torch.cat([a.grad.reshape(-1) for a in problem.arch]).tolist()
 
     setup_mb = maxrss_mb()
@@ -140,7 +140,8 @@ def main(argv: list[str] | None = None) -> None:
     header = (f"{'space':6} {'estimator':13} {'hvp':5} {'seconds':>8} {'x first':>8} {'peak MB':>8} "
               f"{'step MB':>8} {'x first':>8} {'|fd-exact|/|corr|':>18} {'passes':>6} {'GFLOP':>7} {'GFLOP/s':>8} "
               f"{'%conv':>6}")
-    print(f"# before: {roofline.load_average()}; GFLOP counted (dnas.flops) on one more step, %conv = achieved rate "
+    print(f"# before: {roofline.load_average()}; GFLOP counted (dnas.diagnostics.flops) on one more step, "
+          "%conv = achieved rate "
           "over the roofline's conv ceiling")
     results = []
     for space in args.spaces.split(","):

@@ -3,7 +3,7 @@
 On a first-order DARTS search (random images), with ``v`` a random weight-sized vector and ``L`` the
 training loss, five computations are timed in one process, interleaved and repeated (median of
 ``--repeats`` after one untimed round), and their convolution and matrix-product FLOPs counted
-(``dnas.flops``, one untimed call each):
+(``dnas.diagnostics.flops``, one untimed call each):
 
 * ``pass``: one forward + backward w.r.t. the weights (the unit every estimator is made of);
 * ``fd``: ``H v`` and then ``H u`` with ``u = H v`` by central differences (four passes);
@@ -36,8 +36,8 @@ from _common import iterate, search_at_last_epoch, time_calls
 
 
 def main(argv: list[str] | None = None) -> None:
-    from dnas.autodiff import gradients, make_hvp, replay_randomness
-    from dnas.flops import count_work
+    from dnas.bilevel.autodiff import gradients, make_hvp, replay_randomness
+    from dnas.diagnostics.flops import count_work
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--space", default="nb201")

@@ -1,7 +1,7 @@
 """Execution options for the first-order DARTS path: do autocast or ``torch.compile`` win?
 
-Issue 8 asks to measure ``channels_last``, autocast and ``torch.compile`` on the first-order path
-and keep only what wins. This times one supernet forward + backward (the body of a first-order
+It measures ``channels_last``, autocast and ``torch.compile`` on the first-order path, so that
+only what wins is kept. This times one supernet forward + backward (the body of a first-order
 weight or architecture step) on the fused supernet at batch 64 in five variants, each in a fresh
 subprocess so that peak memory is its own, the variants interleaved and repeated:
 
@@ -42,9 +42,9 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
     from torch import nn
 
-    from dnas.allocator import retain_freed_memory
     from dnas.components.activations import Softmax
-    from dnas.flops import count_work
+    from dnas.diagnostics.flops import count_work
+    from dnas.runtime.allocator import retain_freed_memory
     from dnas.spaces import get_space
     from dnas.supernet import build_supernet
 
@@ -123,7 +123,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"# supernet forward+backward, batch {args.batch}, {args.threads} thread(s), {args.device}; each "
           f"(variant, process) the median of {args.steps} after {args.warmup} warm-up, {args.repeats} processes per "
           "variant interleaved; s/step = median of the process medians (range); ratio = variant / eager; GFLOP "
-          "counted (dnas.flops), %conv = achieved rate over the roofline's fp32 conv ceiling, %roof = over the roof "
+          "counted (dnas.diagnostics.flops), %conv = achieved rate over the roofline's fp32 conv ceiling, "
+          "%roof = over the roof "
           "with the float32 memory-bound ops' bytes at the stream bandwidth")
     print(f"# before: {roofline.load_average()}")
     variants = args.variants.split(",")

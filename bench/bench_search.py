@@ -1,7 +1,7 @@
 """Seconds per search iteration and peak memory of every method, against a plain reference supernet.
 
 One iteration = the architecture step (when the method's schedule takes one) + the weight step,
-run through the real loop (``dnas.search_loop.Search._iteration``). For every space and every preset in
+run through the real algorithm (``dnas.bilevel.step.SearchStep.iterate``). For every space and every preset in
 ``dnas methods`` this prints the median seconds per iteration, its ratio to first-order DARTS on
 the fused supernet, and the peak resident memory, plus a **reference** row: first-order DARTS on
 the supernet written the straightforward way (every op of every edge computed separately, ``none``
@@ -38,7 +38,7 @@ with equality only when an alpha pass costs as much as a weight pass.
 
 The roofline (``bench/roofline.py``) is measured first, in the same run, and every row also gives
 the iteration's passes through the supernet, its FLOPs (convolutions and matrix products, forward
-and backward, counted from the network by :mod:`dnas.flops` on one more iteration after the timed
+and backward, counted from the network by :mod:`dnas.diagnostics.flops` on one more iteration after the timed
 ones), the achieved GFLOP/s and that rate as a percentage of the attainable one under the conv and
 gemm ceilings. The load average is printed before and after: figures taken on a busy machine are
 not figures of the code.
@@ -87,7 +87,7 @@ def floor_and_overhead(method: str, seconds: float, pass_seconds: dict[str, floa
 def worker(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
 
-    from dnas.flops import count_work
+    from dnas.diagnostics.flops import count_work
     from dnas.supernet import build_supernet, copy_into_reference
 
     torch.set_num_threads(spec["threads"])
@@ -102,8 +102,8 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
                                        layers=layers, fused=False).to(search.device)
             copy_into_reference(search.problem.net, reference)
             search.problem.net = reference
-            search.w_opt = torch.optim.SGD(search.problem.weights, lr=cfg.w_lr, momentum=cfg.w_momentum,
-                                           weight_decay=cfg.w_weight_decay)
+            search.search.w_opt = torch.optim.SGD(search.problem.weights, lr=cfg.w_lr, momentum=cfg.w_momentum,
+                                                  weight_decay=cfg.w_weight_decay)
         if spec.get("compile"):  # the supernet's forward through torch.compile (inductor); the first calls compile
             search.problem.net.forward = torch.compile(search.problem.net.forward)
         build_mb = maxrss_mb()
@@ -144,7 +144,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from dnas.methods import METHODS
+    from dnas.bilevel.methods import METHODS
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small shapes")
@@ -170,7 +170,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"# seconds per search iteration ({'quick' if args.quick else 'full'}: batch {base['batch_size']}, "
           f"{base['image_size']}x{base['image_size']}x3, {args.threads} thread(s), {args.device}, median of {steps} "
           f"iterations after {warmup} warm-up); ratio = method / first-order DARTS (fused); GFLOP = convolutions "
-          "and matrix products of one iteration, counted (dnas.flops); %conv / %gemm = achieved rate over the "
+          "and matrix products of one iteration, counted (dnas.diagnostics.flops); %conv / %gemm = achieved rate "
+          "over the "
           "attainable rate under the roofline's conv / gemm ceiling; %roof = with the memory-bound ops' bytes at the "
           "stream bandwidth as well")
     print(f"# before: {roofline.load_average()}")

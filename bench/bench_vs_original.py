@@ -18,7 +18,7 @@ imported from the checkout as it is and their own step functions are timed:
   clip at 5, SGD step, loss read on the host). That loop body is written out here because
   ``train_search.py`` parses the command line and creates directories when imported; its data
   loading (``next(iter(valid_queue))`` per step) is not timed, as for AutoDL.
-* dnas: the same method through its real loop (``Search._iteration``, as bench_search.py), data
+* dnas: the same method through its real loop (``SearchStep.iterate``, as bench_search.py), data
   stream and on-device augmentation included.
 
 Shims, applied only inside the worker process of an original code (nothing else is changed):
@@ -44,11 +44,11 @@ median peak RSS, and the memory the iterations add to the process (peak RSS afte
 minus the peak before the first one, when imports, network and data are built: activations,
 gradients, optimizer state; at the tiny configurations PyTorch's own ~0.3 GB dominate the total).
 The roofline of bench/roofline.py is measured in the same run, and one extra iteration per process
-is counted (dnas.flops) for GFLOP, GFLOP/s, % of the conv ceiling, the bytes the memory-bound ops
+is counted (dnas.diagnostics.flops) for GFLOP, GFLOP/s, % of the conv ceiling, the bytes the memory-bound ops
 touch and % of the roof (FLOPs at the conv ceiling plus those bytes at the stream bandwidth). The
 load average is printed before and after.
 
-A dnas search keeps freed host memory for reuse (``dnas.allocator``: glibc then neither unmaps large
+A dnas search keeps freed host memory for reuse (``dnas.runtime.allocator``: glibc then neither unmaps large
 tensors nor trims its heap, so iterations stop page-faulting their activations in). The original
 code runs with glibc's default unless ``--original-allocator retained``, which gives it the same
 policy: the ratio with it is what the code alone gives.
@@ -99,7 +99,7 @@ CONFIGS = {
     "darts-tiny": Config("DARTS space 5 cells C=8 16x16, first order, 1 thread", "darts", "first", "darts", "darts",
                          8, 5, image_size=16, threads=1),
 }
-DEFAULT = "nb201,nb201-2nd,darts,nb201-tiny"  # the rows of issue 14's table
+DEFAULT = "nb201,nb201-2nd,darts,nb201-tiny"  # the rows of the speed table in the docs
 
 
 # ----- shims (worker processes of the original codes only) -----------------------------------------
@@ -217,7 +217,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
                                   batch_size=config.batch, image_size=config.image_size) as search:
             return _measure(lambda: iterate(search), search.problem.net, warmup, steps)
     if spec.get("original_allocator") == "retained":
-        from dnas.allocator import retain_freed_memory
+        from dnas.runtime.allocator import retain_freed_memory
 
         retain_freed_memory()
     _shim_cuda()
@@ -231,8 +231,8 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def _measure(step: Callable[[], object], net: Any, warmup: int, steps: int) -> dict[str, Any]:
-    from dnas.allocator import allocator_state
-    from dnas.flops import count_work
+    from dnas.diagnostics.flops import count_work
+    from dnas.runtime.allocator import allocator_state
 
     before = maxrss_mb()  # the process with its imports, network and data built, before any iteration
     times = time_calls(step, warmup, steps)
@@ -275,7 +275,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", type=Path, help="also write the measurements here")
     parser.add_argument("--original-allocator", choices=("default", "retained"), default="default",
                         help="'retained': the original code's process also keeps freed host memory for reuse, "
-                             "as dnas searches do (dnas.allocator), to separate that policy from the code")
+                             "as dnas searches do (dnas.runtime.allocator), to separate that policy from the code")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -316,7 +316,7 @@ def main(argv: list[str] | None = None) -> None:
                 except RuntimeError as error:
                     raise SystemExit(f"{config.label}: the {side} worker failed: {error}") from None
         results[name] = {side: _summary(r) for side, r in runs.items()}
-        print(f"# {config.label}: done; host allocator (dnas.allocator), original / dnas: "
+        print(f"# {config.label}: done; host allocator (dnas.runtime.allocator), original / dnas: "
               f"{results[name]['original']['allocator']} / {results[name]['dnas']['allocator']}", flush=True)
 
     print("\n| configuration | original code | dnas | ratio | peak RSS original / dnas | added by the iterations "

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The collapse protocol (issue 12): a CPU budget at which plain DARTS decides and collapses, and
+# The collapse protocol: a CPU budget at which plain DARTS decides and collapses, and
 # every remedy measured at that budget.
 #
 #     bench/collapse_protocol.sh core     # 5 presets x 3 seeds on NB201 + the same 5 on S2 (seed 0)
@@ -84,12 +84,12 @@ budget=(--dataset "$dataset" --epochs 30 --batch-size 32 --seeds 0,1,2 --jobs 2 
 common=(channels=4 image_size=8 max_images=2500 a_lr=3e-3 hessian_every=5 alignment_every=10)
 core=(--methods darts,pr-darts,darts-prime,amended-darts --entry lambda-darts:lambda-darts:a_lr=1e-3)  # NB201
 core_s2=(--methods darts,pr-darts,lambda-darts,darts-prime,amended-darts  # lambda-darts' a_lr is 3e-4 here
-         --entry amended-fd:amended-darts:estimator.hvp=fd)  # the preset before issue 13 item 8
+         --entry amended-fd:amended-darts:estimator.hvp=fd)  # the amended-darts preset before it chose exact products
 # item 3's other presets and two combinations, then the runs that explain failures: Amended-DARTS' curvature
 # term by finite differences (the public implementation's; the preset's products are exact since this comparison)
-# and with a 10x smaller radius (issue 13 item 8), and plain DARTS with the alpha step
+# and with a 10x smaller radius, and plain DARTS with the alpha step
 # first (Amended-DARTS' order on NB201) to separate the step order from the correction. Costliest first, so that
-# the two workers finish together. (The bf16 runs of issue 14, an entry darts-bf16:darts:precision=bf16 here and a
+# the two workers finish together. (The bf16 runs, an entry darts-bf16:darts:precision=bf16 here and a
 # part bf16-seeds with seeds 3-9 and float32 under 2 threads, ran at commit 32c90e4; the option was withdrawn after
 # them: README, speed.)
 extra=(--entry lambda-amended:lambda-darts:a_lr=1e-3,estimator=amended,estimator.hvp=fd
@@ -101,9 +101,9 @@ extra=(--entry lambda-amended:lambda-darts:a_lr=1e-3,estimator=amended,estimator
        --entry darts-arch-first:darts:schedule.order=arch-first
        --entry prime-v1-alternate:darts-prime-v1:schedule=alternate)  # v1 with an alpha step every iteration
 
-nb201() { "$python" -m dnas.cli compare --space nb201 --table "$table" "${budget[@]}" \
+nb201() { "$python" -m dnas compare --space nb201 --table "$table" "${budget[@]}" \
               --out "$out/collapse-nb201" "$@" "${common[@]}" layers=1; }
-s2() { "$python" -m dnas.cli compare --space s2 "${budget[@]}" --seeds 0 \
+s2() { "$python" -m dnas compare --space s2 "${budget[@]}" --seeds 0 \
            --out "$out/collapse-s2" "$@" "${common[@]}" layers=5; }
 report() { "$python" "$here/collapse_report.py" "$out/collapse-nb201" "$out/collapse-s2" "$out/sweep-lambda" \
                --out "$out/collapse.md"; }
@@ -121,7 +121,7 @@ case "$part" in
     core) nb201 "${core[@]}" "$@"; s2 "${core_s2[@]}" "$@"; report ;;
     full) nb201 "${core[@]}" "$@"; s2 "${core_s2[@]}" "$@"; nb201 "${core[@]}" "${extra[@]}" "$@"
           report ;;
-    sweep) "$python" -m dnas.cli compare --space nb201 --table "$table" "${budget[@]}" --methods '' \
+    sweep) "$python" -m dnas compare --space nb201 --table "$table" "${budget[@]}" --methods '' \
                --entry lambda-darts-lam1:lambda-darts:a_lr=1e-3,weight_regularizers.lambda.lam=1.0 \
                --entry lambda-darts-lam2.5:lambda-darts:a_lr=1e-3,weight_regularizers.lambda.lam=2.5 \
                --out "$out/sweep-lambda" "$@" "${common[@]}" layers=1

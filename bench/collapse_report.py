@@ -1,4 +1,4 @@
-"""The per-method table of the collapse protocol (issue 12, item 3), from `dnas compare` folders.
+"""The per-method table of the collapse protocol, from `dnas compare` folders.
 
     python bench/collapse_report.py runs/collapse-nb201 [runs/collapse-s3 ...] --out docs/collapse/collapse.md
 
@@ -17,8 +17,8 @@ decision margins); this adds what a collapse study needs besides, read from ever
   (a ratio would be meaningless: the first values lie near 0, of either sign);
 * **per-cell gradient alignment** (the step records' ``alignment.<cell type>``, logged every
   ``alignment_every`` steps): its mean over the first and over the last epoch of the search;
-* **decision margin** of the final weights (smallest over the cell types, :mod:`dnas.convergence`),
-  and how many finished runs end **undecided** (margin below :data:`dnas.convergence.UNDECIDED_MARGIN`),
+* **decision margin** of the final weights (smallest over the cell types, :mod:`dnas.diagnostics.convergence`),
+  and how many finished runs end **undecided** (margin below :data:`dnas.diagnostics.convergence.UNDECIDED_MARGIN`),
   and the **search time** (``seconds`` of the last record).
 
 Per entry: mean ± sample standard deviation over its seeds (:func:`dnas.report.tables.mean_std`).
@@ -34,7 +34,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dnas.convergence import UNDECIDED_MARGIN, least_decided, undecided
+from dnas.diagnostics.convergence import UNDECIDED_MARGIN, least_decided, undecided
 from dnas.report.plots import Panel, matplotlib_available, plot_panels
 from dnas.report.run import RunHistory, is_run, read_run
 from dnas.report.tables import Stat, format_stat, mean_std

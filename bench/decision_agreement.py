@@ -27,7 +27,7 @@ from pathlib import Path
 
 from collapse_report import trace
 
-from dnas.convergence import least_decided
+from dnas.diagnostics.convergence import least_decided
 from dnas.report.run import read_run
 
 

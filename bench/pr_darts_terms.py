@@ -27,11 +27,11 @@ import math
 import torch
 import torch.nn.functional as F
 
-from dnas.bilevel import BilevelProblem
+from dnas.bilevel.problem import BilevelProblem
 from dnas.components import ACTIVATIONS, ARCH_REGULARIZERS
-from dnas.config import build_component
+from dnas.config.resolve import resolve_config
+from dnas.config.search import build_component
 from dnas.data import BatchStream, load_dataset
-from dnas.resolve import resolve_config
 from dnas.spaces import get_space
 from dnas.supernet import build_supernet
 

@@ -12,10 +12,10 @@ stage, with the search batch B, this times
 * ``stream``: memory bandwidth by tensor size (float32 tensors of 2^14 to 2^24 elements, 64 KB to
   64 MB: from what the caches hold to what only memory does), the best of a copy (``y.copy_(x)``:
   reads and writes one tensor) and an addition (``z = x + y``: reads two, writes one), in bytes
-  per second as :mod:`dnas.flops` counts them.
+  per second as :mod:`dnas.diagnostics.flops` counts them.
 
 Each rate is the best of ``--repeats`` timed calls (load only ever slows a call down, and a ceiling
-is what the machine can reach). FLOPs of every microbenchmark are counted by :mod:`dnas.flops`,
+is what the machine can reach). FLOPs of every microbenchmark are counted by :mod:`dnas.diagnostics.flops`,
 like those of the search. Two
 fp32 ceilings per stage: ``conv``, the best fp32 convolution rate (contiguous or channels-last: the
 kernels a supernet can call), and ``gemm``, the fp32 matrix-product rate (the arithmetic itself).
@@ -31,7 +31,7 @@ elementwise ops, concatenation, layout copies, depthwise and grouped kernels, me
 Python overhead.
 
 A third figure, ``roof``, charges the memory-bound ops too: the counted FLOPs at the conv ceiling
-plus the bytes the other ops touch (:mod:`dnas.flops`, ``bytes_by_size``) at the stream bandwidth
+plus the bytes the other ops touch (:mod:`dnas.diagnostics.flops`, ``bytes_by_size``) at the stream bandwidth
 measured on tensors nearest in size to the op's largest,
 
     attainable_roof = sum_k F_k / R_stage(k) + sum_j bytes_j / BW(size_j),
@@ -73,7 +73,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
     import torch.nn.functional as F
 
-    from dnas.flops import count_work
+    from dnas.diagnostics.flops import count_work
 
     torch.set_num_threads(spec["threads"])
     g = torch.Generator().manual_seed(0)
@@ -115,7 +115,7 @@ def _stream_bandwidth(elements: int, spec: dict[str, Any], g: Any) -> float:
     """Best bytes/s of a copy and an addition of float32 tensors of ``elements`` elements."""
     import torch
 
-    from dnas.flops import count_work
+    from dnas.diagnostics.flops import count_work
 
     x, y, z = (torch.randn(elements, generator=g) for _ in range(3))
     best = 0.0

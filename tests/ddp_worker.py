@@ -17,9 +17,11 @@ from pathlib import Path
 
 import torch
 
-from dnas.resolve import resolve_config
-from dnas.search_loop import Search
-from dnas.training import Trainer, resolve_train_config
+from dnas.bilevel.run import Search
+from dnas.config.resolve import resolve_config
+from dnas.config.train import resolve_train_config
+from dnas.errors import DnasError
+from dnas.retrain.run import Trainer
 
 TINY = ["channels=4", "layers=1", "max_images=192", "log_every=2", "checkpoint_every=3"]
 METHODS = {
@@ -56,8 +58,9 @@ def digest(*objects) -> str:
 
 
 def search_digest(search: Search) -> str:
-    return digest(search.problem.net.state_dict(), search.problem.alphas.state_dict(), search.w_opt.state_dict(),
-                  search.a_opt.state_dict(), {k: c.state_dict() for k, c in search.components.items()})
+    step = search.algorithm
+    return digest(step.problem.net.state_dict(), step.problem.alphas.state_dict(), step.w_opt.state_dict(),
+                  step.a_opt.state_dict(), {k: c.state_dict() for k, c in step.components.items()})
 
 
 def main() -> None:
@@ -70,14 +73,15 @@ def main() -> None:
             cfg = resolve_config({"method": method, "epochs": 2, "batch_size": 16}, [*TINY, *extra])
             search = Search(cfg, out / method, progress=False)
             search.run()
-            lines.append(f"{method} {search_digest(search)} {search.arch_steps}")
+            lines.append(f"{method} {search_digest(search)} {search.algorithm.arch_steps}")
         cfg, resolved = resolve_train_config("|nor_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|+|skip_connect~0|none~1|"
                                              "avg_pool_3x3~2|", {"dataset": "digits", "epochs": 2},
                                              ["channels=4", "layers=1", "batch_size=32", "max_images=128",
                                               "max_test_images=64", "log_every=2"])
         trainer = Trainer(cfg, resolved.genotype, out / "train", progress=False)
         result = trainer.run()
-        lines.append(f"train {digest(trainer.net.state_dict(), trainer.optimizer.state_dict())} {result['test_acc']}")
+        step = trainer.algorithm
+        lines.append(f"train {digest(step.net.state_dict(), step.optimizer.state_dict())} {result['test_acc']}")
     else:
         cfg = resolve_config({"method": "darts", "epochs": 3, "batch_size": 16}, TINY)
         search = Search(cfg, out / sys.argv[3], progress=False).open()
@@ -92,4 +96,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except DnasError as err:  # as the dnas command line reports user errors: one sentence, no traceback
+        print(f"dnas: error: {err}", file=sys.stderr)
+        sys.exit(2)

@@ -3,14 +3,14 @@
 import pytest
 import torch
 
-from dnas.bilevel import BilevelProblem
+from dnas.bilevel.problem import BilevelProblem
+from dnas.bilevel.run import Search
 from dnas.components.activations import Softmax
 from dnas.components.hard_concrete import HardConcrete
 from dnas.components.pr_darts import PathRegularizer
 from dnas.components.prime import Clamp
+from dnas.config.resolve import resolve_config
 from dnas.errors import DnasError
-from dnas.resolve import resolve_config
-from dnas.search_loop import Search
 from dnas.spaces import get_space
 from dnas.spaces.darts import DARTS_OPS
 from dnas.spaces.nb201 import NB201_OPS

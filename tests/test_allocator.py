@@ -1,4 +1,4 @@
-"""dnas.allocator: freed host memory is kept for reuse, and a user's own malloc setting stands."""
+"""dnas.runtime.allocator: freed host memory is kept for reuse, and a user's own malloc setting stands."""
 
 import json
 import os
@@ -7,14 +7,14 @@ import sys
 
 import pytest
 
-from dnas import allocator
+from dnas.runtime import allocator
 
 # above glibc's largest dynamic mmap threshold (32 MiB): its default maps and unmaps every one of them
 SIZES = (9 * 2**20, 10 * 2**20, 12 * 2**20, 16 * 2**20)  # float32 elements
 # one process per case: the policy is process-wide and the test process must keep its own
 PROBE = f"SIZES = {SIZES}\n" + """
 import json, resource, sys, torch
-from dnas.allocator import allocator_state, retain_freed_memory
+from dnas.runtime.allocator import allocator_state, retain_freed_memory
 
 def faults():
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -75,7 +75,14 @@ def test_without_mallopt_nothing_changes(monkeypatch):
     assert allocator.retain_freed_memory() == "unavailable" and allocator.allocator_state() == "unavailable"
 
 
-def test_env_json_records_the_policy():
-    from dnas.runs import environment
-
-    assert environment()["host_allocator"] == allocator.allocator_state()
+@glibc
+def test_env_json_records_the_policy_the_run_applied(tmp_path, tiny):
+    """A search in a fresh process retains freed memory and says so in env.json; under a user's own
+    malloc setting it leaves malloc alone and says that."""
+    for env, state in (({}, "retained"), ({"MALLOC_ARENA_MAX": "2"}, "user")):
+        environ = {k: v for k, v in os.environ.items()
+                   if not k.startswith("MALLOC_") and k not in ("GLIBC_TUNABLES", "LD_PRELOAD")}
+        out = tmp_path / state
+        subprocess.run([sys.executable, "-m", "dnas", "search", "--quiet", "--epochs", "1", "--batch-size", "16",
+                        "--out", str(out), *tiny], env={**environ, **env}, check=True, capture_output=True)
+        assert json.loads((out / "env.json").read_text())["host_allocator"] == state

@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import TINY
+import torch
 
 import dnas
+from dnas.bilevel.run import Search
+from dnas.bilevel.step import SearchStep
 from dnas.cli import main
-from dnas.resolve import resolve_config
-from dnas.search_loop import Search
+from dnas.config.base import load_config_file
+from dnas.config.resolve import resolve_config
+from dnas.runtime.runner import Position
 
 SMALL = {"epochs": 2, "batch_size": 16, "channels": 4, "layers": 1, "max_images": 160, "log_every": 2}
 
@@ -33,16 +36,16 @@ def test_search_without_out_uses_a_new_temporary_directory_and_resumes_with_it()
     assert again.genotype == first.genotype and again.results == first.results  # resumed: nothing recomputed
 
 
-def test_api_equals_command_line(tmp_path):
+def test_api_equals_command_line(tmp_path, tiny):
     found = dnas.search(dataset="digits", out=tmp_path / "api", **SMALL)
-    assert main(["search", "--dataset", "digits", "--epochs", "2", "--batch-size", "16", "--quiet", *TINY,
+    assert main(["search", "--dataset", "digits", "--epochs", "2", "--batch-size", "16", "--quiet", *tiny,
                  "--out", str(tmp_path / "cli")]) == 0
     cli = json.loads((tmp_path / "cli" / "results.json").read_text())
     assert cli["genotype"] == found.results["genotype"] and cli["strengths"] == found.results["strengths"]
 
 
-def test_custom_loop_with_callbacks(tmp_path):
-    cfg = resolve_config({"epochs": 2, "batch_size": 16}, TINY)
+def test_custom_loop_with_callbacks(tmp_path, tiny):
+    cfg = resolve_config({"epochs": 2, "batch_size": 16}, tiny)
     steps, epochs = [], []
     search = Search(cfg, tmp_path / "run", progress=False, on_step=lambda s, r: steps.append(r["step"]),
                     on_epoch=lambda s, r: epochs.append((r["epoch"], s.epoch))).open()
@@ -51,7 +54,7 @@ def test_custom_loop_with_callbacks(tmp_path):
         search.step()
         taken += 1
     genotype = search.finish()
-    assert taken == search.global_step == 2 * search.steps_per_epoch
+    assert taken == search.global_step == 2 * search.algorithm.steps_per_epoch
     assert steps == list(range(2, taken + 1, 2))
     assert epochs == [(0, 1), (1, 2)]  # the record of epoch e, seen when the search has moved to e + 1
     reference = Search(cfg, tmp_path / "ref", progress=False).run()
@@ -60,9 +63,38 @@ def test_custom_loop_with_callbacks(tmp_path):
         json.loads((tmp_path / "ref" / "results.json").read_text())["strengths"]
 
 
-def test_a_runs_config_yaml_replays_it(tmp_path, capsys):
+def test_the_search_step_alone_is_the_whole_algorithm(tmp_path, tiny):
+    """Driven by hand, without a run directory (no files, no checkpoints, no logs), the public search
+    step reaches the bits a search run reaches, and its state round-trips through state_dict (the global
+    random state is the runner's to keep)."""
+    cfg = resolve_config({"method": "darts-prime", "epochs": 2, "batch_size": 16}, [*tiny, "max_images=400"])
+    reference = Search(cfg, tmp_path / "ref", progress=False)
+    genotype = reference.run()
+    torch.manual_seed(cfg.seed)  # the runner's global random state at the start
+    step = SearchStep(cfg)
+    records, global_step = [], 0
+    for epoch in range(cfg.epochs):
+        step.begin_epoch(epoch)
+        for i in range(step.steps_per_epoch):
+            if (epoch, i) == (1, 2):  # a copy restored from the state continues as the original would
+                state, rng = step.state_dict(), torch.get_rng_state()
+                copy = SearchStep(cfg)
+                copy.load_state_dict(state)
+                torch.set_rng_state(rng)
+                copy.begin_epoch(epoch)
+                step = copy
+            step.iterate(Position(epoch, i, global_step, cfg.epochs, step.steps_per_epoch))
+            global_step += 1
+        records.append(step.end_epoch(epoch))
+    assert step.genotype() == genotype and records[-1]["genotype"] == genotype.to_dict()
+    assert torch.equal(step.problem.alphas["cell"], reference.problem.alphas["cell"])
+    assert all(torch.equal(p, q) for p, q in zip(step.problem.weights, reference.problem.weights, strict=True))
+    assert list(tmp_path.iterdir()) == [tmp_path / "ref"]
+
+
+def test_a_runs_config_yaml_replays_it(tmp_path, tiny, capsys):
     argv = ["search", "--method", "pr-darts", "--dataset", "digits", "--epochs", "2", "--batch-size", "16",
-            "--quiet", *TINY, "a_lr=6e-4", "arch_regularizers.pr-darts.lambda1=0.02"]
+            "--quiet", *tiny, "a_lr=6e-4", "arch_regularizers.pr-darts.lambda1=0.02"]
     assert main([*argv, "--out", str(tmp_path / "a")]) == 0
     assert main(["search", "--config", str(tmp_path / "a" / "config.yaml"), "--quiet",
                  "--out", str(tmp_path / "b")]) == 0
@@ -79,7 +111,7 @@ def test_a_runs_config_yaml_replays_it(tmp_path, capsys):
 
 def test_a_hand_written_partial_config_file(tmp_path):
     (tmp_path / "my.yaml").write_text("method: lambda-darts\nepochs: 3\na_lr: 1e-3\nweight_regularizers: lambda\n")
-    cfg = resolve_config(None, ["epochs=1"], __import__("dnas.config").config.load_config_file(tmp_path / "my.yaml"))
+    cfg = resolve_config(None, ["epochs=1"], load_config_file(tmp_path / "my.yaml"))
     assert (cfg.method, cfg.epochs, cfg.a_lr) == ("lambda-darts", 1, 1e-3)
     assert [c.name for c in cfg.weight_regularizers] == ["lambda"]
 

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dnas.autodiff import (
+from dnas.bilevel.autodiff import (
     ExactHVP,
     FiniteDifferenceHVP,
     global_norm,
@@ -16,9 +16,9 @@ from dnas.autodiff import (
     shifted,
     weight_hvp,
 )
-from dnas.bilevel import BilevelProblem
+from dnas.bilevel.problem import BilevelProblem
 from dnas.components.activations import Softmax
-from dnas.hessian import dominant_eigenvalue, power_iteration
+from dnas.diagnostics.hessian import dominant_eigenvalue, power_iteration
 from dnas.spaces import get_space
 from dnas.supernet import build_supernet
 

@@ -7,16 +7,21 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import TINY
+import torch
+import torch.nn.functional as F
 
+from dnas.bilevel.run import Search
 from dnas.cli import main
-from dnas.config import parse_value
+from dnas.config.base import parse_value
+from dnas.config.resolve import resolve_config
+from dnas.config.train import resolve_train_config
 from dnas.errors import DnasError, NonFiniteLossError
-from dnas.resolve import resolve_config
-from dnas.search_loop import Search
-from dnas.training import resolve_train_config
 
-FAST = ["--epochs", "1", "--batch-size", "16", "--quiet", *TINY]
+
+@pytest.fixture
+def fast(tiny) -> list[str]:
+    """Command-line options of a one-epoch tiny search."""
+    return ["--epochs", "1", "--batch-size", "16", "--quiet", *tiny]
 
 
 def _one_sentence(capsys) -> str:
@@ -60,12 +65,12 @@ def test_scientific_notation_reaches_every_kind_of_config():
     ("log=wandb", "log must be one of jsonl, tensorboard"),
     ("estimator=amended", None),  # good: a control for the parametrisation below
 ])
-def test_bad_values_stop_with_one_sentence_and_write_nothing(item, message, tmp_path, capsys):
+def test_bad_values_stop_with_one_sentence_and_write_nothing(item, message, tmp_path, capsys, fast):
     out = tmp_path / "run"
     if message is None:
-        assert main(["search", *FAST, item, "--out", str(out)]) == 0
+        assert main(["search", *fast, item, "--out", str(out)]) == 0
         return
-    assert main(["search", *FAST, item, "--out", str(out)]) == 2
+    assert main(["search", *fast, item, "--out", str(out)]) == 2
     assert message in _one_sentence(capsys)
     assert not out.exists()
     assert main(["train", "DARTS_V2", "--dataset", "digits", "--out", str(out), item.replace("w_momentum", "momentum")
@@ -73,82 +78,87 @@ def test_bad_values_stop_with_one_sentence_and_write_nothing(item, message, tmp_
     assert not out.exists()
 
 
-def test_bad_component_parameter_types(capsys):
-    assert main(["search", *FAST, "schedule=every-k", "schedule.k=2.5"]) == 2
+def test_bad_component_parameter_types(capsys, fast):
+    assert main(["search", *fast, "schedule=every-k", "schedule.k=2.5"]) == 2
     assert "schedule 'every-k' parameter k takes a whole number" in _one_sentence(capsys)
-    assert main(["search", *FAST, "arch_regularizers=prox", "arch_regularizers.prox.squared=maybe"]) == 2
+    assert main(["search", *fast, "arch_regularizers=prox", "arch_regularizers.prox.squared=maybe"]) == 2
     assert "takes true or false" in _one_sentence(capsys)
 
 
-def test_a_users_own_files_are_never_taken_over(tmp_path, capsys):
+def test_a_users_own_files_are_never_taken_over(tmp_path, capsys, fast):
     out = tmp_path / "mine"
     out.mkdir()
     (out / "metrics.jsonl").write_text("my metrics\n")
     (out / "results.json").write_text("{\"mine\": 1}\n")
-    assert main(["search", *FAST, "--out", str(out)]) == 2
+    assert main(["search", *fast, "--out", str(out)]) == 2
     assert "is not a dnas search run" in _one_sentence(capsys)
     assert (out / "metrics.jsonl").read_text() == "my metrics\n" and (out / "results.json").read_text() == \
         "{\"mine\": 1}\n"
     assert sorted(p.name for p in out.iterdir()) == ["metrics.jsonl", "results.json"]
 
 
-def test_a_failed_first_start_leaves_no_folder(tmp_path, capsys):
+def test_a_failed_first_start_leaves_no_folder(tmp_path, capsys, fast):
     out = tmp_path / "new" / "run"
-    assert main(["search", *FAST, "--dataset", str(tmp_path / "missing.zip"), "--out", str(out)]) == 2
+    assert main(["search", *fast, "--dataset", str(tmp_path / "missing.zip"), "--out", str(out)]) == 2
     _one_sentence(capsys)
     assert not out.exists()
     given = tmp_path / "empty"
     given.mkdir()
-    assert main(["search", *FAST, "--dataset", str(tmp_path / "missing.zip"), "--out", str(given)]) == 2
+    assert main(["search", *fast, "--dataset", str(tmp_path / "missing.zip"), "--out", str(given)]) == 2
     assert given.is_dir() and not list(given.iterdir())  # the user's empty folder stays, empty
 
 
-def test_non_finite_loss_before_the_first_checkpoint_keeps_nothing_and_the_fix_runs(tmp_path, monkeypatch):
+def _poison_losses_after(monkeypatch, steps: int) -> None:
+    """Every loss of the search becomes NaN once it has taken ``steps`` steps."""
+    real_loss, real_step = F.cross_entropy, Search.step
+    poisoned = []
+
+    def step(self):
+        if self.global_step >= steps:
+            poisoned.append(True)
+        return real_step(self)
+
+    monkeypatch.setattr(Search, "step", step)
+    monkeypatch.setattr(F, "cross_entropy", lambda *a, **k: real_loss(*a, **k) * (float("nan") if poisoned else 1.0))
+
+
+def test_non_finite_loss_before_the_first_checkpoint_keeps_nothing_and_the_fix_runs(tiny_search, tmp_path,
+                                                                                      monkeypatch):
     out = tmp_path / "run"
-    cfg = resolve_config({"epochs": 1, "batch_size": 16}, TINY)
-
-    def explode(self, *args):
-        raise NonFiniteLossError("the train loss became non-finite")
-
-    original = Search._check_finite
-    monkeypatch.setattr(Search, "_check_finite", explode)
-    with pytest.raises(NonFiniteLossError):
-        Search(cfg, out, progress=False).run()
+    _poison_losses_after(monkeypatch, 0)
+    with pytest.raises(NonFiniteLossError, match="no checkpoint had been written, so .* was left as it was"):
+        tiny_search(overrides=["checkpoint_every=2"]).run()
     assert not out.exists()
-    monkeypatch.setattr(Search, "_check_finite", original)
-    Search(resolve_config({"epochs": 1, "batch_size": 16}, [*TINY, "a_lr=1e-4"]), out, progress=False).run()
+    monkeypatch.undo()
+    tiny_search(overrides=["a_lr=1e-4"]).run()
     assert (out / "results.json").exists()
 
 
-def test_the_non_finite_message_says_whether_a_checkpoint_was_kept(tmp_path):
-    cfg = resolve_config({"epochs": 1, "batch_size": 16}, TINY)
-    search = Search(cfg, tmp_path / "run", progress=False).open()
-    search._sums["train_loss"] += float("nan")
-    search._batches["train"], search._counts["train"] = 1, 16
-    with pytest.raises(NonFiniteLossError, match="no checkpoint had been written"):
-        search._check_finite(0)
-    search._save()
-    with pytest.raises(NonFiniteLossError, match="the last good checkpoint .* was kept"):
-        search._check_finite(0)
-    search.close()
+def test_the_non_finite_message_says_when_a_checkpoint_was_kept(tiny_search, tmp_path, monkeypatch):
+    _poison_losses_after(monkeypatch, 3)
+    message = (r"the train loss became non-finite in epoch 0 \(step 4\); lower w_lr or a_lr or check the data; "
+               "the last good checkpoint .* was kept")
+    with pytest.raises(NonFiniteLossError, match=message):
+        tiny_search(overrides=["checkpoint_every=2", "log_every=4"]).run()
+    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["global_step"] == 2
 
 
-def test_out_under_a_file_and_os_errors_are_one_sentence(tmp_path, monkeypatch, capsys):
+def test_out_under_a_file_and_os_errors_are_one_sentence(tmp_path, monkeypatch, capsys, fast):
     (tmp_path / "afile").write_text("x")
-    assert main(["search", *FAST, "--out", str(tmp_path / "afile" / "run")]) == 2
+    assert main(["search", *fast, "--out", str(tmp_path / "afile" / "run")]) == 2
     assert "is a file, not a directory" in _one_sentence(capsys)
 
     def denied(self, *args, **kwargs):
         raise PermissionError(errno.EACCES, "Permission denied", str(self))
 
     monkeypatch.setattr(Path, "mkdir", denied)
-    assert main(["search", *FAST, "--out", str(tmp_path / "ro" / "run")]) == 2
+    assert main(["search", *fast, "--out", str(tmp_path / "ro" / "run")]) == 2
     assert "cannot create the run directory" in _one_sentence(capsys)
 
 
-def test_a_full_disk_is_one_sentence_and_keeps_the_last_checkpoint(tmp_path, monkeypatch, capsys):
+def test_a_full_disk_is_one_sentence_and_keeps_the_last_checkpoint(tmp_path, monkeypatch, capsys, fast):
     out = tmp_path / "run"
-    assert main(["search", *FAST, "--out", str(out)]) == 0
+    assert main(["search", *fast, "--out", str(out)]) == 0
     capsys.readouterr()
     before = (out / "checkpoint.pt").read_bytes()
     import torch
@@ -158,7 +168,7 @@ def test_a_full_disk_is_one_sentence_and_keeps_the_last_checkpoint(tmp_path, mon
         raise RuntimeError("[enforce fail at inline_container.cc:858] . PytorchStreamWriter failed writing file")
 
     monkeypatch.setattr(torch, "save", full)
-    assert main(["search", *FAST[:-len(TINY)], *TINY, "--epochs", "2", "--out", str(tmp_path / "run2")]) == 2
+    assert main(["search", *fast, "--epochs", "2", "--out", str(tmp_path / "run2")]) == 2
     err = _one_sentence(capsys)
     assert "could not write" in err and "checkpoint.pt" in err and "inline_container" not in err
     assert not (tmp_path / "run2").exists()  # it failed before any checkpoint: nothing is left
@@ -168,7 +178,7 @@ def test_a_full_disk_is_one_sentence_and_keeps_the_last_checkpoint(tmp_path, mon
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(torch, "save", enospc)
-    from dnas.runs import atomic_torch_save
+    from dnas.runtime.atomic import atomic_torch_save
 
     with pytest.raises(Exception, match="no space left on the device"):
         atomic_torch_save({}, out / "checkpoint.pt")
@@ -176,7 +186,7 @@ def test_a_full_disk_is_one_sentence_and_keeps_the_last_checkpoint(tmp_path, mon
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
 
 
-def test_a_zip_without_class_folders_is_one_sentence(tmp_path, capsys):
+def test_a_zip_without_class_folders_is_one_sentence(tmp_path, capsys, fast):
     from PIL import Image
 
     archive = tmp_path / "flat.zip"
@@ -185,12 +195,12 @@ def test_a_zip_without_class_folders_is_one_sentence(tmp_path, capsys):
     with zipfile.ZipFile(archive, "w") as z:
         z.write(image, "a.png")
         z.write(image, "b.png")
-    assert main(["search", *FAST, "--dataset", str(archive), "--out", str(tmp_path / "run")]) == 2
+    assert main(["search", *fast, "--dataset", str(archive), "--out", str(tmp_path / "run")]) == 2
     assert "are not in class folders" in _one_sentence(capsys)
 
 
-def test_an_unresolved_config_without_discretizer_is_named_and_leaves_nothing(tmp_path):
-    cfg = resolve_config({"epochs": 1, "batch_size": 16}, TINY)
+def test_an_unresolved_config_without_discretizer_is_named_and_leaves_nothing(tmp_path, tiny):
+    cfg = resolve_config({"epochs": 1, "batch_size": 16}, tiny)
     cfg.discretizer = None  # as in a hand-built SearchConfig(): resolve_config picks the space's rule
     with pytest.raises(DnasError, match="resolve_config"):
         Search(cfg, tmp_path / "run", progress=False).open()

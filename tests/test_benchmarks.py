@@ -16,18 +16,11 @@ from dnas.benchmarks import Table, canonical_arch, load_table, lookup
 from dnas.benchmarks.export import HEADER, export_table, open_api
 from dnas.cli import main
 from dnas.errors import DnasError
-from dnas.genotypes import PUBLISHED
 from dnas.spaces import Genotype
 from dnas.spaces.nb201 import NB201_OPS
+from dnas.spaces.published import PUBLISHED
 
-MINIBENCH = Path(__file__).resolve().parents[2] / "shared" / "data" / "nb201_12ep_minibench"
 ALL_SKIP = "|skip_connect~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|skip_connect~1|skip_connect~2|"
-
-
-def _minibench() -> Path:
-    if not MINIBENCH.is_dir():
-        pytest.skip(f"the 12-epoch NB201 mini-bench is not at {MINIBENCH}")
-    return MINIBENCH
 
 
 def _arch(ops: tuple[str, ...]) -> str:
@@ -44,8 +37,8 @@ def _tiny_table(path: Path) -> Path:
 # ------------------------------------------------------------------------------------- mini-bench
 
 
-def test_minibench_folder_loads_as_one_table_with_the_known_cells():
-    table = load_table(_minibench())
+def test_minibench_folder_loads_as_one_table_with_the_known_cells(shared_data):
+    table = load_table(shared_data("nb201_12ep_minibench"))
     assert len(table) == 15_625 and table.key == "cellstr"
     assert table.columns[0] == "arch" and "cifar10-test" in table.columns and "imagenet-val" in table.columns
     row = table.get(ALL_SKIP)
@@ -53,11 +46,11 @@ def test_minibench_folder_loads_as_one_table_with_the_known_cells():
     assert table.best("cifar10-test")[1] == 89.16
     none_row = table.get("|none~0|+|none~0|none~1|+|none~0|none~1|none~2|")
     assert none_row["cifar10-test"] == 10.0 and none_row["cifar100-test"] == pytest.approx(1.0)
-    assert load_table(_minibench() / "mini-bench-arch-cell-accs.csv") is table  # cached
+    assert load_table(shared_data("nb201_12ep_minibench") / "mini-bench-arch-cell-accs.csv") is table  # cached
 
 
-def test_lookup_takes_a_genotype_its_dict_or_an_arch_string():
-    path = _minibench()
+def test_lookup_takes_a_genotype_its_dict_or_an_arch_string(shared_data):
+    path = shared_data("nb201_12ep_minibench")
     genotype = Genotype.from_arch_str(ALL_SKIP)
     assert lookup(path, genotype)["cifar10-test"] == 36.84
     assert lookup(path, genotype.to_dict())["cifar10-val"] == pytest.approx(33.94, abs=0.01)
@@ -144,8 +137,8 @@ def test_query_prints_the_row_of_an_arch_string_or_a_genotype_json(tmp_path, cap
     assert "not in the table" in capsys.readouterr().out
 
 
-def test_query_on_the_minibench(capsys):
-    assert main(["query", ALL_SKIP, "--table", str(_minibench())]) == 0
+def test_query_on_the_minibench(capsys, shared_data):
+    assert main(["query", ALL_SKIP, "--table", str(shared_data("nb201_12ep_minibench"))]) == 0
     assert "cifar10-test   36.84" in capsys.readouterr().out
 
 

@@ -3,12 +3,12 @@ import sys
 
 import pytest
 
+from dnas.bilevel.methods import METHODS
 from dnas.cli import main
-from dnas.methods import METHODS
 
 
 def _dnas(*args):
-    return subprocess.run([sys.executable, "-m", "dnas.cli", *args], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "dnas", *args], capture_output=True, text=True)
 
 
 def test_spaces_and_methods_listings(capsys):

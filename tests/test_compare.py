@@ -11,18 +11,16 @@ import shutil
 import pytest
 import torch
 import yaml
-from conftest import shared_data
 
-import dnas.search_loop
+import dnas.bilevel.run
 from dnas.cli import main
-from dnas.convergence import UNDECIDED_MARGIN, least_decided
+from dnas.diagnostics.convergence import UNDECIDED_MARGIN, least_decided
 from dnas.errors import DnasError
 from dnas.grid import Compare, Entry, parse_entry, parse_methods, parse_seeds
 from dnas.report import mean_std
 from dnas.report.plots import matplotlib_available
 from dnas.report.tables import RunRecord, markdown_per_run, markdown_summary, summarize
 
-TINY = ["channels=4", "layers=1", "max_images=128", "log_every=2"]
 ARGS = ["--seeds", "0,1", "--epochs", "2", "--batch-size", "16", "--quiet"]
 COMBO = "prl:pr-darts:weight_regularizers=lambda,estimator=amended"
 TABLE = "nb201_12ep_minibench/mini-bench-arch-cell-accs.csv"
@@ -38,13 +36,13 @@ def _strengths(run_dir):
 
 
 @pytest.fixture(scope="module")
-def grid(tmp_path_factory):
+def grid(tmp_path_factory, tiny):
     """2 presets x 2 seeds + one combination entry, through the CLI; returns (out, stdout)."""
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("compare") / "cmp"
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
-        code = main(["compare", "--methods", "darts,pr-darts", "--entry", COMBO, *ARGS, "--out", str(out), *TINY])
+        code = main(["compare", "--methods", "darts,pr-darts", "--entry", COMBO, *ARGS, "--out", str(out), *tiny])
     assert code == 0
     return out, stdout.getvalue()
 
@@ -55,9 +53,9 @@ def _copy(grid, tmp_path):
     return out
 
 
-def _compare(out, entries=("darts", "pr-darts"), combo=True, **kwargs):
+def _compare(out, tiny, entries=("darts", "pr-darts"), combo=True, **kwargs):
     entries = [*parse_methods(",".join(entries)), *([parse_entry(COMBO)] if combo else [])]
-    return Compare("nb201", entries, [0, 1], out, flags={"epochs": 2, "batch_size": 16}, overrides=TINY,
+    return Compare("nb201", entries, [0, 1], out, flags={"epochs": 2, "batch_size": 16}, overrides=tiny,
                    progress=False, echo=kwargs.pop("echo", lambda line: None), **kwargs)
 
 
@@ -188,13 +186,13 @@ def test_plots_are_png(grid):
     assert "![skips vs epoch](skips_vs_epoch.png)" in (out / "report.md").read_text()
 
 
-def test_without_matplotlib_the_tables_are_still_written(grid, tmp_path, monkeypatch):
+def test_without_matplotlib_the_tables_are_still_written(grid, tmp_path, monkeypatch, tiny):
     out = _copy(grid, tmp_path)
     for png in out.glob("*.png"):
         png.unlink()
     monkeypatch.setattr("dnas.report.compare.matplotlib_available", lambda: False)
     lines = []
-    report = _compare(out, echo=lines.append).run()
+    report = _compare(out, tiny, echo=lines.append).run()
     assert not list(out.glob("*.png")) and report.plots == []
     assert any('pip install -e ".[report]"' in line for line in lines)
     assert 'pip install -e ".[report]"' in (out / "report.md").read_text()
@@ -202,7 +200,7 @@ def test_without_matplotlib_the_tables_are_still_written(grid, tmp_path, monkeyp
 
 
 # ----- resumption ----------------------------------------------------------------------------------------------
-def test_second_invocation_recomputes_nothing(grid, tmp_path, monkeypatch):
+def test_second_invocation_recomputes_nothing(grid, tmp_path, monkeypatch, tiny):
     out = _copy(grid, tmp_path)
     before = {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("*")}
     report_before = (out / "report.md").read_text()
@@ -210,33 +208,33 @@ def test_second_invocation_recomputes_nothing(grid, tmp_path, monkeypatch):
     def no_search(self):
         raise AssertionError("a finished run was searched again")
 
-    monkeypatch.setattr(dnas.search_loop.Search, "run", no_search)
+    monkeypatch.setattr(dnas.bilevel.run.Search, "run", no_search)
     lines = []
-    report = _compare(out, echo=lines.append).run()
+    report = _compare(out, tiny, echo=lines.append).run()
     assert {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("*")} == before
     assert lines[0] == "dnas compare: 6 of 6 runs finished earlier, reused"
     assert (out / "report.md").read_text() == report_before and len(report.records) == 6
 
 
-def test_an_interrupted_run_resumes_to_the_same_result(grid, tmp_path, monkeypatch):
+def test_an_interrupted_run_resumes_to_the_same_result(grid, tmp_path, monkeypatch, tiny):
     out = tmp_path / "cmp"
-    iteration = dnas.search_loop.Search._iteration
+    step = dnas.bilevel.run.Search.step
 
-    def crash_in_second_epoch(self, epoch, step):
+    def crash_in_second_epoch(self):
         if self.global_step == 5:
             raise RuntimeError("power cut")
-        iteration(self, epoch, step)
+        return step(self)
 
-    monkeypatch.setattr(dnas.search_loop.Search, "_iteration", crash_in_second_epoch)
+    monkeypatch.setattr(dnas.bilevel.run.Search, "step", crash_in_second_epoch)
     compare = Compare("nb201", parse_methods("darts"), [0], out, flags={"epochs": 2, "batch_size": 16},
-                      overrides=[*TINY, "checkpoint_every=2"], progress=False, echo=lambda line: None)
+                      overrides=[*tiny, "checkpoint_every=2"], progress=False, echo=lambda line: None)
     # a crash fails that run only: it is reported with its reason, the grid and its report go on
     failed = compare.run().records[0]
     assert failed.status == "failed: crashed with RuntimeError: power cut (traceback on stderr)"
     assert [p.epoch for p in failed.curve] == [1]
     run = out / "runs" / "darts-s0"
     assert (run / "checkpoint.pt").exists() and not (run / "results.json").exists()
-    monkeypatch.setattr(dnas.search_loop.Search, "_iteration", iteration)
+    monkeypatch.setattr(dnas.bilevel.run.Search, "step", step)
     report = compare.run()
     assert report.records[0].ok and report.records[0].epochs == 2
     # checkpoint_every may differ between a run and its resumption: same result as the uninterrupted grid
@@ -245,17 +243,17 @@ def test_an_interrupted_run_resumes_to_the_same_result(grid, tmp_path, monkeypat
 
 
 # ----- benchmark look-ups --------------------------------------------------------------------------------------
-def test_table_lookups_on_the_finished_runs(grid, tmp_path, monkeypatch):
+def test_table_lookups_on_the_finished_runs(grid, tmp_path, monkeypatch, tiny, shared_data):
     from dnas.benchmarks import load_table
 
     table_path = shared_data(TABLE)
     out = _copy(grid, tmp_path)
-    monkeypatch.setattr(dnas.search_loop.Search, "run", lambda self: pytest.fail("no run should be recomputed"))
+    monkeypatch.setattr(dnas.bilevel.run.Search, "run", lambda self: pytest.fail("no run should be recomputed"))
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
         # options after key=value items are fine
-        code = main(["compare", "--methods", "darts,pr-darts", *ARGS, "--out", str(out), *TINY[:2], "--entry", COMBO,
-                     *TINY[2:], "--table", str(table_path)])
+        code = main(["compare", "--methods", "darts,pr-darts", *ARGS, "--out", str(out), *tiny[:2], "--entry", COMBO,
+                     *tiny[2:], "--table", str(table_path)])
     assert code == 0
     table = load_table(table_path)
     columns = ["cifar10-test", "cifar100-test", "imagenet-test"]
@@ -277,10 +275,10 @@ def test_table_lookups_on_the_finished_runs(grid, tmp_path, monkeypatch):
         assert (out / "accuracy_vs_epoch.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_new_runs_log_the_benchmark_each_epoch(tmp_path):
+def test_new_runs_log_the_benchmark_each_epoch(tmp_path, tiny, shared_data):
     table_path = shared_data(TABLE)
     compare = Compare("nb201", parse_methods("darts"), [3], tmp_path / "cmp", flags={"epochs": 1, "batch_size": 16},
-                      overrides=TINY, table=table_path, progress=False, echo=lambda line: None)
+                      overrides=tiny, table=table_path, progress=False, echo=lambda line: None)
     report = compare.run()
     run = tmp_path / "cmp" / "runs" / "darts-s3"
     assert yaml.safe_load((run / "config.yaml").read_text())["benchmark_table"] == str(table_path.resolve())
@@ -290,9 +288,10 @@ def test_new_runs_log_the_benchmark_each_epoch(tmp_path):
 
 # ----- worker processes ----------------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_two_jobs_give_the_same_runs_as_one_process(grid, tmp_path):
+def test_two_jobs_give_the_same_runs_as_one_process(grid, tmp_path, tiny):
     lines = []
-    report = _compare(tmp_path / "cmp", entries=("darts",), combo=False, jobs=2, threads=1, echo=lines.append).run()
+    report = _compare(tmp_path / "cmp", tiny, entries=("darts",), combo=False, jobs=2, threads=1,
+                      echo=lines.append).run()
     assert [r.ok for r in report.records] == [True, True]
     for seed in (0, 1):
         name = f"darts-s{seed}"
@@ -327,15 +326,15 @@ def test_user_errors_are_one_sentence_and_run_nothing(args, message, tmp_path, c
     assert not out.exists()
 
 
-def test_a_changed_budget_does_not_reuse_old_runs(grid, tmp_path):
+def test_a_changed_budget_does_not_reuse_old_runs(grid, tmp_path, tiny):
     out = _copy(grid, tmp_path)
     entries = parse_methods("darts")
     with pytest.raises(DnasError, match=r"holds a run with a different configuration \(epochs\)"):
-        Compare("nb201", entries, [0], out, flags={"epochs": 3, "batch_size": 16}, overrides=TINY)
+        Compare("nb201", entries, [0], out, flags={"epochs": 3, "batch_size": 16}, overrides=tiny)
 
 
 # ----- runs that cannot be resumed or read ------------------------------------------------------------------------
-def test_unusable_run_directories_are_reported_not_fatal(grid, tmp_path, capsys):
+def test_unusable_run_directories_are_reported_not_fatal(grid, tmp_path, capsys, tiny):
     out = _copy(grid, tmp_path)
     runs = out / "runs"
     (runs / "darts-s0" / "results.json").write_text("{not json")  # unreadable results
@@ -346,7 +345,7 @@ def test_unusable_run_directories_are_reported_not_fatal(grid, tmp_path, capsys)
     shutil.rmtree(runs / "pr-darts-s1")  # a directory of someone else's files
     (runs / "pr-darts-s1").mkdir()
     (runs / "pr-darts-s1" / "notes.txt").write_text("mine")
-    code = main(["compare", "--methods", "darts,pr-darts", "--entry", COMBO, *ARGS, "--out", str(out), *TINY])
+    code = main(["compare", "--methods", "darts,pr-darts", "--entry", COMBO, *ARGS, "--out", str(out), *tiny])
     assert code == 0
     status = {f"{r['entry']}-s{r['seed']}": r["status"] for r in _rows(out / "per_run.csv")}
     assert status["prl-s0"] == "ok" and status["prl-s1"] == "ok"
@@ -364,7 +363,7 @@ def test_unusable_run_directories_are_reported_not_fatal(grid, tmp_path, capsys)
     assert "| `darts` | darts | 0 (2 failed) |" in capsys.readouterr().out
 
 
-def _table_with_holes(tmp_path, archs):
+def _table_with_holes(tmp_path, archs, shared_data):
     """The mini-bench table with the cifar10-test cell of ``archs`` blank and cifar100-test not a number."""
     from dnas.benchmarks import canonical_arch
 
@@ -383,13 +382,13 @@ def _table_with_holes(tmp_path, archs):
     return path
 
 
-def test_blank_and_non_numeric_table_cells_are_missing_scores(grid, tmp_path, monkeypatch):
+def test_blank_and_non_numeric_table_cells_are_missing_scores(grid, tmp_path, monkeypatch, tiny, shared_data):
     out = _copy(grid, tmp_path)
     runs = _rows(out / "per_run.csv")
     holed = {r["arch"] for r in runs if r["entry"] == "darts" and r["seed"] == "0"}
-    table = _table_with_holes(tmp_path, holed)
-    monkeypatch.setattr(dnas.search_loop.Search, "run", lambda self: pytest.fail("no run should be recomputed"))
-    assert main(["compare", "--methods", "darts,pr-darts", "--entry", COMBO, *ARGS, "--out", str(out), *TINY,
+    table = _table_with_holes(tmp_path, holed, shared_data)
+    monkeypatch.setattr(dnas.bilevel.run.Search, "run", lambda self: pytest.fail("no run should be recomputed"))
+    assert main(["compare", "--methods", "darts,pr-darts", "--entry", COMBO, *ARGS, "--out", str(out), *tiny,
                  "--table", str(table)]) == 0
     scored = _rows(out / "per_run.csv")
     for row in scored:  # a holed cell is a missing score, every other cell keeps its number
@@ -414,7 +413,7 @@ def test_query_of_a_table_without_value_columns_is_one_sentence(tmp_path, capsys
 
 
 # ----- compare.yaml and --config ----------------------------------------------------------------------------------
-def test_the_grid_describes_itself_in_compare_yaml(grid):
+def test_the_grid_describes_itself_in_compare_yaml(grid, tiny):
     out, _ = grid
     description = yaml.safe_load((out / "compare.yaml").read_text())
     assert description == {
@@ -424,7 +423,7 @@ def test_the_grid_describes_itself_in_compare_yaml(grid):
                     {"name": "prl", "method": "pr-darts",
                      "overrides": ["weight_regularizers=lambda", "estimator=amended"]}],
         "seeds": [0, 1], "dataset": None, "data_root": None, "download": None, "epochs": 2, "batch_size": 16,
-        "device": None, "overrides": TINY, "table": None, "threads": None}
+        "device": None, "overrides": list(tiny), "table": None, "threads": None}
 
 
 def _per_run(out):
@@ -433,7 +432,7 @@ def _per_run(out):
     return [{k: r[k] for k in keep} for r in _rows(out / "per_run.csv")]
 
 
-def test_config_replays_the_grid_in_a_new_folder(grid, tmp_path):
+def test_config_replays_the_grid_in_a_new_folder(grid, tmp_path, tiny):
     out, _ = grid
     replay = tmp_path / "replay"
     # options given override the file: only seed 1, only the combination entry
@@ -443,17 +442,17 @@ def test_config_replays_the_grid_in_a_new_folder(grid, tmp_path):
     assert _strengths(replay / "runs" / "prl-s1") == _strengths(out / "runs" / "prl-s1")
     description = yaml.safe_load((replay / "compare.yaml").read_text())
     assert description["seeds"] == [1] and [e["name"] for e in description["entries"]] == ["prl"]
-    assert description["overrides"] == TINY and description["epochs"] == 2
+    assert description["overrides"] == list(tiny) and description["epochs"] == 2
 
 
-def test_config_replay_in_place_reuses_every_run(grid, tmp_path, monkeypatch):
+def test_config_replay_in_place_reuses_every_run(grid, tmp_path, monkeypatch, tiny):
     out = _copy(grid, tmp_path)
-    monkeypatch.setattr(dnas.search_loop.Search, "run", lambda self: pytest.fail("no run should be recomputed"))
+    monkeypatch.setattr(dnas.bilevel.run.Search, "run", lambda self: pytest.fail("no run should be recomputed"))
     before = _per_run(out)
     # the folder stands for its compare.yaml; key=value items come after the file's overrides
     assert main(["compare", "--config", str(out), "--out", str(out), "--quiet", "log_every=3"]) == 0
     assert _per_run(out) == before
-    assert yaml.safe_load((out / "compare.yaml").read_text())["overrides"] == [*TINY, "log_every=3"]
+    assert yaml.safe_load((out / "compare.yaml").read_text())["overrides"] == [*tiny, "log_every=3"]
     assert main(["compare", "--config", str(out), "--out", str(out), "--methods", "darts", "--quiet"]) == 0
     assert _per_run(out) == [r for r in before if r["entry"] == "darts"]
 

@@ -1,10 +1,10 @@
 import pytest
 import yaml
 
-from dnas.config import SearchConfig
+from dnas.bilevel.methods import METHODS
+from dnas.config.resolve import resolve_config
+from dnas.config.search import SearchConfig
 from dnas.errors import DnasError
-from dnas.methods import METHODS
-from dnas.resolve import resolve_config
 
 
 def test_defaults_follow_darts():

@@ -7,13 +7,12 @@ from __future__ import annotations
 import pytest
 import torch
 import yaml
-from conftest import TINY
 
 import dnas
-from dnas.config import SearchConfig
+from dnas.config.resolve import resolve_config
+from dnas.config.search import SearchConfig
 from dnas.errors import DnasError
-from dnas.resolve import resolve_config
-from dnas.runs import config_differences
+from dnas.runtime.rundir import config_differences
 
 
 def test_a_key_one_side_lacks_holds_its_default():
@@ -54,9 +53,9 @@ def _rewrite_saved_config(out, change) -> None:
     (out / "config.yaml").write_text(yaml.safe_dump(saved))
 
 
-def test_searches_saved_by_an_older_dnas_are_found_again(tmp_path):
+def test_searches_saved_by_an_older_dnas_are_found_again(tmp_path, tiny):
     out = tmp_path / "run"
-    first = dnas.search("nb201", "darts", out=out, epochs=1, overrides=TINY)
+    first = dnas.search("nb201", "darts", out=out, epochs=1, overrides=list(tiny))
 
     def older(config: dict) -> None:
         del config["checkpoint_every"]  # a key that dnas did not have yet
@@ -64,8 +63,8 @@ def test_searches_saved_by_an_older_dnas_are_found_again(tmp_path):
 
     _rewrite_saved_config(out, older)
     # the same command finds the finished run and returns its result
-    assert dnas.search("nb201", "darts", out=out, epochs=1, overrides=TINY).genotype == first.genotype
+    assert dnas.search("nb201", "darts", out=out, epochs=1, overrides=list(tiny)).genotype == first.genotype
 
     _rewrite_saved_config(out, lambda config: config.update(precision="bf16"))
     with pytest.raises(DnasError, match="precision"):
-        dnas.search("nb201", "darts", out=out, epochs=1, overrides=TINY)
+        dnas.search("nb201", "darts", out=out, epochs=1, overrides=list(tiny))

@@ -10,7 +10,7 @@ from dnas.cli import main
 from dnas.components import ACTIVATIONS
 from dnas.components.hard_concrete import HardConcrete
 from dnas.components.prime import Clamp
-from dnas.convergence import UNDECIDED_MARGIN, convergence, least_decided, undecided
+from dnas.diagnostics.convergence import UNDECIDED_MARGIN, convergence, least_decided, undecided
 from dnas.spaces import get_space
 
 NB201 = get_space("nb201")

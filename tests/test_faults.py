@@ -17,25 +17,35 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import TINY
 
+from dnas.bilevel.run import Search
 from dnas.cli import main
+from dnas.config.resolve import resolve_config
 from dnas.errors import DnasError
-from dnas.resolve import resolve_config
-from dnas.search_loop import Search
 
 pytestmark = pytest.mark.slow
 
-ARGS = ["--space", "nb201", "--epochs", "2", "--batch-size", "16", "--threads", "1", "--quiet",
-        *TINY, "checkpoint_every=3"]
+
+
+@pytest.fixture(scope="module")
+def args(tiny) -> list[str]:
+    """The options of the search every test here interrupts (2 epochs, a checkpoint every 3 steps)."""
+    return ["--space", "nb201", "--epochs", "2", "--batch-size", "16", "--threads", "1", "--quiet", *tiny,
+            "checkpoint_every=3"]
+
+
+@pytest.fixture(scope="module")
+def config(tiny):
+    """The same search as a configuration."""
+    return resolve_config({"space": "nb201", "epochs": 2, "batch_size": 16}, [*tiny, "checkpoint_every=3"])
 
 CHILD = r"""
 import os, sys, time
-import dnas.runs as runs
+import dnas.runtime.atomic as atomic
 
 pause_at, mode = int(os.environ["PAUSE_AT"]), os.environ["PAUSE_MODE"]
 count = 0
-original_write, original_replace = runs._atomic_write, os.replace
+original_write, original_replace = atomic.atomic_write, os.replace
 
 
 def pause(where):
@@ -67,15 +77,15 @@ def instrumented(path, write):
     return original_write(path, write)
 
 
-runs._atomic_write = instrumented
+atomic.atomic_write = instrumented
 from dnas.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 
 
-def _child(out: Path, pause_at: int, mode: str) -> subprocess.Popen:
+def _child(out: Path, args: list[str], pause_at: int, mode: str) -> subprocess.Popen:
     env = {**os.environ, "PAUSE_AT": str(pause_at), "PAUSE_MODE": mode}
-    return subprocess.Popen([sys.executable, "-c", CHILD, "search", *ARGS, "--out", str(out)], env=env,
+    return subprocess.Popen([sys.executable, "-c", CHILD, "search", *args, "--out", str(out)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -87,10 +97,6 @@ def _wait_for_pause(proc: subprocess.Popen) -> tuple[str, list[str]]:
         if line.startswith("WRITE"):
             writes.append(line.split()[2])
     raise AssertionError(f"the child ended without pausing: {proc.wait()} {proc.stderr.read()[-500:]}")
-
-
-def _config():
-    return resolve_config({"space": "nb201", "epochs": 2, "batch_size": 16}, [*TINY, "checkpoint_every=3"])
 
 
 def _results(out: Path) -> dict:
@@ -105,10 +111,10 @@ def _metrics(out: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
+def reference(tmp_path_factory, args):
     """An uninterrupted run (in a child process, uninstrumented) and the list of its writes."""
     out = tmp_path_factory.mktemp("ref") / "run"
-    proc = _child(out, 0, "none")
+    proc = _child(out, args, 0, "none")
     writes = [line.split()[2] for line in proc.stdout if line.startswith("WRITE")]
     assert proc.wait() == 0, proc.stderr.read()[-800:]
     return out, writes
@@ -125,12 +131,12 @@ def test_the_reference_writes_config_first_and_checkpoints_atomically(reference)
     ("checkpoint.pt#1", "inside"), ("checkpoint.pt#1", "rename"), ("checkpoint.pt#3", "inside"),
     ("genotype.json", "inside"), ("results.json", "rename"),
 ])
-def test_a_kill_at_any_write_resumes_to_the_same_result(reference, tmp_path, target, mode):
+def test_a_kill_at_any_write_resumes_to_the_same_result(reference, tmp_path, target, mode, args, config):
     ref_out, writes = reference
     name, _, nth = target.partition("#")
     index = [i for i, w in enumerate(writes) if w == name][int(nth or 1) - 1] + 1
     out = tmp_path / "run"
-    proc = _child(out, index, mode)
+    proc = _child(out, args, index, mode)
     try:
         paused, _ = _wait_for_pause(proc)
         assert paused == name
@@ -138,35 +144,35 @@ def test_a_kill_at_any_write_resumes_to_the_same_result(reference, tmp_path, tar
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    Search(_config(), out, progress=False).run()  # the same command again (here: in this process)
+    Search(config, out, progress=False).run()  # the same command again (here: in this process)
     assert _results(out) == _results(ref_out)
     assert _metrics(out) == _metrics(ref_out)
     assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
 
 
-def test_a_second_process_is_refused_and_a_dead_holder_blocks_nothing(reference, tmp_path):
+def test_a_second_process_is_refused_and_a_dead_holder_blocks_nothing(reference, tmp_path, args, config):
     ref_out, writes = reference
     out = tmp_path / "run"
-    proc = _child(out, writes.index("checkpoint.pt") + 1, "rename")  # holds the lock, paused
+    proc = _child(out, args, writes.index("checkpoint.pt") + 1, "rename")  # holds the lock, paused
     try:
         _wait_for_pause(proc)
         with pytest.raises(DnasError, match=rf"in use by another dnas process \(pid {proc.pid}\)"):
-            Search(_config(), out, progress=False).run()
+            Search(config, out, progress=False).run()
         assert (out / "config.yaml").exists()  # the refused process removed nothing
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    Search(_config(), out, progress=False).run()
+    Search(config, out, progress=False).run()
     assert _results(out) == _results(ref_out)
 
 
-def test_two_commands_at_once_one_refused_with_one_sentence(reference, tmp_path, capsys):
+def test_two_commands_at_once_one_refused_with_one_sentence(reference, tmp_path, capsys, args):
     _, writes = reference
     out = tmp_path / "run"
-    proc = _child(out, writes.index("checkpoint.pt") + 1, "rename")
+    proc = _child(out, args, writes.index("checkpoint.pt") + 1, "rename")
     try:
         _wait_for_pause(proc)
-        assert main(["search", "--method", "pr-darts", *ARGS, "--out", str(out)]) == 2
+        assert main(["search", "--method", "pr-darts", *args, "--out", str(out)]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("dnas: error:") and "in use by another dnas process" in err and "\n" not in err
         assert "darts" in (out / "config.yaml").read_text() and "pr-darts" not in (out / "config.yaml").read_text()
@@ -175,23 +181,23 @@ def test_two_commands_at_once_one_refused_with_one_sentence(reference, tmp_path,
         proc.wait()
 
 
-def test_resuming_with_another_thread_count_is_refused(reference, tmp_path, capsys):
+def test_resuming_with_another_thread_count_is_refused(reference, tmp_path, capsys, args):
     _, writes = reference
     out = tmp_path / "run"
-    proc = _child(out, writes.index("checkpoint.pt") + 2, "rename")  # a checkpoint exists
+    proc = _child(out, args, writes.index("checkpoint.pt") + 2, "rename")  # a checkpoint exists
     try:
         _wait_for_pause(proc)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    args = [a if a != "1" or i == 0 or ARGS[i - 1] != "--threads" else "2" for i, a in enumerate(ARGS)]
-    assert main(["search", *args, "--out", str(out)]) == 2
+    two = [a if a != "1" or i == 0 or args[i - 1] != "--threads" else "2" for i, a in enumerate(args)]
+    assert main(["search", *two, "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "was run with 1 torch threads and this process has 2; resume with --threads 1" in err
 
 
-def test_ctrl_c_saves_and_the_rerun_completes(tmp_path):
-    args = [a if a != "2" else "6" for a in ARGS]  # 6 epochs: the signal lands mid-run
+def test_ctrl_c_saves_and_the_rerun_completes(tmp_path, args, tiny):
+    args = [a if a != "2" else "6" for a in args]  # 6 epochs: the signal lands mid-run
     out = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "dnas", "search", *args, "--out", str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -201,7 +207,7 @@ def test_ctrl_c_saves_and_the_rerun_completes(tmp_path):
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 2 and "interrupted; the search is saved" in err and "Traceback" not in err
-    cfg = resolve_config({"space": "nb201", "epochs": 6, "batch_size": 16}, [*TINY, "checkpoint_every=3"])
+    cfg = resolve_config({"space": "nb201", "epochs": 6, "batch_size": 16}, [*tiny, "checkpoint_every=3"])
     Search(cfg, out, progress=False).run()
     Search(cfg, tmp_path / "ref", progress=False).run()
     assert _results(out) == _results(tmp_path / "ref")

@@ -13,12 +13,11 @@ import pytest
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from Linux /proc")]
 
-TINY = ["channels=4", "layers=1", "max_images=160", "checkpoint_every=2"]
 
 
-def _command(out, epochs=24):
-    return [sys.executable, "-m", "dnas.cli", "compare", "--methods", "darts", "--seeds", "0,1", "--jobs", "2",
-            "--epochs", str(epochs), "--batch-size", "16", "--quiet", "--out", str(out), *TINY]
+def _command(out, tiny, epochs=24):
+    return [sys.executable, "-m", "dnas", "compare", "--methods", "darts", "--seeds", "0,1", "--jobs", "2",
+            "--epochs", str(epochs), "--batch-size", "16", "--quiet", "--out", str(out), *tiny, "checkpoint_every=2"]
 
 
 def _stat(pid):
@@ -45,13 +44,13 @@ def _children(pid):
     return kids
 
 
-def _start_and_wait_for_the_searches(out, epochs=24):
+def _start_and_wait_for_the_searches(out, tiny, epochs=24):
     """Start the grid; return it once both searches have written a checkpoint at step 2 of their 5 x ``epochs``
     (so they are mid-search)."""
     # output to files, not pipes: workers that outlived the grid would keep a pipe open (and the test waiting)
     err = out.parent / "stderr.txt"
     with open(out.parent / "stdout.txt", "w") as stdout, open(err, "w") as stderr:
-        process = subprocess.Popen(_command(out, epochs), stdout=stdout, stderr=stderr)
+        process = subprocess.Popen(_command(out, tiny, epochs), stdout=stdout, stderr=stderr)
     deadline = time.monotonic() + 180
     while not all((out / "runs" / f"darts-s{s}" / "checkpoint.pt").exists() for s in (0, 1)):
         if process.poll() is not None or time.monotonic() > deadline:
@@ -68,9 +67,9 @@ def _wait_until_gone(pids, seconds):
     return [p for p in pids if _alive(p)]
 
 
-def test_sigterm_stops_the_grid_cleanly_and_the_next_call_resumes(tmp_path):
+def test_sigterm_stops_the_grid_cleanly_and_the_next_call_resumes(tmp_path, tiny):
     out = tmp_path / "cmp"
-    grid = _start_and_wait_for_the_searches(out)
+    grid = _start_and_wait_for_the_searches(out, tiny)
     workers = _children(grid.pid)
     assert len(workers) >= 2
     grid.send_signal(signal.SIGTERM)
@@ -85,17 +84,17 @@ def test_sigterm_stops_the_grid_cleanly_and_the_next_call_resumes(tmp_path):
     for seed in (0, 1):
         run = out / "runs" / f"darts-s{seed}"
         assert (run / "checkpoint.pt").exists() and not (run / "results.json").exists()
-    again = subprocess.run(_command(out), capture_output=True, text=True, timeout=300)
+    again = subprocess.run(_command(out, tiny), capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
     with open(out / "per_run.csv", newline="") as f:
         assert [r["status"] for r in csv.DictReader(f)] == ["ok", "ok"]
 
 
-def test_kill_9_of_the_grid_leaves_no_worker(tmp_path):
+def test_kill_9_of_the_grid_leaves_no_worker(tmp_path, tiny):
     import torch
 
     out = tmp_path / "cmp"
-    grid = _start_and_wait_for_the_searches(out, epochs=1000)  # 5,000 steps: far from done when the grid dies
+    grid = _start_and_wait_for_the_searches(out, tiny, epochs=1000)  # 5,000 steps: far from done when the grid dies
     workers = _children(grid.pid)  # the two workers and multiprocessing's resource tracker
     assert len(workers) >= 2
     os.kill(grid.pid, signal.SIGKILL)

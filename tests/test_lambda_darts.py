@@ -4,14 +4,13 @@ gradient against double backward, its effect on the alignment, the ramp, and end
 from __future__ import annotations
 
 import itertools
-import json
 
 import pytest
 import torch
-from conftest import TINY
 from torch import nn
 
-from dnas.bilevel import BilevelProblem
+from dnas.bilevel.problem import BilevelProblem, StepContext
+from dnas.bilevel.run import Search
 from dnas.cli import main
 from dnas.components import WEIGHT_REGULARIZERS
 from dnas.components.activations import Softmax
@@ -21,10 +20,10 @@ from dnas.components.lambda_darts import (
     alignment_direction,
     sign_alignment,
 )
-from dnas.diagnostics import gradient_alignment
+from dnas.config.resolve import resolve_config
+from dnas.diagnostics.alignment import gradient_alignment
 from dnas.errors import DnasError
-from dnas.resolve import resolve_config
-from dnas.search_loop import Search
+from dnas.runtime.files import read_metrics
 from dnas.spaces import get_space
 from dnas.supernet import build_supernet
 
@@ -67,12 +66,12 @@ def _regularizer_increment(problem, batch, reg, epoch=1, epochs=2, rng_at_forwar
     before = [p.grad.clone() for p in problem.weights]
     if rng_at_forward:
         torch.set_rng_state(state)
-    reg.add_gradient(problem, batch, cell_weights, cell_grads, epoch, epochs)
+    reg.add_gradient(problem, batch, cell_weights, cell_grads, StepContext(epoch=epoch, epochs=epochs))
     return torch.cat([(p.grad - b).flatten() for p, b in zip(problem.weights, before, strict=True)])
 
 
 def _records(path, kind="step"):
-    return [r for r in map(json.loads, (path / "metrics.jsonl").read_text().splitlines()) if r["kind"] == kind]
+    return read_metrics(path, kind)
 
 
 # ------------------------------------------------------------------------------ measures, directions
@@ -166,7 +165,8 @@ def test_only_regularized_cells_are_perturbed():
 
     cell_weights, cell_grads = _weight_backward(problem, batch)
     problem.loss = recording_loss
-    LambdaRegularizer(lam=1.0, eps0=1e-3).add_gradient(problem, batch, cell_weights, cell_grads, 1, 2)
+    LambdaRegularizer(lam=1.0, eps0=1e-3).add_gradient(problem, batch, cell_weights, cell_grads,
+                                                       StepContext(epoch=1, epochs=2))
     assert len(seen) == 2
     minus, plus = seen
     for i, t in enumerate(problem.net.cell_types):
@@ -191,12 +191,13 @@ def _alignment_after_one_step(space: str, layers: int, measure: str, sign: float
     cell_weights, cell_grads = _weight_backward(problem, batch)
     loss_grads = [p.grad.clone() for p in problem.weights]
     if sign:
-        reg.add_gradient(problem, batch, cell_weights, cell_grads, 1, 2)
+        reg.add_gradient(problem, batch, cell_weights, cell_grads, StepContext(epoch=1, epochs=2))
     with torch.no_grad():
         for p, g in zip(problem.weights, loss_grads, strict=True):
             p -= 1e-4 * (g + sign * (p.grad - g))
     cell_weights, cell_grads = _weight_backward(problem, batch)
-    reg.add_gradient(problem, batch, cell_weights, cell_grads, 0, 2)  # lambda_t = 0: only measures R
+    # lambda_t = 0: only measures R
+    reg.add_gradient(problem, batch, cell_weights, cell_grads, StepContext(epoch=0, epochs=2))
     (value,) = [v for k, v in reg.metrics().items() if k.startswith("R.")]
     return float(value)
 
@@ -221,7 +222,7 @@ def test_extra_passes_leave_batchnorm_statistics_and_rng_untouched():
     rng = torch.get_rng_state()
     for exact in (False, True):
         LambdaRegularizer(lam=1.0, eps0=1e-3, exact=exact).add_gradient(
-            problem, batch, cell_weights, cell_grads, 1, 2)
+            problem, batch, cell_weights, cell_grads, StepContext(epoch=1, epochs=2))
         assert torch.equal(torch.get_rng_state(), rng)
         assert all(torch.equal(a, b) for a, b in zip(problem.net.buffers(), buffers, strict=True))
 
@@ -233,12 +234,13 @@ def test_lambda_ramp_and_metrics():
     problem, batch = _problem(), _batch()
     cell_weights, cell_grads = _weight_backward(problem, batch)
     grads = [p.grad.clone() for p in problem.weights]
-    reg.add_gradient(problem, batch, cell_weights, cell_grads, 0, 5)  # lambda_t = 0: w.grad untouched
+    # lambda_t = 0: w.grad untouched
+    reg.add_gradient(problem, batch, cell_weights, cell_grads, StepContext(epoch=0, epochs=5))
     assert all(torch.equal(p.grad, g) for p, g in zip(problem.weights, grads, strict=True))
     metrics = reg.metrics()
     assert metrics["lambda_t"] == 0.0
     assert float(metrics["R.cell"]) == pytest.approx(float(gradient_alignment(cell_grads)))
-    reg.add_gradient(problem, batch, cell_weights, cell_grads, 3, 5)
+    reg.add_gradient(problem, batch, cell_weights, cell_grads, StepContext(epoch=3, epochs=5))
     assert reg.metrics()["lambda_t"] == pytest.approx(0.3)
     assert any(not torch.equal(p.grad, g) for p, g in zip(problem.weights, grads, strict=True))
 
@@ -251,9 +253,9 @@ def test_lambda_ramp_and_metrics():
     ("darts", ["layers=4", "channels=2"]),  # normal cells 0 and 3
     ("nb201", ["weight_regularizers.lambda.measure=signcorr"]),
 ])
-def test_search_with_the_preset_logs_alignment_and_ramp(tmp_path, space, extra):
+def test_search_with_the_preset_logs_alignment_and_ramp(tmp_path, tiny, space, extra):
     cfg = resolve_config({"space": space, "method": "lambda-darts", "epochs": 2, "batch_size": 16},
-                         [*TINY, "max_images=64", "log_every=1", "alignment_every=1", *extra])
+                         [*tiny, "max_images=64", "log_every=1", "alignment_every=1", *extra])
     (reg,) = cfg.weight_regularizers
     assert reg.name == "lambda" and reg.params["lam"] == 0.25
     assert reg.params["eps0"] == (1e-4 if space == "nb201" else 1e-3)

@@ -7,20 +7,21 @@ import math
 import pytest
 import torch
 
-from dnas.bilevel import BilevelProblem
+from dnas.bilevel.methods import METHODS
+from dnas.bilevel.problem import BilevelProblem
+from dnas.bilevel.run import Search
 from dnas.components.activations import Softmax
 from dnas.components.hard_concrete import HardConcrete, gate_probability, sample_hard_concrete
 from dnas.components.pr_darts import CodeRule, PaperRule, PathRegularizer, chain_edges
+from dnas.config.resolve import resolve_config
 from dnas.errors import DnasError
-from dnas.methods import METHODS
-from dnas.resolve import resolve_config
-from dnas.search_loop import Search
+from dnas.runtime.files import read_metrics
 from dnas.spaces import get_space
 from dnas.spaces.darts import DARTS_OPS
 from dnas.spaces.nb201 import NB201_OPS
 from dnas.supernet import build_supernet
 
-TINY = ["channels=4", "layers=1", "max_images=96", "log_every=2"]  # 3 steps per epoch at batch 16
+FEW = "max_images=96"  # 3 steps per epoch at batch 16
 A, B = -0.1, 1.1
 LN = math.log(-A / B)  # ln(-a/b) = -ln 11
 
@@ -362,23 +363,22 @@ def test_presets_are_listed_and_resolve():
     assert combined.activation.name == "softmax" and combined.arch_regularizers[0].name == "pr-darts"
 
 
-def _search(tmp_path, space, name="run", extra=(), method="pr-darts"):
+def _search(tiny_search, space, name="run", extra=(), method="pr-darts"):
     layers = ["layers=3"] if space != "nb201" else []
-    cfg = resolve_config({"space": space, "method": method, "epochs": 3, "batch_size": 16},
-                         [*TINY, *layers, "activation.tau_max=1.0", *extra])
-    search = Search(cfg, tmp_path / name, progress=False)
+    search = tiny_search(method, space=space, epochs=3, name=name,
+                         overrides=[FEW, *layers, "activation.tau_max=1.0", *extra])
     return search, search.run()
 
 
 def _lines(path):
-    return [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
+    return read_metrics(path)
 
 
 @pytest.mark.parametrize("space,method", [("nb201", "pr-darts"), ("darts", "pr-darts"), ("nb201", "pr-darts-code")])
-def test_pr_darts_search_logs_temperature_terms_and_active_gates(tmp_path, space, method):
-    search, genotype = _search(tmp_path, space, method=method)
+def test_pr_darts_search_logs_temperature_terms_and_active_gates(tiny_search, tmp_path, space, method):
+    search, genotype = _search(tiny_search, space, method=method)
     steps = [r for r in _lines(tmp_path / "run") if r["kind"] == "step"]
-    for t in search.space.cell_types:
+    for t in search.algorithm.space.cell_types:
         assert all(0 < r[f"activation.active.{t}"] <= 2 * 14 for r in steps)
     assert sorted({r["activation.tau"] for r in steps}) == pytest.approx([0.1, 0.55, 1.0])
     for term in ("skip", "nonskip", "path"):
@@ -391,31 +391,24 @@ def test_pr_darts_search_logs_temperature_terms_and_active_gates(tmp_path, space
         assert genotype.arch_str.count("~") == 6
 
 
-def test_resume_restores_temperature_and_gate_state(tmp_path, monkeypatch):
-    ref, g_ref = _search(tmp_path, "nb201", "ref", ["checkpoint_every=3"])
-    original = Search._iteration
-
-    def stop_in_epoch_two(self, epoch, step):
-        original(self, epoch, step)
-        if self.global_step == 4:  # the second step of the second epoch
-            self._stop.requested = True
-
-    monkeypatch.setattr(Search, "_iteration", stop_in_epoch_two)
+def test_resume_restores_temperature_and_gate_state(tiny_search, interrupt_at, tmp_path):
+    ref, g_ref = _search(tiny_search, "nb201", "ref", ["checkpoint_every=3"])
+    interrupt_at(Search, 5)  # after the second step of the second epoch
     with pytest.raises(DnasError, match="interrupted"):
-        _search(tmp_path, "nb201", "resumed", ["checkpoint_every=3"])
-    monkeypatch.setattr(Search, "_iteration", original)
+        _search(tiny_search, "nb201", "resumed", ["checkpoint_every=3"])
+    interrupt_at(Search, None)
     state = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)
     assert state["epoch"] == 1 and state["step"] > 0
     assert state["components"]["activation"]["tau"] == pytest.approx(0.55)
     assert set(state["components"]["arch_regularizers.0"]["last"]) >= {"skip", "nonskip", "path"}
 
     restored = Search(ref.cfg, tmp_path / "resumed", progress=False).open()
-    assert restored.activation.tau == pytest.approx(0.55)
-    assert restored.activation.active == state["components"]["activation"]["active"]
+    assert restored.algorithm.activation.tau == pytest.approx(0.55)
+    assert restored.algorithm.activation.active == state["components"]["activation"]["active"]
     restored.close()
 
-    resumed, g_res = _search(tmp_path, "nb201", "resumed", ["checkpoint_every=3"])
-    assert g_res == g_ref and resumed.activation.tau == 0.1
+    resumed, g_res = _search(tiny_search, "nb201", "resumed", ["checkpoint_every=3"])
+    assert g_res == g_ref and resumed.algorithm.activation.tau == 0.1
     assert torch.equal(resumed.problem.alphas["cell"], ref.problem.alphas["cell"])
 
     def strip(lines):
@@ -424,12 +417,12 @@ def test_resume_restores_temperature_and_gate_state(tmp_path, monkeypatch):
     assert strip(_lines(tmp_path / "resumed")) == strip(_lines(tmp_path / "ref"))
 
 
-def test_cli_search_with_the_pr_darts_method(tmp_path, capsys):
+def test_cli_search_with_the_pr_darts_method(tmp_path, tiny, capsys):
     from dnas.cli import main
 
     out = tmp_path / "cli"
     code = main(["search", "--quiet", "--space", "nb201", "--method", "pr-darts", "--epochs", "2", "--batch-size", "16",
-                 "--out", str(out), *TINY])
+                 "--out", str(out), *tiny, FEW])
     assert code == 0 and "nb201 cell:" in capsys.readouterr().out
     results = json.loads((out / "results.json").read_text())
     assert results["steps"] == 6 and "skip_connect" in results
@@ -524,14 +517,13 @@ def test_drop_prob_makes_a_sure_op_lose_its_slot_at_the_official_rate():
         assert won == pytest.approx(expected, abs=0.01)  # 0.732 at p = 0.4
 
 
-def test_paper_preset_at_its_temperature_of_ten(tmp_path):
+def test_paper_preset_at_its_temperature_of_ten(tiny_search, tmp_path):
     """The pr-darts preset as published (tau 10 -> 0.1, beta_0 = 0.5): at tau = 10 every gate opens with
     P = sigmoid(0.5 + 24) ~ 1, so the path term is the sum of P over the 2 parameterised ops of each of
     the 3 chain edges, (2 P)^3 = 8 (equation (8); the official code's mean would give 1), and
     its gradient is ~2e-11 per entry: the first epochs are driven by the cross-entropy alone."""
-    cfg = resolve_config({"space": "nb201", "method": "pr-darts", "epochs": 3, "batch_size": 16}, TINY)
-    assert cfg.activation.params["tau_max"] == 10.0 and cfg.activation.params["init_mean"] == 0.5
-    search = Search(cfg, tmp_path / "run", progress=False)
+    search = tiny_search("pr-darts", epochs=3, overrides=[FEW])
+    assert search.cfg.activation.params["tau_max"] == 10.0 and search.cfg.activation.params["init_mean"] == 0.5
     search.run()
     steps = [r for r in _lines(tmp_path / "run") if r["kind"] == "step"]
     assert sorted({r["activation.tau"] for r in steps}) == pytest.approx([0.1, 5.05, 10.0])
@@ -543,4 +535,4 @@ def test_paper_preset_at_its_temperature_of_ten(tmp_path):
     beta = torch.full((6, 5), 0.5, requires_grad=True)
     reg_grad = torch.autograd.grad(act.probability(beta).sum(), beta)[0]  # float32 sigmoid: exactly 0
     assert float(reg_grad.max()) == pytest.approx(math.exp(-(0.5 + 10 * math.log(11))), rel=1e-3)  # ~2.4e-11
-    assert search.activation.tau == 0.1 and search.problem.strengths()["cell"].dtype == torch.float64
+    assert search.algorithm.activation.tau == 0.1 and search.problem.strengths()["cell"].dtype == torch.float64

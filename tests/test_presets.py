@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
+from dnas.bilevel.methods import METHODS, SLOT_KEYS, darts_protocol, with_changes
 from dnas.cli import main
-from dnas.config import LIST_SLOTS, SINGLE_SLOTS
-from dnas.methods import METHODS, SLOT_KEYS, darts_protocol, with_changes
-from dnas.resolve import resolve_config
+from dnas.config.resolve import resolve_config
+from dnas.config.search import LIST_SLOTS, SINGLE_SLOTS
 
 # keys of a search configuration that are not hyper-parameters of a method
 NOT_HYPER = {"space", "method", "dataset", "data_root", "download", "image_size", "max_images", "seed",
@@ -87,10 +87,10 @@ SECOND_ORDER = {  # quark0/darts architect.py (--unrolled); AutoDL DARTS-V2.py
     "estimator.fd_radius": 0.01,  # r=1e-2, R = r / ||v||
     "schedule.order": "arch-first",  # AutoDL DARTS-V2.py: backward_step_unrolled, then the w step
 }
-AMENDED = {  # no official code; AdversarialNAS architect.py (HVPs "from openreview BJlgt2EYwr"), spec 4.2-4.3
+AMENDED = {  # no official code; AdversarialNAS architect.py (HVPs "from openreview BJlgt2EYwr")
     "estimator": "amended",
-    "estimator.eta": 0.1,  # paper value not retrieved: spec 4.3's proposal
-    "estimator.hvp": "exact",  # chosen by the collapse protocol (issue 13 item 8); AdversarialNAS: fd
+    "estimator.eta": 0.1,  # the paper's value is not public; AdversarialNAS' configs use 0.1
+    "estimator.hvp": "exact",  # chosen by the collapse protocol (docs); AdversarialNAS: fd
     "estimator.fd_radius": 0.01,  # r=1e-2 over ||v|| and over ||u|| (_hessian_vector_product_1 and _2), for hvp=fd
     "schedule.order": "arch-first",  # AdversarialNAS network.py: architect step, then the weight step
 }
@@ -192,12 +192,12 @@ def _drop(table: dict, *keys: str) -> dict:
     return {k: v for k, v in table.items() if k not in keys}
 
 
-def expected(method: str, space: str) -> dict:
-    """The table a preset must resolve to (DARTS-family spaces share the darts tables)."""
+def tables(space: str) -> dict[str, dict]:
+    """The table every preset must resolve to on ``space`` (DARTS-family spaces share the darts tables)."""
     family = "nb201" if space == "nb201" else "darts"
     base = BASE[family]
     replaced_schedule = _drop(base, "schedule.order")
-    tables = {
+    return {
         "darts": base,
         "darts-2nd": {**base, **SECOND_ORDER},
         "amended-darts": {**base, **AMENDED},
@@ -210,31 +210,41 @@ def expected(method: str, space: str) -> dict:
         "darts-prime": {**replaced_schedule, **PRIME_V3},
         "darts-prime-v1": {**_drop(replaced_schedule, "activation.init_std"), **PRIME_V1},
     }
-    return tables[method]
 
 
 @pytest.mark.parametrize("space", ["darts", "nb201", "s1", "s3"])
 @pytest.mark.parametrize("method", sorted(METHODS.names()))
 def test_every_preset_resolves_to_its_table(method, space):
     got = flat(resolve_config({"method": method, "space": space}))
-    want = expected(method, space)
+    want = tables(space)[method]
     differ = {k: (got.get(k, "<missing>"), want.get(k, "<missing>")) for k in set(got) | set(want)
               if got.get(k, "<missing>") != want.get(k, "<missing>")}
     assert not differ, f"{method} on {space}: (resolved, table) {differ}"
 
 
-def test_every_method_has_a_table():
-    for method in METHODS.names():
-        expected(method, "darts")  # a KeyError names a method without a table
+def test_the_tables_name_exactly_the_registered_methods():
+    """A preset added without a table, or a table left for a preset that is gone, fails here."""
+    for space in ("darts", "nb201"):
+        assert sorted(tables(space)) == sorted(METHODS.names())
 
 
 # ----- presets as changes of darts -----------------------------------------------------------------
-def test_a_preset_is_darts_plus_its_changes():
+def _override(key: str, value) -> str:
+    text = {True: "true", False: "false", None: "null"}.get(value, value) if not isinstance(value, int | float) \
+        or isinstance(value, bool) else repr(value)
+    return f"{key}={text}"
+
+
+@pytest.mark.parametrize("space", ["darts", "nb201", "s2"])
+def test_a_preset_is_darts_plus_its_changes(space):
+    """Every preset resolves to what a user gets from ``--method darts`` and its changes typed as
+    ``key=value`` overrides (the claim of `dnas methods --show`), through the command-line path."""
+    assert METHODS.get("darts").changes(space) == {}
     for method in METHODS.names():
-        for space in ("darts", "nb201"):
-            merged = with_changes(darts_protocol(space), METHODS.get(method).changes(space))
-            assert METHODS.get(method).overrides(space) == merged
-    assert METHODS.get("darts").changes("darts") == {}
+        changes = METHODS.get(method).changes(space)
+        by_hand = resolve_config({"method": "darts", "space": space}, [_override(k, v) for k, v in changes.items()])
+        by_hand.method = method
+        assert resolve_config({"method": method, "space": space}) == by_hand, method
 
 
 @pytest.mark.parametrize("space", ["darts", "nb201", "s3"])

@@ -1,28 +1,29 @@
 """DARTS-PRIME: clamp activation, Fisher schedule, projection, prox and ADMM regularizers, presets."""
 
-import json
 import math
 from types import SimpleNamespace
 
 import pytest
 import torch
 
+from dnas.bilevel.methods import METHODS
+from dnas.bilevel.problem import StepContext
+from dnas.bilevel.run import Search
+from dnas.bilevel.step import SearchStep
 from dnas.components.activations import Softmax
 from dnas.components.discretizers import ArgmaxRule, DartsRule
 from dnas.components.prime import ADMM, Clamp, FisherSchedule, Proximity, project_discrete
+from dnas.config.resolve import resolve_config
 from dnas.errors import DnasError
-from dnas.methods import METHODS
-from dnas.resolve import resolve_config
-from dnas.runs import CHECKPOINT
-from dnas.search_loop import Search
-from dnas.spaces import get_space
+from dnas.runtime.files import CHECKPOINT, read_metrics
+from dnas.spaces import Genotype, get_space
 
 NB201, DARTS = get_space("nb201"), get_space("darts")
 
 
-def _problem(activation, alphas, epochs_elapsed=0.0):
+def _problem(activation, alphas):
     """The parts of a BilevelProblem the regularizers read."""
-    return SimpleNamespace(activation=activation, alphas=alphas, epochs_elapsed=epochs_elapsed)
+    return SimpleNamespace(activation=activation, alphas=alphas)
 
 
 def _rows(*row, n=6):
@@ -222,12 +223,12 @@ def test_fisher_schedule_split_and_resume():
 def test_prox_loss_and_gradient_against_hand_computed_values():
     reg = Proximity(rho=0.1)
     reg.bind(NB201)
-    reg.on_epoch_start(1, 3)
     a = _rows(0.1, 0.6, 0.1, 0.1, 0.1)
     a[0] = torch.tensor([0.6, 0.1, 0.1, 0.1, 0.1])  # softmax keeps none: the projection may pick it
     a.requires_grad_(True)
-    problem = _problem(Softmax(), {"cell": a}, epochs_elapsed=1.5)
-    terms = reg(problem, {"cell": a})
+    problem = _problem(Softmax(), {"cell": a})
+    ctx = StepContext(epoch=1, epochs=3, epochs_elapsed=1.5)
+    terms = reg(problem, {"cell": a}, ctx)
     # ||A - Pi(A)||^2 = 6 rows * (4 * 0.1^2 + 0.4^2) = 1.2;  (t/T) rho/2 = (1.5/3) * 0.05 = 0.025
     assert list(terms) == ["prox.cell"]
     assert float(terms["prox.cell"].detach()) == pytest.approx(0.025 * math.sqrt(1.2))
@@ -239,9 +240,9 @@ def test_prox_loss_and_gradient_against_hand_computed_values():
     assert float(reg.metrics()["distance.cell"]) == pytest.approx(math.sqrt(1.2))
     squared = Proximity(rho=0.1, squared=True, ramp=False)
     squared.bind(NB201)
-    assert float(squared(problem, {"cell": a})["prox.cell"].detach()) == pytest.approx(0.05 * 1.2)
-    problem.epochs_elapsed = 0.0
-    assert float(reg(problem, {"cell": a})["prox.cell"].detach()) == 0.0  # the ramp starts at 0
+    assert float(squared(problem, {"cell": a}, ctx)["prox.cell"].detach()) == pytest.approx(0.05 * 1.2)
+    start = StepContext(epoch=0, epochs=3, epochs_elapsed=0.0)
+    assert float(reg(problem, {"cell": a}, start)["prox.cell"].detach()) == 0.0  # the ramp starts at 0
 
 
 # ----- ADMM -------------------------------------------------------------------------------------------
@@ -313,7 +314,7 @@ def test_regularizers_need_the_space():
 
 
 # ----- presets and end-to-end searches ------------------------------------------------------------------
-def _search(tmp_path, space, method, extra=(), name="run", epochs=1):
+def _search(tmp_path, space, method, extra=(), name="run", epochs=1) -> tuple[Search, Genotype]:
     size = ["layers=3", "max_images=48"] if space == "darts" else ["layers=1", "max_images=64"]
     cfg = resolve_config({"space": space, "method": method, "epochs": epochs, "batch_size": 4},
                          ["channels=4", "log_every=1", "schedule.threshold=1000", "a_lr=0.05", *size, *extra])
@@ -331,7 +332,7 @@ def _same(a, b):
 
 
 def _records(out):
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return read_metrics(out)
 
 
 def test_presets_are_registered():
@@ -351,12 +352,13 @@ def test_presets_are_registered():
 @pytest.mark.parametrize("method", ["darts-prime", "darts-prime-v1"])
 def test_end_to_end_searches_log_schedule_and_regularizers(tmp_path, space, method):
     extra = ["arch_regularizers.admm.admm_freq=2"] if method.endswith("v1") else []
-    search, genotype = _search(tmp_path, space, method, extra)
+    run, genotype = _search(tmp_path, space, method, extra)
+    search = run.algorithm
     n_train = len(search.train_stream.indices)
     assert n_train == round((n_train + len(search.val_stream.indices)) * 10 / 11)  # rebalanced split
     steps = [r for r in _records(tmp_path / "run") if r["kind"] == "step"]
     last = steps[-1]
-    assert 0 < search.arch_steps < search.global_step and last["schedule.arch_steps"] == search.arch_steps
+    assert 0 < search.arch_steps < run.global_step and last["schedule.arch_steps"] == search.arch_steps
     assert {"schedule.fisher_ewma", "schedule.threshold", "schedule.fisher"} <= set(last)
     # the threshold after s decisions, a of them arch steps: theta_0 m^(s - a) d^a (theta_0 = 1000 here)
     m, d = 1.05, 1.05 ** -10
@@ -426,8 +428,7 @@ def test_clamp_supernet_normalises_every_node_and_softmax_does_not(tmp_path):
     for method, normalised in (("darts-prime-v1", True), ("darts-prime", False)):
         cfg = resolve_config({"space": "darts", "method": method, "epochs": 1, "batch_size": 8},
                              ["channels=4", "layers=3", "max_images=200"])
-        search = Search(cfg, tmp_path / method, progress=False)
-        search._build()
+        search = SearchStep(cfg)
         nodes: list[torch.Tensor] = []
 
         def keep(module, args, out, nodes=nodes):
@@ -461,23 +462,16 @@ def test_preset_schedule_from_its_initial_threshold_of_one(tmp_path):
     assert steps[0]["arch_steps"] == 0 and 0 < sum(taken) < len(taken)
 
 
-def test_clamp_admm_search_resumes_with_masks_z_u_and_ewma(tmp_path, monkeypatch):
+def test_clamp_admm_search_resumes_with_masks_z_u_and_ewma(tmp_path, interrupt_at):
     extra = ["arch_regularizers.admm.admm_freq=2", "checkpoint_every=0", "a_lr=0.1"]
     reference, g_ref = _search(tmp_path, "nb201", "darts-prime-v1", extra, name="ref", epochs=2)
     arch = {r["step"]: r["arch_steps"] for r in _records(tmp_path / "ref") if r["kind"] == "step"}
     # interrupt right before an iteration that takes an architecture step (its decision is pending)
     stop = next(s for s in range(16, max(arch)) if arch[s + 1] > arch[s])
-    original = Search._iteration
-
-    def interrupt(self, epoch, step):
-        original(self, epoch, step)
-        if self.global_step + 1 == stop:
-            self._stop.requested = True
-
-    monkeypatch.setattr(Search, "_iteration", interrupt)
+    interrupt_at(Search, stop)
     with pytest.raises(DnasError, match="interrupted"):
         _search(tmp_path, "nb201", "darts-prime-v1", extra, name="resumed", epochs=2)
-    monkeypatch.setattr(Search, "_iteration", original)
+    interrupt_at(Search, None)
     saved = torch.load(tmp_path / "resumed" / CHECKPOINT, weights_only=True)["components"]
     pruned = ~saved["activation"]["masks"]["cell"]
     assert pruned[:, 1:].any()  # something real was pruned before the interruption
@@ -488,7 +482,8 @@ def test_clamp_admm_search_resumes_with_masks_z_u_and_ewma(tmp_path, monkeypatch
     assert torch.equal(resumed.problem.alphas["cell"], reference.problem.alphas["cell"])
     assert (resumed.problem.alphas["cell"][pruned] == 0).all()
     for key in ("activation", "schedule", "arch_regularizers.0"):
-        assert _same(resumed.components[key].state_dict(), reference.components[key].state_dict()), key
+        ours, theirs = resumed.algorithm.components[key], reference.algorithm.components[key]
+        assert _same(ours.state_dict(), theirs.state_dict()), key
     strip = [{k: v for k, v in r.items() if k != "seconds"} for r in _records(tmp_path / "ref")]
     assert strip == [{k: v for k, v in r.items() if k != "seconds"} for r in _records(tmp_path / "resumed")]
 

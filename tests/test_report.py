@@ -9,23 +9,21 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import SHARED_DATA
 
-import dnas.cli_report
+import dnas.cli.report
 from dnas.cli import main
-from dnas.cli_report import watch
+from dnas.cli.report import watch
 from dnas.components import DISCRETIZERS
-from dnas.config import build_component
-from dnas.convergence import UNDECIDED_MARGIN
+from dnas.config.resolve import resolve_config
+from dnas.config.search import build_component
+from dnas.diagnostics.convergence import UNDECIDED_MARGIN
 from dnas.errors import DnasError
 from dnas.report.draw import genotype_edges
 from dnas.report.html import write_report
 from dnas.report.run import read_run
 from dnas.report.svgchart import Line, line_chart, nice_ticks
-from dnas.resolve import resolve_config
 from dnas.spaces import Genotype, get_space
 
-TABLE = SHARED_DATA / "nb201_12ep_minibench" / "mini-bench-arch-cell-accs.csv"
 RUN_PANELS = ("facts", "cells", "counts", "margin", "entropy", "hessian", "alignment", "benchmark", "accuracy",
               "config", "environment")
 
@@ -35,11 +33,11 @@ def panels(page: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
+def tiny_run(tmp_path_factory, minibench):
     """A finished 2-epoch NB201 search that logs every diagnostic (and benchmark rows when the table is here)."""
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("report") / "tiny"
-    extra = [f"benchmark_table={TABLE}"] if TABLE.is_file() else []
+    extra = [f"benchmark_table={minibench}"] if minibench is not None else []
     code = main(["search", "--quiet", "--epochs", "2", "--batch-size", "16", "--out", str(out), "channels=4",
                  "layers=1", "max_images=128", "log_every=2", "alignment_every=2", "hessian_every=1", *extra])
     assert code == 0
@@ -76,7 +74,7 @@ def nb201_strengths(margin: float) -> dict[str, list]:
 
 
 # ----- one run --------------------------------------------------------------------------------------------------
-def test_report_of_a_tiny_search(tiny_run, tmp_path):
+def test_report_of_a_tiny_search(tiny_run, tmp_path, minibench):
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout):
         assert main(["report", str(tiny_run), "--out", str(tmp_path / "rep")]) == 0
@@ -101,7 +99,7 @@ def test_report_of_a_tiny_search(tiny_run, tmp_path):
     # the facts: the final cell, margin and entropy as results.json has them
     assert genotype.arch_str in page
     assert f"cell {results['margin']['cell']:.4f}" in page and f"cell {results['entropy']['cell']:.4f}" in page
-    if TABLE.is_file():
+    if minibench is not None:
         assert "no benchmark table" not in page and "cifar10-test" in page
     assert "not logged" not in page  # hessian and alignment were logged
 
@@ -120,7 +118,7 @@ def test_report_out_must_be_a_folder_of_its_own(tiny_run, tmp_path):
 
 
 def test_default_out_is_next_to_the_run(tiny_run):
-    assert dnas.cli_report.default_out([str(tiny_run)]) == tiny_run.with_name("tiny-report")
+    assert dnas.cli.report.default_out([str(tiny_run)]) == tiny_run.with_name("tiny-report")
 
 
 def test_darts_space_report_has_both_cells_and_28_edge_panels(tmp_path):
@@ -221,7 +219,7 @@ def test_ctrl_c_ends_the_watch_with_status_0(tiny_run, tmp_path, monkeypatch):
     def interrupt(seconds):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(dnas.cli_report.time, "sleep", interrupt)
+    monkeypatch.setattr(dnas.cli.report.time, "sleep", interrupt)
     stdout = io.StringIO()
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(io.StringIO()):
         assert main(["report", str(run), "--out", str(tmp_path / "rep"), "--watch", "--interval", "1"]) == 0
@@ -299,7 +297,7 @@ def rendered(page: Path) -> dict:
 
 
 @needs_chromium
-def test_report_renders_in_chromium(tiny_run, tmp_path):
+def test_report_renders_in_chromium(tiny_run, tmp_path, minibench):
     page = write_report([read_run(tiny_run)], tmp_path / "rep")
     check = rendered(page)
     names = [name for name, _, _ in check["panels"]]
@@ -308,7 +306,7 @@ def test_report_renders_in_chromium(tiny_run, tmp_path):
     # every drawing and chart is laid out and has content: 1 cell + 7 charts + 6 edge panels
     assert len(check["svgs"]) == 14 and all(w > 100 and h > 80 for w, h in check["svgs"]), check["svgs"]
     # every chart has lines, except the benchmark chart, which says "no benchmark table" without one
-    assert sum(n < 2 for n in check["drawn"]) == (0 if TABLE.is_file() else 1), check["drawn"]
+    assert sum(n < 2 for n in check["drawn"]) == (0 if minibench is not None else 1), check["drawn"]
     assert check["broken"] == 0 and check["fetched"] == []  # no broken image, nothing loaded from anywhere
     # a screenshot of the real page: not blank, drawn in many colours
     import numpy as np
@@ -324,7 +322,7 @@ def test_report_renders_in_chromium(tiny_run, tmp_path):
 
 
 @needs_chromium
-def test_group_report_renders_in_chromium(tiny_run, tmp_path):
+def test_group_report_renders_in_chromium(tiny_run, tmp_path, minibench):
     generator = torch.Generator().manual_seed(1)
     strengths = [{t: torch.softmax(torch.randn(14, 8, generator=generator), 1).tolist() for t in ("normal", "reduce")}
                  for _ in range(2)]
@@ -336,6 +334,6 @@ def test_group_report_renders_in_chromium(tiny_run, tmp_path):
     assert all(w > 50 and h > 15 for _, w, h in check["panels"]), check["panels"]
     # cells: 1 + 2 in the grid and again in the sections; charts: 2 group (3 with benchmark rows) + 7 + 7 per run
     # + edge panels 6 + 28
-    assert len(check["svgs"]) == 6 + (2 + TABLE.is_file()) + 14 + 34
+    assert len(check["svgs"]) == 6 + (3 if minibench is not None else 2) + 14 + 34
     assert all(w > 50 and h > 40 for w, h in check["svgs"])
     assert check["broken"] == 0 and check["fetched"] == []

@@ -1,32 +1,30 @@
 """Schedules: when the loop takes an architecture step, and the order of the two steps of an iteration."""
 
 import pytest
-from conftest import TINY
 
+from dnas.bilevel.step import SearchStep
 from dnas.components.schedules import SCHEDULES, Alternate, EveryK
-from dnas.config import build_component
+from dnas.config.resolve import resolve_config
+from dnas.config.search import build_component
 from dnas.errors import DnasError
-from dnas.resolve import resolve_config
-from dnas.search_loop import Search
 
 
-def _events(tmp_path, monkeypatch, overrides, name):
+def _events(tiny_search, monkeypatch, overrides):
     """The sequence of steps of a 3-iteration search: "a" architecture step, "w" weight step."""
     events = []
-    arch_step, weight_step = Search._arch_step, Search._weight_step
+    arch_step, weight_step = SearchStep.arch_step, SearchStep.weight_step
 
-    def record_arch(self, train_batch):
+    def record_arch(self, *args, **kwargs):
         events.append("a")
-        arch_step(self, train_batch)
+        return arch_step(self, *args, **kwargs)
 
-    def record_weight(self, epoch, train_batch):
+    def record_weight(self, *args, **kwargs):
         events.append("w")
-        weight_step(self, epoch, train_batch)
+        return weight_step(self, *args, **kwargs)
 
-    monkeypatch.setattr(Search, "_arch_step", record_arch)
-    monkeypatch.setattr(Search, "_weight_step", record_weight)
-    cfg = resolve_config({"space": "nb201", "epochs": 1, "batch_size": 16}, [*TINY, "max_images=96", *overrides])
-    Search(cfg, tmp_path / name, progress=False).run()
+    monkeypatch.setattr(SearchStep, "arch_step", record_arch)
+    monkeypatch.setattr(SearchStep, "weight_step", record_weight)
+    tiny_search(overrides=["max_images=96", *overrides]).run()
     return "".join(events)
 
 
@@ -36,14 +34,14 @@ def _events(tmp_path, monkeypatch, overrides, name):
     (["schedule=every-k", "schedule.k=2", "schedule.order=weight-first"], "wawwa"),
     (["schedule=every-k", "schedule.k=2"], "awwaw"),
 ])
-def test_the_loop_takes_the_steps_in_the_schedules_order(tmp_path, monkeypatch, overrides, expected):
-    assert _events(tmp_path, monkeypatch, overrides, "run") == expected
+def test_the_loop_takes_the_steps_in_the_schedules_order(tiny_search, monkeypatch, overrides, expected):
+    assert _events(tiny_search, monkeypatch, overrides) == expected
 
 
-def test_darts_on_nb201_steps_the_weights_first_as_autodl(tmp_path, monkeypatch):
+def test_darts_on_nb201_steps_the_weights_first_as_autodl(tiny_search, monkeypatch):
     assert resolve_config({"space": "nb201"}).schedule.params["order"] == "weight-first"
     assert resolve_config({"space": "darts"}).schedule.params["order"] == "arch-first"
-    assert _events(tmp_path, monkeypatch, [], "run") == "wawawa"
+    assert _events(tiny_search, monkeypatch, []) == "wawawa"
 
 
 def test_order_is_checked():

@@ -12,11 +12,10 @@ import sys
 import time
 
 import pytest
-from conftest import TINY
 
-import dnas.cli_compare
+import dnas.cli.compare
 from dnas.cli import main
-from dnas.config import SearchConfig
+from dnas.config.search import SearchConfig
 from dnas.grid import Compare, SlurmOptions, parse_methods
 from dnas.grid.slurm import INSTALL_HINT, SearchJob
 
@@ -33,14 +32,14 @@ def _strengths(run_dir):
     return json.loads((run_dir / "results.json").read_text())["strengths"]
 
 
-def _grid(out, epochs=1, extra=(), slurm=LOCAL, **kwargs):
+def _grid(out, tiny, epochs=1, extra=(), slurm=LOCAL, **kwargs):
     return Compare("nb201", parse_methods("darts"), kwargs.pop("seeds", [0, 1]), out,
-                   flags={"epochs": epochs, "batch_size": 16}, overrides=[*TINY, *extra], slurm=slurm,
+                   flags={"epochs": epochs, "batch_size": 16}, overrides=[*tiny, *extra], slurm=slurm,
                    progress=False, echo=kwargs.pop("echo", lambda line: None), **kwargs)
 
 
 def _uninterrupted(cfg: SearchConfig, out):
-    from dnas.search_loop import Search
+    from dnas.bilevel.run import Search
 
     Search(cfg, out, progress=False).run()
     return _strengths(out)
@@ -74,11 +73,11 @@ def test_the_checkpoint_hook_requeues_the_same_call():
 
 
 @pytest.mark.slow
-def test_jobs_run_the_grid_and_a_preempted_run_resumes_from_its_checkpoint(tmp_path):
-    from dnas.search_loop import Search
+def test_jobs_run_the_grid_and_a_preempted_run_resumes_from_its_checkpoint(tmp_path, tiny):
+    from dnas.bilevel.run import Search
 
     out = tmp_path / "cmp"
-    compare = _grid(out, epochs=2, extra=["checkpoint_every=2"])
+    compare = _grid(out, tiny, epochs=2, extra=["checkpoint_every=2"])
     preempted = compare.runs[0]
     search = Search(preempted.cfg, preempted.out, progress=False).open()  # a job that died at step 3
     for _ in range(3):
@@ -94,11 +93,11 @@ def test_jobs_run_the_grid_and_a_preempted_run_resumes_from_its_checkpoint(tmp_p
 
 
 @pytest.mark.slow
-def test_no_wait_returns_at_once_and_the_same_command_collects(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(dnas.cli_compare, "SlurmOptions", functools.partial(SlurmOptions, cluster="local"))
+def test_no_wait_returns_at_once_and_the_same_command_collects(tmp_path, monkeypatch, capsys, tiny):
+    monkeypatch.setattr(dnas.cli.compare, "SlurmOptions", functools.partial(SlurmOptions, cluster="local"))
     out = tmp_path / "cmp"
     command = ["compare", "--executor", "slurm", "--methods", "darts", "--seeds", "0,1", "--epochs", "1",
-               "--batch-size", "16", "--quiet", "--out", str(out), *TINY]
+               "--batch-size", "16", "--quiet", "--out", str(out), *tiny]
     assert main([*command, "--no-wait"]) == 0
     err = capsys.readouterr().err
     jobs = json.loads((out / "slurm" / "jobs.json").read_text())["jobs"]
@@ -114,12 +113,12 @@ def test_no_wait_returns_at_once_and_the_same_command_collects(tmp_path, monkeyp
 
 
 @pytest.mark.slow
-def test_a_job_at_its_time_limit_is_requeued_and_resumes(tmp_path):
+def test_a_job_at_its_time_limit_is_requeued_and_resumes(tmp_path, tiny):
     # with a 1-minute limit, submitit takes the warning signal for the time limit (not a preemption): only a
     # checkpointable job is requeued then
     one_minute = SlurmOptions(cluster="local", time=1)
     out = tmp_path / "cmp"
-    compare = _grid(out, epochs=10, extra=["checkpoint_every=2"], slurm=one_minute, seeds=[0], wait=False)
+    compare = _grid(out, tiny, epochs=10, extra=["checkpoint_every=2"], slurm=one_minute, seeds=[0], wait=False)
     compare.run()
     run = compare.runs[0]
     deadline = time.monotonic() + 180
@@ -127,7 +126,7 @@ def test_a_job_at_its_time_limit_is_requeued_and_resumes(tmp_path):
         assert time.monotonic() < deadline, "the job did not start its search"
         time.sleep(0.05)
     os.kill(int((run.out / ".lock").read_text()), signal.SIGUSR2)  # what Slurm sends before the time limit
-    report = _grid(out, epochs=10, extra=["checkpoint_every=2"], slurm=one_minute, seeds=[0]).run()
+    report = _grid(out, tiny, epochs=10, extra=["checkpoint_every=2"], slurm=one_minute, seeds=[0]).run()
     assert report.records[0].ok
     (log,) = (out / "slurm").glob("*_0_log.out")  # submitit's own log of the job
     assert "Requeued job" in log.read_text()

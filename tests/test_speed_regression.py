@@ -1,12 +1,12 @@
-"""Speed regression check on quantities that do not depend on the machine's load (issue 14, item 5).
+"""Speed regression check on quantities that do not depend on the machine's load.
 
 Timing a search in CI is too noisy to gate on, so these tests pin what the time is made of, on a
-tiny supernet, per method and per iteration of the real search loop (``Search._iteration``, as in
+tiny supernet, per method and per iteration of the real search algorithm (``SearchStep.iterate``, as in
 ``bench/bench_search.py``):
 
 * the number of forward and backward passes through the supernet,
 * the FLOPs of convolutions and matrix products, counted from the network as it runs
-  (:mod:`dnas.flops`), against closed forms and against sums of single reference passes,
+  (:mod:`dnas.diagnostics.flops`), against closed forms and against sums of single reference passes,
 * the peak memory allocated by the iteration, against the peak of one pass plus the
   weight-sized vectors the method is expected to keep.
 
@@ -24,14 +24,17 @@ import torch
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
-from dnas.flops import Work, count_work
+from dnas.diagnostics.flops import Work, count_work
 from dnas.spaces import get_space
 from dnas.supernet import build_supernet
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 from _common import FD, PASS_KINDS, PASSES, iterate, reference_pass, search_at_last_epoch  # noqa: E402
 
-TINY = {"channels": 4, "layers": 1, "batch_size": 8, "image_size": 8}
+SHAPE = {"channels": 4, "layers": 1, "batch_size": 8, "image_size": 8}
+# the Fisher schedule's threshold out of reach: an architecture step in every iteration, so every
+# iteration's passes include the architecture step's
+EVERY_ITERATION = {"darts-prime": ["schedule.threshold=1e9"], "darts-prime-v1": ["schedule.threshold=1e9"]}
 
 def counted(fn, net) -> Work:
     with count_work(net) as work:
@@ -156,20 +159,21 @@ def _sum(works: list[Work]) -> Work:
     return sum(works, Work())
 
 
-SHAPES = {"nb201": {**TINY}, "darts": {**TINY, "layers": 4}}  # DARTS: normal cells 0 and 3, reductions 1 and 2
+SHAPES = {"nb201": {**SHAPE}, "darts": {**SHAPE, "layers": 4}}  # DARTS: normal cells 0 and 3, reductions 1 and 2
 CASES = [("nb201", m) for m in PASSES] + [("darts", m) for m in ("darts", "darts-2nd", "lambda-darts")]
 
 
 @pytest.mark.parametrize(("space", "method"), CASES)
 def test_passes_and_flops_of_one_iteration(space, method):
-    with search_at_last_epoch(space, method, **SHAPES[space], overrides=FD.get(method, [])) as search:
+    overrides = [*FD.get(method, []), *EVERY_ITERATION.get(method, [])]
+    with search_at_last_epoch(space, method, **SHAPES[space], overrides=overrides) as search:
         iterate(search)  # first calls fill caches (pooling counts) and optimizer states
         problem, batch = search.problem, next(search.train_stream)
         reference = {kind: counted(lambda k=kind: reference_pass(problem, batch, k), problem.net)
                      for kind in PASS_KINDS}
         assert all((r.forwards, r.backwards) == (1, 1) for r in reference.values())
         arch_passes, weight_passes = PASSES[method]
-        taken, iterations = 0, 4 if method.startswith("darts-prime") else 2  # prime: alpha steps only now and then
+        taken, iterations = 0, 2
         for _ in range(iterations):
             arch_step, total, took = _iteration_work(search)
             taken += took
@@ -184,15 +188,15 @@ def test_passes_and_flops_of_one_iteration(space, method):
             assert (total.forwards, total.backwards) == (expected.forwards, expected.backwards)
             assert arch_step.flops == expected_arch.flops
             assert total.flops == expected.flops
-        assert taken == iterations or method.startswith("darts-prime")
+        assert taken == iterations
 
 
 @pytest.mark.parametrize("method", ["pr-darts", "pr-darts-code"])
 def test_gated_methods_run_two_passes_on_fewer_flops(method):
-    with search_at_last_epoch("nb201", "darts", **TINY) as search:
+    with search_at_last_epoch("nb201", "darts", **SHAPE) as search:
         iterate(search)
         darts = _iteration_work(search)[1].flops
-    with search_at_last_epoch("nb201", method, **TINY) as search:
+    with search_at_last_epoch("nb201", method, **SHAPE) as search:
         iterate(search)
         for _ in range(3):
             arch_step, total, took = _iteration_work(search)
@@ -204,7 +208,7 @@ def test_gated_methods_run_two_passes_on_fewer_flops(method):
 
 @pytest.mark.parametrize("method", list(WEIGHT_VECTORS))
 def test_peak_memory_of_one_iteration(method):
-    with search_at_last_epoch("nb201", method, **TINY, overrides=FD.get(method, [])) as search:
+    with search_at_last_epoch("nb201", method, **SHAPE, overrides=FD.get(method, [])) as search:
         iterate(search)
         problem, batch = search.problem, next(search.train_stream)
         kinds = {*PASSES[method][0], *PASSES[method][1]}
@@ -276,7 +280,7 @@ def test_drives_the_original_code_from_checkouts_given_in_the_environment():
     rows = [line for line in lines if line.startswith("| NB201 C=8") or line.startswith("| DARTS")]
     assert len(rows) == 4 and "AutoDL DARTS-V1" in rows[0] and "quark0/darts" in rows[1]
     assert all(row.count("|") == 7 and "x) |" in row for row in rows[:2])  # memory added by the iterations, ratio
-    assert sum("host allocator (dnas.allocator), original / dnas: " in line for line in lines) == 2
+    assert sum("host allocator (dnas.runtime.allocator), original / dnas: " in line for line in lines) == 2
 
 
 def test_hvp_benchmark_runs_and_compares_the_two_products():

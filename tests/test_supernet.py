@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dnas.bilevel import BilevelProblem
+from dnas.bilevel.problem import BilevelProblem
 from dnas.components.activations import Softmax
 from dnas.spaces import get_space
 from dnas.supernet import build_supernet, copy_into_reference
@@ -140,13 +140,13 @@ def test_average_pooling_double_backward_is_exact_and_one_convolution(stride, si
     double backward differentiates one convolution instead of PyTorch's loop over the C groups."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    from dnas.supernet.fused import _BoxSum
+    from dnas.supernet.recompute import BoxSum
 
     ones = torch.ones(4, 1, 3, 3, dtype=torch.float64)
     x = torch.randn(2, 4, size, size, dtype=torch.float64, requires_grad=True)
 
     def box(t):
-        return _BoxSum.apply(t, ones, stride)
+        return BoxSum.apply(t, ones, stride)
 
     assert torch.equal(box(x), F.conv2d(x, ones, stride=stride, padding=1, groups=4))
     assert torch.autograd.gradcheck(box, (x,)) and torch.autograd.gradgradcheck(box, (x,))
@@ -172,7 +172,7 @@ def test_average_pooling_double_backward_is_exact_and_one_convolution(stride, si
 def test_dilated_depthwise_without_dilation_is_exact(k, stride, size, channels_last):
     """The parity-phase form of the dilation-2 depthwise convolution equals PyTorch's dilated one, in
     either layout, and keeps a channels-last input's layout (what the pointwise convolution after it wants)."""
-    from dnas.supernet.fused import _dilated2_depthwise
+    from dnas.supernet.recompute import dilated2_depthwise
 
     g = torch.Generator().manual_seed(k * 10 + stride)
     x = torch.randn(3, 6, size, size, generator=g, dtype=torch.float64)
@@ -180,7 +180,7 @@ def test_dilated_depthwise_without_dilation_is_exact(k, stride, size, channels_l
         x = x.contiguous(memory_format=torch.channels_last)
     weight = torch.randn(6, 1, k, k, generator=g, dtype=torch.float64)
     expected = F.conv2d(x, weight, stride=stride, padding=k - 1, dilation=2, groups=6)
-    got = _dilated2_depthwise(x, weight, stride, k)
+    got = dilated2_depthwise(x, weight, stride, k)
     torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
     if channels_last and stride == 1 and size % 2 == 0:
         assert got.is_contiguous(memory_format=torch.channels_last)
@@ -269,7 +269,7 @@ def test_fused_cells_compute_the_same_in_either_layout_and_keep_it(space_name, c
 def test_graphs_differentiated_twice_are_built_in_the_contiguous_layout():
     """On CPU a supernet runs channels-last, except where an exact Hessian-vector product builds its
     graph (PyTorch's double backward of BatchNorm is several times slower on channels-last tensors)."""
-    from dnas.autodiff import make_hvp
+    from dnas.bilevel.autodiff import make_hvp
     from dnas.supernet.differentiation import twice_differentiated
 
     space = get_space("nb201")
@@ -386,17 +386,17 @@ def test_recomputation_runs_only_for_the_gradients_the_backward_asks_for(monkeyp
     """The depthwise outputs are recomputed only when a pointwise weight's gradient is wanted:
     ``autograd.grad`` w.r.t. the architecture weights skips them, as PyTorch's own convolution skips
     unneeded weight gradients."""
-    from dnas.supernet import fused
+    from dnas.supernet import kinds
 
     calls = 0
-    depthwise = fused.FusedDilConv._depthwise
+    depthwise = kinds.FusedDilConv.depthwise_conv
 
     def counting_depthwise(self, *args, **kwargs):
         nonlocal calls
         calls += 1
         return depthwise(self, *args, **kwargs)
 
-    monkeypatch.setattr(fused.FusedDilConv, "_depthwise", counting_depthwise)
+    monkeypatch.setattr(kinds.FusedDilConv, "depthwise_conv", counting_depthwise)
     topo = get_space("darts").cells["normal"]
     torch.manual_seed(0)
     cell = FusedCell("darts", topo, 4)
@@ -410,8 +410,8 @@ def test_recomputation_runs_only_for_the_gradients_the_backward_asks_for(monkeyp
         torch.autograd.grad(loss, wrt)
         return calls - before
 
-    stages = sum(2 if isinstance(k, fused.FusedSepConv) else 1 for source in cell.fused_sources()
-                 for k in source.kinds.values() if isinstance(k, (fused.FusedSepConv, fused.FusedDilConv)))
+    stages = sum(2 if isinstance(k, kinds.FusedSepConv) else 1 for source in cell.fused_sources()
+                 for k in source.kinds.values() if isinstance(k, (kinds.FusedSepConv, kinds.FusedDilConv)))
     assert stages > 0
     assert recomputed([w]) == 0
     assert recomputed(weights) == stages

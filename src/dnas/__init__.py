@@ -9,8 +9,10 @@ The Python API (imported on first use, so that ``import dnas`` stays light)::
     dnas.query("|nor_conv_3x3~0|+|...", table="table.csv")
     dnas.compare("nb201", ["darts", "pr-darts"], seeds=[0, 1], dataset="digits", epochs=5)
 
-Lower level: :class:`Search` (``open``/``step``/``finish``, ``on_step``/``on_epoch`` callbacks),
-:func:`resolve_config`, :class:`Trainer`, :class:`Genotype`, :class:`Compare`.
+Lower level: :class:`Search` (a search run: ``open``/``step``/``finish``, ``on_step``/``on_epoch``
+callbacks), :class:`SearchStep` (the search algorithm alone, one ``iterate`` at a time, no files),
+:func:`resolve_config`, :class:`Trainer` and :class:`TrainStep` (the same for retraining),
+:class:`Genotype`, :class:`Compare`.
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "search": "dnas.api", "train": "dnas.api", "query": "dnas.api", "compare": "dnas.api",
-    "SearchResult": "dnas.api", "TrainResult": "dnas.api", "read_metrics": "dnas.api",
-    "Search": "dnas.search_loop", "resolve_config": "dnas.resolve", "SearchConfig": "dnas.config",
-    "Trainer": "dnas.training", "resolve_train_config": "dnas.training", "Genotype": "dnas.spaces",
+    "SearchResult": "dnas.api", "TrainResult": "dnas.api", "read_metrics": "dnas.runtime.files",
+    "Search": "dnas.bilevel.run", "SearchStep": "dnas.bilevel.step", "resolve_config": "dnas.config.resolve",
+    "SearchConfig": "dnas.config.search", "Trainer": "dnas.retrain.run", "TrainStep": "dnas.retrain.step",
+    "resolve_train_config": "dnas.config.train", "Genotype": "dnas.spaces",
     "Compare": "dnas.grid", "DnasError": "dnas.errors",
 }
 __all__ = ["__version__", *_EXPORTS]

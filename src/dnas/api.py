@@ -22,7 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dnas.config.base import load_config_file
 from dnas.errors import DnasError
+from dnas.runtime.files import GENOTYPE, RESULTS, read_metrics
+from dnas.runtime.threads import set_threads
 from dnas.spaces import Genotype
 
 if TYPE_CHECKING:
@@ -41,7 +44,7 @@ class SearchResult:
 
     @property
     def genotype_file(self) -> Path:
-        return self.run_dir / "genotype.json"
+        return self.run_dir / GENOTYPE
 
     @property
     def epochs(self) -> list[dict[str, Any]]:
@@ -56,13 +59,7 @@ class TrainResult:
     result: dict[str, Any]
     metrics: list[dict[str, Any]]
     run_dir: Path
-    config: Any  # dnas.training.TrainConfig
-
-
-def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The records of ``RUN/metrics.jsonl``."""
-    path = Path(run_dir) / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    config: Any  # dnas.config.train.TrainConfig
 
 
 def _items(settings: Mapping[str, Any], overrides: Mapping[str, Any] | Sequence[str] | None) -> list[str]:
@@ -86,15 +83,7 @@ def _run_dir(out: str | Path | None, prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix)) if out is None else Path(out)
 
 
-def _threads(threads: int | None) -> None:
-    from dnas.cli import set_threads
-
-    set_threads(threads)
-
-
 def _config_file(config: str | Path | Mapping[str, Any] | None) -> dict[str, Any] | None:
-    from dnas.config import load_config_file
-
     if config is None or isinstance(config, Mapping):
         return dict(config) if config is not None else None
     return load_config_file(config)
@@ -110,16 +99,16 @@ def search(space: str | None = None, method: str | None = None, dataset: str | N
     resolve like ``dnas search`` (defaults < preset < ``config`` < settings < ``overrides``);
     ``config`` is a config file (a run's own ``config.yaml`` replays it) or a mapping of keys.
     """
-    from dnas.resolve import resolve_config
-    from dnas.search_loop import Search
+    from dnas.bilevel.run import Search
+    from dnas.config.resolve import resolve_config
 
-    _threads(threads)
+    set_threads(threads)
     flags = {"space": space, "method": method, "dataset": dataset}
     cfg = resolve_config(flags, _items(settings, overrides), _config_file(config))
     run_dir = _run_dir(out, "dnas-search-")
     searcher = Search(cfg, run_dir, progress=progress, on_step=on_step, on_epoch=on_epoch)
     genotype = searcher.run()
-    return SearchResult(genotype, json.loads((run_dir / "results.json").read_text()), read_metrics(run_dir),
+    return SearchResult(genotype, json.loads((run_dir / RESULTS).read_text()), read_metrics(run_dir),
                         run_dir, cfg)
 
 
@@ -133,12 +122,13 @@ def train(genotype: str | Path | Genotype | None = None, *, out: str | Path | No
     an NB201 arch string, or a :class:`Genotype`; ``settings`` are ``dnas train`` keys
     (``dataset=..., epochs=..., channels=...``).
     """
-    from dnas.training import Trainer, resolve_train_config
+    from dnas.config.train import resolve_train_config
+    from dnas.retrain.run import Trainer
 
-    _threads(threads)
+    set_threads(threads)
     run_dir = _run_dir(out, "dnas-train-")
     if isinstance(genotype, Genotype):  # through a file, as the command line takes it
-        cell_file = Path(tempfile.mkdtemp(prefix="dnas-cell-")) / "genotype.json"
+        cell_file = Path(tempfile.mkdtemp(prefix="dnas-cell-")) / GENOTYPE
         genotype.save(cell_file)
         genotype = cell_file
     cfg, resolved = resolve_train_config(None if genotype is None else str(genotype), None,
@@ -152,7 +142,7 @@ def train(genotype: str | Path | Genotype | None = None, *, out: str | Path | No
 def query(genotype: str | Path | Genotype, table: str | Path) -> dict[str, Any] | None:
     """The NAS-Bench-201 row of a cell (``{"cifar10-test": 93.1, ...}``), or None if the table lacks it."""
     from dnas.benchmarks import canonical_arch, load_table
-    from dnas.genotypes import resolve_genotype
+    from dnas.spaces.published import resolve_genotype
 
     cell = genotype if isinstance(genotype, Genotype) else resolve_genotype(str(genotype)).genotype
     return load_table(table).get(canonical_arch(cell))

@@ -25,10 +25,14 @@ class Registry(Generic[T]):
         self._items: dict[str, T] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
+        """Register ``obj`` as ``name``; a class also gets ``name`` as its ``name`` attribute."""
+
         def decorator(obj: T) -> T:
             if name in self._items:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
             self._items[name] = obj
+            if inspect.isclass(obj):
+                obj.name = name  # type: ignore[attr-defined]
             return obj
 
         return decorator

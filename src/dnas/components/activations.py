@@ -114,7 +114,6 @@ class Softmax(Activation):
         A(alpha)_{e,o} = exp(alpha_{e,o}) / sum_{o' in O_e} exp(alpha_{e,o'})   (o in O_e),   0 otherwise
     """
 
-    name = "softmax"
 
     def __init__(self, *, init_std: float = 1e-3, exclude: str = ""):
         super().__init__(exclude=exclude)

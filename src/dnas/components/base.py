@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 
 class Component:
-    name: str = ""
+    name: str = ""  #: set by the registry the component is registered in
 
     def bind(self, space: SearchSpace) -> None:
         """Called once by the search loop after construction, before ``alpha`` is initialised: the

@@ -23,7 +23,6 @@ class DartsRule(Discretizer):
     """DARTS: per intermediate node, keep the ``k`` incoming edges whose strongest non-``none`` op
     is strongest (ties: the earlier edge), and on each the arg-max non-``none`` op."""
 
-    name = "darts"
 
     def __init__(self, *, edges_per_node: int = 2):
         self.edges_per_node = edges_per_node
@@ -57,7 +56,6 @@ def darts_rule_choices(topo: CellTopology, strengths: Tensor, edges_per_node: in
 class ArgmaxRule(Discretizer):
     """NAS-Bench-201: the arg-max op on every edge, ``none`` included."""
 
-    name = "argmax"
 
     def __call__(self, space: SearchSpace, strengths: dict[str, Tensor]) -> Genotype:
         cells = {}

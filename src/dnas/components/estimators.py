@@ -9,7 +9,7 @@ An estimator writes its estimate into ``alpha.grad`` and returns the validation 
 it computed on the way (for logging without extra passes). First order drops the implicit term;
 second order (DARTS) replaces ``H^{-1}`` by ``xi I`` through a one-step unroll; amended
 (Amended-DARTS) replaces it by ``eta H``. The Hessian-vector products come from
-:mod:`dnas.autodiff` (``hvp="exact"`` or ``"fd"``).
+:mod:`dnas.bilevel.autodiff` (``hvp="exact"`` or ``"fd"``).
 
 Exact and finite-difference products are not interchangeable on ReLU networks: a displacement of
 norm ``r = 0.01`` moves some pre-activations across zero, so the central difference also measures
@@ -24,8 +24,9 @@ estimate — so the radii ``r/||v||`` are those of the all-reduced vectors and e
 the same points and ends with the same ``alpha.grad``.
 
 Estimators only use a small surface of the problem: ``weights``, ``arch``, ``net`` (for its
-buffers), ``activated()``, ``loss(batch, activated)``, ``arch_objective(batch)``, ``weight_lr``
-and ``weight_optimizer``. They change nothing but ``alpha.grad``: weights and BatchNorm statistics are
+buffers), ``activated()``, ``loss(batch, activated)`` and ``arch_objective(batch, ctx)``, and of the
+iteration's :class:`~dnas.bilevel.problem.StepContext` the weight learning rate ``weight_lr`` and the
+weight optimizer ``weight_optimizer``. They change nothing but ``alpha.grad``: weights and BatchNorm statistics are
 restored, and repeated forwards of a batch replay the random numbers of its first forward.
 """
 
@@ -36,7 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from dnas.autodiff import (
+from dnas.bilevel.autodiff import (
     HVP_METHODS,
     LossFn,
     global_norm,
@@ -46,14 +47,15 @@ from dnas.autodiff import (
     replay_randomness,
     shifted,
 )
-from dnas.bilevel import Batch, BilevelProblem
+from dnas.bilevel.problem import Batch, BilevelProblem, StepContext
 from dnas.components.base import Component
 from dnas.errors import DnasError
 from dnas.registry import Registry
 
 
 class Estimator(Component):
-    def arch_gradient(self, problem: BilevelProblem, train_batch: Batch, val_batch: Batch) -> tuple[Tensor, Tensor]:
+    def arch_gradient(self, problem: BilevelProblem, train_batch: Batch, val_batch: Batch,
+                      ctx: StepContext) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
 
 
@@ -69,10 +71,10 @@ def set_grads(params: list[torch.nn.Parameter], grads: list[Tensor]) -> None:
 class FirstOrder(Estimator):
     """DARTS first order: drop the implicit term, ``g = grad_alpha [L_val(w, alpha) + R_arch(alpha)]``."""
 
-    name = "first-order"
 
-    def arch_gradient(self, problem: BilevelProblem, train_batch: Batch, val_batch: Batch) -> tuple[Tensor, Tensor]:
-        objective, logits, _ = problem.arch_objective(val_batch)
+    def arch_gradient(self, problem: BilevelProblem, train_batch: Batch, val_batch: Batch,
+                      ctx: StepContext) -> tuple[Tensor, Tensor]:
+        objective, logits, _ = problem.arch_objective(val_batch, ctx)
         grads = gradients(objective, problem.arch)  # zeros for a cell type the net lacks
         problem.mean_(grads)
         set_grads(problem.arch, grads)
@@ -142,12 +144,12 @@ class _CurvatureEstimator(Estimator):
 VIRTUAL_STEPS = ("optimizer", "gradient")
 
 
-def optimizer_direction(problem: BilevelProblem, grads: list[Tensor]) -> list[Tensor]:
+def optimizer_direction(problem: BilevelProblem, grads: list[Tensor], opt: torch.optim.Optimizer | None
+                        ) -> list[Tensor]:
     """``mu m + g + lambda w`` per weight: the direction of the weight optimizer's next SGD step for the
     gradient ``g``, with its current momentum buffer ``m``, momentum ``mu`` and weight decay ``lambda``
     (DARTS' ``_compute_unrolled_model``; no momentum term before the optimizer's first step, and
     ``nesterov`` is ignored, as in DARTS' and AutoDL's code). Plain ``g`` without a weight optimizer."""
-    opt = problem.weight_optimizer
     if opt is None:
         return grads
     groups = {p: group for group in opt.param_groups for p in group["params"]}
@@ -175,17 +177,16 @@ class SecondOrder(_CurvatureEstimator):
     which is ``d/dalpha [L_val(w'(alpha), alpha) + R_arch(alpha)]`` exactly (``mu m`` and ``lambda w``
     do not depend on ``alpha``), the mixed term computed by an HVP at ``w`` (``hvp="fd"``: DARTS'
     central difference; ``"exact"``: double backward). ``xi=None`` uses the current learning rate of
-    ``w`` (DARTS' choice), which the search loop keeps in ``problem.weight_lr``.
+    ``w`` (DARTS' choice), ``ctx.weight_lr``.
 
     The virtual step: DARTS' code (``architect.py``, ``_compute_unrolled_model``) and AutoDL's
     NAS-Bench-201 DARTS-V2 step with the weight optimizer's momentum buffer ``m`` (times its
     momentum ``mu``) and weight decay ``lambda`` (:func:`optimizer_direction`, from
-    ``problem.weight_optimizer``, which the search loop sets); this is the default. The paper's
+    ``ctx.weight_optimizer``); this is the default. The paper's
     equation (7) has the plain gradient step, ``virtual_step="gradient"``. The step is taken in
     place on the weights and undone bit-exactly. Returns ``L_val + R_arch`` and the logits at ``w'``.
     """
 
-    name = "second-order"
 
     def __init__(self, *, xi: float | None = None, hvp: str = "fd", fd_radius: float = 0.01,
                  virtual_step: str = "optimizer"):
@@ -198,18 +199,19 @@ class SecondOrder(_CurvatureEstimator):
         self.xi = None if xi is None else float(xi)
         self.virtual_step = virtual_step
 
-    def arch_gradient(self, problem: BilevelProblem, train_batch: Batch, val_batch: Batch) -> tuple[Tensor, Tensor]:
+    def arch_gradient(self, problem: BilevelProblem, train_batch: Batch, val_batch: Batch,
+                      ctx: StepContext) -> tuple[Tensor, Tensor]:
         weights, arch = problem.weights, problem.arch
-        xi = problem.weight_lr if self.xi is None else self.xi
+        xi = ctx.weight_lr if self.xi is None else self.xi
         with preserved_buffers(problem.net):
             activated, leaves = _activated_leaves(problem)
             train_loss = self._train_loss(problem, train_batch, leaves)
             step = gradients(train_loss(), weights)
             problem.mean_(step)  # data parallel: the global batch's gradient, before it moves w
             if self.virtual_step == "optimizer":
-                step = optimizer_direction(problem, step)
+                step = optimizer_direction(problem, step, ctx.weight_optimizer)
             with shifted(weights, step, -xi):  # w' = w - xi d, undone on exit
-                objective, logits, _ = problem.arch_objective(val_batch)
+                objective, logits, _ = problem.arch_objective(val_batch, ctx)
                 grads = gradients(objective, [*arch, *weights])
             problem.mean_(grads)
             direct, v = grads[: len(arch)], grads[len(arch):]
@@ -243,7 +245,6 @@ class Amended(_CurvatureEstimator):
     0.01 over the norm of the vector).
     """
 
-    name = "amended"
 
     def __init__(self, *, eta: float = 0.1, hvp: str = "fd", fd_radius: float = 0.01):
         super().__init__(hvp, fd_radius)
@@ -251,10 +252,11 @@ class Amended(_CurvatureEstimator):
             raise DnasError(f"estimator.eta must be a non-negative number, got {eta!r}")
         self.eta = float(eta)
 
-    def arch_gradient(self, problem: BilevelProblem, train_batch: Batch, val_batch: Batch) -> tuple[Tensor, Tensor]:
+    def arch_gradient(self, problem: BilevelProblem, train_batch: Batch, val_batch: Batch,
+                      ctx: StepContext) -> tuple[Tensor, Tensor]:
         weights, arch = problem.weights, problem.arch
         with preserved_buffers(problem.net):
-            objective, logits, _ = problem.arch_objective(val_batch)
+            objective, logits, _ = problem.arch_objective(val_batch, ctx)
             grads = gradients(objective, [*arch, *weights])
             problem.mean_(grads)
             direct, v = grads[: len(arch)], grads[len(arch):]

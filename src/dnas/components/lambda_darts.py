@@ -2,7 +2,7 @@
 
 With weight sharing every cell ``l`` of a type uses the same activated weights, so the
 architecture gradient is a sum of per-cell gradients ``g_l = dL_train/dA_l``. Lambda-DARTS
-*maximises* their alignment ``R`` in the weight step (spec/methods.md section 2.2):
+*maximises* their alignment ``R`` in the weight step (dr-faustus/Lambda-DARTS ``sota/cnn/model_search.py``):
 
     w-gradient = grad_w L_train(w, A) - lambda_t * grad_w R(w),    lambda_t = lambda * e / (E - 1)
 
@@ -49,10 +49,10 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor
 
-from dnas.autodiff import global_norm, preserved_buffers, replay_randomness
-from dnas.bilevel import Batch, BilevelProblem
+from dnas.bilevel.autodiff import global_norm, preserved_buffers, replay_randomness
+from dnas.bilevel.problem import Batch, BilevelProblem, StepContext
 from dnas.components.regularizers import WEIGHT_REGULARIZERS, WeightRegularizer
-from dnas.diagnostics import gradient_alignment
+from dnas.diagnostics.alignment import gradient_alignment
 from dnas.errors import DnasError
 from dnas.supernet import Supernet
 from dnas.supernet.differentiation import twice_differentiated
@@ -137,7 +137,6 @@ class LambdaRegularizer(WeightRegularizer):
                  derivative; see the module docstring for how it differs at the official radii).
     """
 
-    name = "lambda"
 
     def __init__(self, *, lam: float = 0.25, eps0: float = 1e-4, measure: str = "corr", cells: str = "auto",
                  exact: bool = False):
@@ -185,7 +184,7 @@ class LambdaRegularizer(WeightRegularizer):
 
     # ----- the weight-step hook ----------------------------------------------------------------
     def add_gradient(self, problem: BilevelProblem, batch: Batch, cell_weights: Sequence[Tensor],
-                     cell_grads: Sequence[Tensor], epoch: int, epochs: int) -> None:
+                     cell_grads: Sequence[Tensor], ctx: StepContext) -> None:
         net = problem.net
         groups = {t: net.cells_of_type(t) for t in self.regularized_types(net)}
         with torch.no_grad():
@@ -194,7 +193,7 @@ class LambdaRegularizer(WeightRegularizer):
                 for t, idx in groups.items()
             }
             self._alignment = {t: alignment(g, self.measure) for t, g in stacked.items()}
-        self._lambda_t = self.lambda_at(epoch, epochs)
+        self._lambda_t = self.lambda_at(ctx.epoch, ctx.epochs)
         if self._lambda_t == 0.0:
             return  # nothing to add (the first epoch of the ramp): skip the extra passes
         base = [w.detach() for w in cell_weights]

@@ -53,7 +53,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from dnas.bilevel import BilevelProblem
+from dnas.bilevel.problem import BilevelProblem, StepContext
 from dnas.components.activations import GatedActivation
 from dnas.components.discretizers import DISCRETIZERS, ArgmaxRule, Discretizer
 from dnas.components.regularizers import ARCH_REGULARIZERS, ArchRegularizer
@@ -108,7 +108,6 @@ class PathRegularizer(ArchRegularizer):
     ``hinge`` is the code variant's threshold.
     """
 
-    name = "pr-darts"
     VARIANTS = ("paper", "code")
 
     def __init__(self, *, lambda1: float = 0.01, lambda2: float = 0.005, lambda3: float = 0.005,
@@ -184,7 +183,8 @@ class PathRegularizer(ArchRegularizer):
         return out
 
     # ----- the regularizer ---------------------------------------------------------------------
-    def __call__(self, problem: BilevelProblem, activated: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    def __call__(self, problem: BilevelProblem, activated: Mapping[str, Tensor],
+                 ctx: StepContext | None = None) -> dict[str, Tensor]:
         raw = self.groups(problem, activated)
         if self.variant == "paper":
             skip, nonskip = raw["skip"], raw["nonskip"]
@@ -239,7 +239,6 @@ class PaperRule(Discretizer):
     """PR-DARTS paper: per node the top ``pairs_per_node`` (input, op) pairs ranked by ``P(g != 0)``
     across all incoming edges, ``none`` excluded. NAS-Bench-201: arg-max ``P`` per edge."""
 
-    name = "pr-darts"
 
     def __init__(self, *, pairs_per_node: int = 2):
         if pairs_per_node < 1:
@@ -261,7 +260,6 @@ class CodeRule(PaperRule):
     """PR-DARTS official code: as ``pr-darts`` but ranked by the per-edge ``softmax(beta)``, computed as
     ``softmax(logit P)`` over all ops of the edge (``none`` included in the normalisation)."""
 
-    name = "pr-darts-code"
 
     def scores(self, strengths: Tensor) -> Tensor:
         p = strengths.detach().cpu().double().clamp(1e-300, 1.0 - 1e-16)

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from dnas.bilevel import BilevelProblem
+from dnas.bilevel.problem import BilevelProblem, StepContext
 from dnas.components.activations import ACTIVATIONS, Activation
 from dnas.components.discretizers import darts_rule_choices
 from dnas.components.regularizers import ARCH_REGULARIZERS, ArchRegularizer
@@ -123,7 +123,6 @@ class Clamp(Activation):
     bit-identical, so every rank prunes the same ops without communicating.
     """
 
-    name = "clamp"
     node_bn = True
     allows_none = False
 
@@ -239,7 +238,6 @@ class FisherSchedule(Schedule):
     so the trace, its EWMA and the step decision are the global batch's, the same on every rank.
     """
 
-    name = "fisher"
 
     def __init__(self, *, f: float = 10.0, gamma: float = 0.2, threshold: float = 1.0, multiplier: float = 1.05,
                  rebalance_split: bool = True, order: str = "arch-first"):
@@ -319,7 +317,7 @@ class Proximity(ArchRegularizer):
 
         R = (t / T) (rho / 2) || A(alpha) - Pi_D(A(alpha)) ||          (squared=True: ||.||^2)
 
-    ``t`` the fractional epochs elapsed before the current iteration (``problem.epochs_elapsed``),
+    ``t`` the fractional epochs elapsed before the current iteration (``ctx.epochs_elapsed``),
     ``T`` the number of search epochs: a linear ramp from 0 to ``rho/2`` (``ramp=False``: always
     ``rho/2``). ``Pi_D`` (:func:`project_discrete`) is recomputed at every call on the detached
     weights, so the gradient is ``(t/T)(rho/2) (A - Pi)/||A - Pi||`` through ``A`` only.
@@ -332,32 +330,28 @@ class Proximity(ArchRegularizer):
     Data parallel: a function of ``alpha`` alone, identical on every rank (nothing to reduce).
     """
 
-    name = "prox"
 
     def __init__(self, *, rho: float = 0.1, squared: bool = False, ramp: bool = True):
         if rho < 0:
             raise DnasError(f"arch regularizer prox needs rho >= 0, got {rho}")
         self.rho, self.squared, self.ramp = rho, squared, ramp
         self._space: SearchSpace | None = None
-        self._epochs: int | None = None
         self._last: dict[str, Tensor | float] = {}
 
     def bind(self, space: SearchSpace) -> None:
         self._space = space
 
-    def on_epoch_start(self, epoch: int, epochs: int) -> None:
-        self._epochs = epochs
-
-    def coefficient(self, problem: BilevelProblem) -> float:
-        """``(t/T) rho/2`` (``rho/2`` without a ramp or outside a search loop)."""
-        if not self.ramp or not self._epochs:
+    def coefficient(self, ctx: StepContext | None) -> float:
+        """``(t/T) rho/2`` (``rho/2`` without a ramp or outside a search)."""
+        if not self.ramp or ctx is None:
             return self.rho / 2
-        return min(problem.epochs_elapsed / self._epochs, 1.0) * self.rho / 2
+        return min(ctx.epochs_elapsed / ctx.epochs, 1.0) * self.rho / 2
 
-    def __call__(self, problem: BilevelProblem, activated: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    def __call__(self, problem: BilevelProblem, activated: Mapping[str, Tensor],
+                 ctx: StepContext | None = None) -> dict[str, Tensor]:
         space = _needs_space("arch regularizer prox", self._space)
         targets = project_discrete(space, activated, _device_masks(problem, activated))
-        coef = self.coefficient(problem)
+        coef = self.coefficient(ctx)
         terms: dict[str, Tensor] = {}
         self._last = {"coefficient": coef}
         for t, a in activated.items():
@@ -423,7 +417,6 @@ class ADMM(ArchRegularizer):
     on every rank, so they stay identical without communication.
     """
 
-    name = "admm"
 
     def __init__(self, *, rho: float = 0.1, admm_freq: int = 9, variant: str = "code", kappa: float = 1.0,
                  squared: bool = False):
@@ -460,7 +453,8 @@ class ADMM(ArchRegularizer):
                 self.u[t] = u if mask is None else u * mask
         self.updates += 1
 
-    def __call__(self, problem: BilevelProblem, activated: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    def __call__(self, problem: BilevelProblem, activated: Mapping[str, Tensor],
+                 ctx: StepContext | None = None) -> dict[str, Tensor]:
         if not self.z:
             with torch.no_grad():
                 init = activated if self.variant == "textbook" else {t: problem.alphas[t] for t in activated}

@@ -4,6 +4,9 @@
   their gradient to ``w.grad`` (before clipping and the SGD step).
 * Architecture regularizers act on the upper level: they return named terms that are added to
   the validation loss of the architecture step.
+
+Both receive the iteration's :class:`~dnas.bilevel.problem.StepContext` (epoch, progress through
+the search) for ramps; an architecture regularizer called outside a search gets None.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from collections.abc import Mapping, Sequence
 
 from torch import Tensor
 
-from dnas.bilevel import Batch, BilevelProblem
+from dnas.bilevel.problem import Batch, BilevelProblem, StepContext
 from dnas.components.base import Component
 from dnas.registry import Registry
 
@@ -22,12 +25,13 @@ class WeightRegularizer(Component):
     needs_cell_gradients: bool = True
 
     def add_gradient(self, problem: BilevelProblem, batch: Batch, cell_weights: Sequence[Tensor],
-                     cell_grads: Sequence[Tensor], epoch: int, epochs: int) -> None:
+                     cell_grads: Sequence[Tensor], ctx: StepContext) -> None:
         raise NotImplementedError
 
 
 class ArchRegularizer(Component):
-    def __call__(self, problem: BilevelProblem, activated: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    def __call__(self, problem: BilevelProblem, activated: Mapping[str, Tensor],
+                 ctx: StepContext | None = None) -> dict[str, Tensor]:
         raise NotImplementedError
 
 

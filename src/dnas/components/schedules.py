@@ -55,7 +55,6 @@ SCHEDULES: Registry[type[Schedule]] = Registry("schedule")
 class Alternate(Schedule):
     """DARTS: one architecture step in every iteration."""
 
-    name = "alternate"
 
     def take_arch_step(self, step: int) -> bool:
         return True
@@ -65,7 +64,6 @@ class Alternate(Schedule):
 class EveryK(Schedule):
     """A static schedule: an architecture step in every ``k``-th iteration (k=1 is DARTS)."""
 
-    name = "every-k"
 
     def __init__(self, *, k: int = 10, order: str = "arch-first"):
         super().__init__(order=order)

@@ -144,12 +144,14 @@ def _color_jitter(p: torch.Tensor, strength: float, hue: float, generator: torch
         f = factor()
         p = (f * p + (1 - f) * _gray(p)).clamp(0, 1)
     if hue:
-        h, s, v = _rgb_to_hsv(p)
-        p = _hsv_to_rgb(torch.remainder(h + _uniform(b, -hue, hue, generator).to(p).view(b, 1, 1), 1.0), s, v)
+        h, s, v = rgb_to_hsv(p)
+        p = hsv_to_rgb(torch.remainder(h + _uniform(b, -hue, hue, generator).to(p).view(b, 1, 1), 1.0), s, v)
     return p
 
 
-def _rgb_to_hsv(p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def rgb_to_hsv(p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Hue, saturation and value (each in [0, 1], ``(B, H, W)``) of RGB images ``p`` ``(B, 3, H, W)`` in [0, 1]
+    (the definitions of Python's ``colorsys``)."""
     r, g, bl = p.unbind(1)
     v, _ = p.max(1)
     delta = v - p.min(1).values
@@ -160,7 +162,7 @@ def _rgb_to_hsv(p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
     return h, s, v
 
 
-def _hsv_to_rgb(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+def hsv_to_rgb(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """``c_k = v - v s max(0, min(k', 4 - k', 1))``, ``k' = (k + 6h) mod 6`` for k = 5, 3, 1 (R, G, B)."""
     channels = []
     for k in (5, 3, 1):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from dnas.data.datasets import ImageDataset
 from dnas.errors import DnasError
 
 
@@ -53,3 +54,12 @@ def stratified_subset(
             take = max(1, round(len(members) * fraction))
         chosen.append(members[torch.randperm(len(members), generator=generator)[:take]])
     return torch.cat(chosen).sort().values
+
+
+def class_balanced(data: ImageDataset, limit: int | None, seed: int) -> ImageDataset:
+    """At most about ``limit`` images of ``data``, the same random share of every class (seeded);
+    ``data`` itself when ``limit`` is None or not below its size."""
+    if not limit or limit >= len(data):
+        return data
+    keep = stratified_subset(data.labels, fraction=limit / len(data), seed=seed)
+    return ImageDataset.from_tensors(data.images[keep], data.labels[keep], data.classes, data.name)

@@ -14,7 +14,7 @@ Layout of ``OUT``: ``compare.yaml`` (the grid's own description: ``dnas compare 
 OUT/compare.yaml`` replays it), ``runs/<entry>-s<seed>/`` (ordinary ``dnas search`` run
 directories), ``slurm/`` (job files of the Slurm executor) and the report
 (:mod:`dnas.report.compare`). Running the same grid again reuses every finished run
-(``results.json`` present, same configuration: :func:`dnas.runs.config_differences`), resumes
+(``results.json`` present, same configuration: :func:`dnas.runtime.rundir.config_differences`), resumes
 interrupted ones from their checkpoints, and rewrites the report.
 
 **Failures do not stop the grid.** A run that cannot be resumed (corrupt checkpoint, a directory
@@ -47,12 +47,14 @@ from typing import Any
 
 import yaml
 
-from dnas.config import SearchConfig, load_config_file
+from dnas.config.base import load_config_file
+from dnas.config.search import SearchConfig
 from dnas.errors import DnasError
 from dnas.grid.entries import Entry, check_overrides, check_seeds
 from dnas.grid.run import Run
 from dnas.grid.slurm import SlurmExecutor, SlurmOptions
 from dnas.report.compare import RUNS, GridReport, Report
+from dnas.runtime.files import CONFIG
 
 #: flags passed to ``resolve_config`` for every run (None: not given)
 FLAG_KEYS = ("dataset", "data_root", "download", "epochs", "batch_size", "device")
@@ -117,16 +119,16 @@ class Compare:
         self._ended = 0  # runs reported so far, for the [i/N] lines
 
     def _plan(self, entry: Entry, seed: int) -> Run:
-        from dnas.resolve import resolve_config
-        from dnas.runs import config_differences
-        from dnas.search_loop import RESUME_FREE_KEYS
+        from dnas.bilevel.run import Search
+        from dnas.config.resolve import resolve_config
+        from dnas.runtime.rundir import config_differences
 
         flags = {"space": self.space, "method": entry.method, "seed": seed, **self.flags}
         if self.report.table_path is not None:
             flags["benchmark_table"] = self.report.table_path
         cfg = resolve_config(flags, [*self.overrides, *entry.overrides])
         run = Run(entry, seed, cfg, self.out / RUNS / f"{entry.name}-s{seed}")
-        saved_file = run.out / "config.yaml"
+        saved_file = run.out / CONFIG
         if not saved_file.is_file():
             return run
         try:
@@ -140,7 +142,7 @@ class Compare:
         # the table only feeds the per-epoch log: a run made with another table (or none) is reused
         cfg.benchmark_table = saved.get("benchmark_table")
         defaults = {**SearchConfig.comparison_defaults(), **_normalized(SearchConfig())}
-        differ = config_differences(saved, _normalized(cfg), RESUME_FREE_KEYS, defaults)
+        differ = config_differences(saved, _normalized(cfg), Search.resume_free, defaults)
         if differ:
             raise DnasError(f"{run.out} holds a run with a different configuration ({', '.join(differ)}); give "
                             "the same settings to reuse it, choose another --out, or delete that run directory")
@@ -156,7 +158,7 @@ class Compare:
     # ----- running ----------------------------------------------------------------------------------------
     def run(self) -> Report:
         """Write ``compare.yaml``, run (or resume) every unfinished run, then write and return the report."""
-        from dnas.runs import atomic_write_text
+        from dnas.runtime.atomic import atomic_write_text
 
         atomic_write_text(self.out / DESCRIPTION, yaml.safe_dump(self.description(), sort_keys=False))
         self.status = {}

@@ -69,7 +69,7 @@ def check_overrides(items: Sequence[str], where: str) -> None:
 
 
 def check_method(name: str) -> None:
-    from dnas.methods import METHODS
+    from dnas.bilevel.methods import METHODS
 
     METHODS.get(name)  # DnasError naming the known methods
 

@@ -30,7 +30,7 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 
-from dnas.config import SearchConfig
+from dnas.config.search import SearchConfig
 from dnas.errors import Interrupted
 from dnas.grid.run import Done, Run, execute
 
@@ -66,7 +66,7 @@ def run_workers(runs: Sequence[Run], jobs: int, threads: int, done: Done) -> Non
     """The runs in worker processes, ``jobs`` at a time (see the module docstring)."""
     import multiprocessing
 
-    from dnas.runs import GracefulStop
+    from dnas.runtime.signals import GracefulStop
 
     context = multiprocessing.get_context("spawn")
     queue = list(runs)

@@ -9,13 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dnas.config import SearchConfig
+from dnas.config.search import SearchConfig
 from dnas.errors import DnasError, Interrupted
+from dnas.runtime.files import RESULTS
 
 if TYPE_CHECKING:
     from dnas.grid.entries import Entry
 
-RESULTS = "results.json"
 
 
 @dataclass
@@ -48,7 +48,7 @@ def execute(cfg: SearchConfig, out: str | Path, progress: bool = False) -> str |
     any other exception, its type and message (the traceback goes to stderr). An interruption
     (:class:`~dnas.errors.Interrupted`: Ctrl-C, SIGTERM; the search saved its checkpoint) propagates.
     """
-    from dnas.search_loop import Search
+    from dnas.bilevel.run import Search
 
     try:
         Search(cfg, out, progress=progress).run()

@@ -102,7 +102,7 @@ class SlurmExecutor:
     def run(self, runs: Sequence[Run], done: Done, wait: bool) -> dict[str, str]:
         """Submit what needs a job, then wait for every job (``done`` for each run as its job ends) or,
         without ``wait``, return at once. Returns the status of the runs still queued or running."""
-        from dnas.runs import atomic_write_text
+        from dnas.runtime.atomic import atomic_write_text
 
         recorded = self._recorded()
         pending: dict[str, tuple[Run, Any]] = {}
@@ -175,7 +175,7 @@ class SlurmExecutor:
         return kind(self.folder, job_id)
 
     def _wait(self, pending: dict[str, tuple[Run, Any]], done: Done) -> None:
-        from dnas.runs import GracefulStop
+        from dnas.runtime.signals import GracefulStop
 
         with GracefulStop() as stop:
             while pending and not stop.requested:

@@ -19,9 +19,9 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
-from dnas.convergence import UNDECIDED_MARGIN
+from dnas.diagnostics.convergence import UNDECIDED_MARGIN
 from dnas.errors import DnasError
 from dnas.report.html import write_grid_pages
 from dnas.report.plots import INSTALL_HINT, Panel, matplotlib_available, plot_panels
@@ -39,10 +39,10 @@ from dnas.report.tables import (
     write_per_run_csv,
     write_summary_csv,
 )
+from dnas.runtime.files import CONFIG, RESULTS, read_metrics
 
 if TYPE_CHECKING:
     from dnas.benchmarks.table import Table
-    from dnas.grid import Entry, Run
 
 RUNS = "runs"
 DECISION_NOTE = (f"the least decided cell type of the final architecture weights (smallest mean top-1 − top-2 op "
@@ -57,6 +57,35 @@ def arch_text(genotype) -> str:
     if genotype.space == "nb201":
         return genotype.arch_str
     return json.dumps(genotype.to_dict(), separators=(",", ":"))
+
+
+class Entry(Protocol):
+    """A line of the grid, as the report reads it (:class:`dnas.grid.Entry`)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def method(self) -> str: ...
+    @property
+    def setup(self) -> str: ...
+
+
+class Run(Protocol):
+    """One run of the grid, as the report reads it (:class:`dnas.grid.Run`): the search of ``entry``
+    with ``seed`` in the run directory ``out``, configured for ``cfg.epochs`` epochs."""
+
+    @property
+    def entry(self) -> Entry: ...
+    @property
+    def seed(self) -> int: ...
+    @property
+    def out(self) -> Path: ...
+    @property
+    def cfg(self) -> Any: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def finished(self) -> bool: ...
 
 
 @dataclass
@@ -116,19 +145,15 @@ class GridReport:
     def _curve(self, run: Run) -> list[EpochPoint]:
         from dnas.spaces import Genotype
 
-        path = run.out / "metrics.jsonl"
         points = []
-        for line in (path.read_text().splitlines() if path.is_file() else []):
+        for record in read_metrics(run.out, "epoch"):
             try:
-                record = json.loads(line)
-                if record.get("kind") != "epoch":
-                    continue
                 genotype = Genotype.from_dict(record["genotype"])
                 points.append(EpochPoint(epoch=int(record["epoch"]) + 1, seconds=float(record["seconds"]),
                                          skip_connect=int(record["skip_connect"]),
                                          parameter_free=int(record["parameter_free"]), arch=arch_text(genotype),
                                          scores=self._scores(genotype)))
-            except (*READ_ERRORS, AttributeError):  # the last line of a killed process, or not a record of ours
+            except (*READ_ERRORS, AttributeError):  # not a record of ours
                 continue
         return points
 
@@ -152,7 +177,7 @@ class GridReport:
     def _read_results(self, run: Run, record: RunRecord) -> None:
         from dnas.spaces import Genotype
 
-        results = json.loads((run.out / "results.json").read_text())
+        results = json.loads((run.out / RESULTS).read_text())
         genotype = Genotype.from_dict(results["genotype"])
         record.arch = arch_text(genotype)
         record.skip_connect = int(results["skip_connect"])
@@ -181,7 +206,7 @@ class GridReport:
             self.echo(note)
         summary = markdown_summary(rows, columns)
         report = Report(rows, records, list(columns), summary, plots, note)
-        from dnas.runs import atomic_write_text
+        from dnas.runtime.atomic import atomic_write_text
 
         atomic_write_text(self.out / "report.md", self._markdown(report, runs))
         write_grid_pages(self.out, [(r.entry.name, str(r.seed), r.out) for r in runs], f"dnas compare: {self.space}")
@@ -214,7 +239,7 @@ class GridReport:
         lines.append(f"Dataset `{first.dataset}`; seeds {', '.join(map(str, self.seeds))}; budget of the first "
                      f"entry: {budget}" + (f"; common overrides: `{' '.join(self.overrides)}`" if self.overrides
                                            else "") + ". Each run's full configuration is in "
-                     f"`{RUNS}/<entry>-s<seed>/config.yaml`.")
+                     f"`{RUNS}/<entry>-s<seed>/{CONFIG}`.")
         lines.append("")
         if self.table is not None:
             lines.append(f"Benchmark: `{self.table.source}` (accuracy in percent of the cell derived at the end "

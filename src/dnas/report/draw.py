@@ -194,7 +194,7 @@ LABEL_TRIES = (0.62, 0.5, 0.74, 0.4, 0.84, 0.3)  # where along its curve a label
 FONT = "Helvetica, Arial, sans-serif"
 
 
-def _ranks(graph: CellGraph) -> dict[str, int]:
+def node_ranks(graph: CellGraph) -> dict[str, int]:
     """``rank(input) = 0``, ``rank(v) = 1 + max rank of the sources of v`` (nodes in topological order)."""
     sources: dict[str, list[str]] = {n.id: [] for n in graph.nodes}
     for edge in graph.edges:
@@ -210,7 +210,7 @@ def _ranks(graph: CellGraph) -> dict[str, int]:
 
 def _layout(graph: CellGraph) -> tuple[dict[str, tuple[float, float]], float, float]:
     """Centre of every node, and the drawing's width and height."""
-    ranks = _ranks(graph)
+    ranks = node_ranks(graph)
     columns: dict[int, list[str]] = {}
     for node in graph.nodes:
         columns.setdefault(ranks[node.id], []).append(node.id)
@@ -384,7 +384,7 @@ def drawing_paths(out: Path, cell_types: Sequence[str]) -> dict[str, Path]:
 def draw_genotype(genotype: Genotype, out: str | Path, engine: str = "auto") -> list[Path]:
     """Write the drawing of every cell type of ``genotype`` to ``out`` (``.svg`` or ``.png``); a
     genotype with several cell types gets one file each (:func:`drawing_paths`)."""
-    from dnas.runs import atomic_write_bytes
+    from dnas.runtime.atomic import atomic_write_bytes
 
     out = Path(out)
     fmt = out.suffix.lower().lstrip(".")

@@ -6,7 +6,7 @@ page is a ``class="panel"`` element with a ``data-panel`` name (the browser test
 render).
 
 A run's section holds: its facts (method, budget, final cell, counts, entropy and margin, the
-"undecided" flag of :mod:`dnas.convergence`, benchmark row); the drawings of its cells
+"undecided" flag of :mod:`dnas.diagnostics.convergence`, benchmark row); the drawings of its cells
 (:mod:`.draw`); one small panel per edge, a row per destination node, with the strength of every
 op after each epoch (the op the latest cell keeps on that edge drawn thick, the others thin);
 against the epoch, the skip and parameter-free counts of the derived cell, the decision margin and
@@ -37,12 +37,12 @@ from pathlib import Path
 import yaml
 
 import dnas
-from dnas.convergence import UNDECIDED_MARGIN, least_decided, undecided
+from dnas.diagnostics.convergence import UNDECIDED_MARGIN, least_decided, undecided
 from dnas.errors import DnasError
 from dnas.report.draw import cell_graphs, genotype_edges, is_parameter_free, node_label, op_color, render_svg
 from dnas.report.run import RunHistory, is_run, read_run
 from dnas.report.svgchart import Line, Rule, line_chart
-from dnas.runs import atomic_write_text
+from dnas.runtime.atomic import atomic_write_text
 from dnas.spaces import Genotype
 
 RUN_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",

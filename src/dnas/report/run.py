@@ -18,8 +18,9 @@ from typing import Any
 
 import yaml
 
-from dnas.convergence import convergence, least_decided
+from dnas.diagnostics.convergence import convergence, least_decided
 from dnas.errors import DnasError
+from dnas.runtime.files import CONFIG, ENV, METRICS, RESULTS, read_metrics
 from dnas.spaces import Genotype, SearchSpace, get_space
 
 
@@ -95,20 +96,6 @@ class RunHistory:
         return list(columns)
 
 
-def _json_lines(path: Path) -> list[dict[str, Any]]:
-    records: list[dict[str, Any]] = []
-    if not path.is_file():
-        return records
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:  # the last line of a killed process
-            continue
-        if isinstance(record, dict):
-            records.append(record)
-    return records
-
-
 def _json(path: Path) -> dict[str, Any] | None:
     try:
         data = json.loads(path.read_text())
@@ -119,7 +106,7 @@ def _json(path: Path) -> dict[str, Any] | None:
 
 def is_run(path: str | Path) -> bool:
     path = Path(path)
-    return (path / "config.yaml").is_file() and (path / "metrics.jsonl").exists()
+    return (path / CONFIG).is_file() and (path / METRICS).exists()
 
 
 def read_run(path: str | Path) -> RunHistory:
@@ -134,15 +121,15 @@ def read_run(path: str | Path) -> RunHistory:
         raise DnasError(f"{path} is not a search run directory (it has no config.yaml and metrics.jsonl); give the "
                         "--out of a `dnas search`")
     try:
-        config = yaml.safe_load((path / "config.yaml").read_text()) or {}
+        config = yaml.safe_load((path / CONFIG).read_text()) or {}
     except yaml.YAMLError as err:
-        raise DnasError(f"{path / 'config.yaml'} is not valid YAML ({err.__class__.__name__}); is it a dnas run?") \
+        raise DnasError(f"{path / CONFIG} is not valid YAML ({err.__class__.__name__}); is it a dnas run?") \
             from None
     if not isinstance(config, dict) or "space" not in config:
-        raise DnasError(f"{path / 'config.yaml'} is not the configuration of a dnas search")
-    records = _json_lines(path / "metrics.jsonl")
-    results = _json(path / "results.json")
-    return RunHistory(path=path, config=config, env=_json(path / "env.json") or {},
+        raise DnasError(f"{path / CONFIG} is not the configuration of a dnas search")
+    records = read_metrics(path)
+    results = _json(path / RESULTS)
+    return RunHistory(path=path, config=config, env=_json(path / ENV) or {},
                       epochs=[r for r in records if r.get("kind") == "epoch"],
                       steps=[r for r in records if r.get("kind") == "step"],
                       results=results if results is not None and "genotype" in results else None)
@@ -152,7 +139,7 @@ def run_signature(path: str | Path) -> tuple:
     """Changes whenever the search writes something a report shows (for ``--watch``)."""
     path = Path(path)
     out: list[tuple[int, int] | None] = []  # None: the file is not there (yet)
-    for name in ("metrics.jsonl", "results.json"):
+    for name in (METRICS, RESULTS):
         try:
             stat = (path / name).stat()
             out.append((stat.st_mtime_ns, stat.st_size))

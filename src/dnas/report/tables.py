@@ -8,7 +8,7 @@ Aggregation over the ``n`` seeds of an entry (runs that failed or have no value 
 undefined (None, shown as the mean alone) for a single value. Pure Python: no torch, no pandas.
 
 Next to the accuracies stand the decision margin and the op entropy of each run's final
-architecture weights (:mod:`dnas.convergence`; per run the least decided cell type: the smallest
+architecture weights (:mod:`dnas.diagnostics.convergence`; per run the least decided cell type: the smallest
 margin, the largest entropy); a run whose margin is below the threshold is counted and flagged as
 "undecided".
 """
@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dnas.convergence import undecided
+from dnas.diagnostics.convergence import undecided
 
 #: the per-run quantities that are aggregated besides the benchmark columns
 DECISION_KEYS = ("margin", "entropy")
@@ -154,7 +154,7 @@ def _csv_text(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
 
 
 def _write(path: Path, text: str) -> None:
-    from dnas.runs import atomic_write_text  # imports torch: only when writing
+    from dnas.runtime.atomic import atomic_write_text  # imports torch: only when writing
 
     atomic_write_text(path, text)
 

@@ -102,13 +102,10 @@ SPACES: Registry[SearchSpace] = Registry("search space")
 
 
 def get_space(name: str) -> SearchSpace:
-    import dnas.spaces.darts  # noqa: F401  (registers darts, s1-s4)
-    import dnas.spaces.nb201  # noqa: F401
-
+    """The space registered as ``name`` (the package :mod:`dnas.spaces` registers the built-in ones)."""
     return SPACES.get(name)
 
 
 def list_spaces() -> list[SearchSpace]:
-    get_space("darts")
     return [SPACES.get(n) for n in SPACES.names()]
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dnas.errors import DnasError
+from dnas.runtime.atomic import atomic_write_text
+from dnas.spaces.base import PARAMETER_FREE_OPS
 from dnas.spaces.nb201 import NB201_OPS
 
 Pair = tuple[str, int]
@@ -67,8 +69,6 @@ class Genotype:
         return sum(1 for pairs in self.cells.values() for o, _ in pairs if o == op)
 
     def count_parameter_free(self) -> int:
-        from dnas.spaces.base import PARAMETER_FREE_OPS
-
         return sum(1 for pairs in self.cells.values() for o, _ in pairs if o in PARAMETER_FREE_OPS)
 
     # ----- JSON ----------------------------------------------------------------------------------
@@ -96,8 +96,6 @@ class Genotype:
         return cls(space=space, cells=cells, concat=concat)
 
     def save(self, path: str | Path) -> None:
-        from dnas.runs import atomic_write_text
-
         atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod

@@ -16,20 +16,9 @@ from torch import Tensor, nn
 
 from dnas.spaces.base import SearchSpace
 from dnas.spaces.ops import FactorizedReduce, ReLUConvBN, ResNetBasicBlock
-from dnas.supernet.differentiation import is_twice_differentiated
 from dnas.supernet.fused import FusedCell
+from dnas.supernet.layout import search_layout
 from dnas.supernet.reference import ReferenceCell
-
-
-def search_layout(x: Tensor) -> Tensor:
-    """The supernet's input in the memory layout its activations are kept in: channels-last (NHWC) on
-    CPU, where oneDNN's convolutions, the pooling and the BatchNorm forward are faster in it (README,
-    speed), except for graphs built under :func:`~dnas.supernet.differentiation.twice_differentiated`;
-    unchanged on other devices (not measured there). The fused cells keep every activation in the
-    layout of their input (:func:`dnas.supernet.fused.layout_of`)."""
-    if x.device.type != "cpu" or x.dim() != 4:
-        return x
-    return x.contiguous() if is_twice_differentiated() else x.contiguous(memory_format=torch.channels_last)
 
 
 class Supernet(nn.Module):

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from dnas.bilevel.methods import METHODS
 from dnas.components import SLOTS
-from dnas.config import (
+from dnas.config.base import parse_value
+from dnas.config.search import (
     LIST_SLOTS,
     ComponentConfig,
     SearchConfig,
     apply_override,
     apply_overrides,
-    parse_value,
     resolve_component,
 )
 from dnas.errors import DnasError
-from dnas.methods import METHODS
-from dnas.runs import SINKS
+from dnas.runtime.metrics import SINKS
 from dnas.spaces import get_space
 
 

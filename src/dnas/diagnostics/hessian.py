@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from dnas.autodiff import make_hvp, preserved_buffers
+from dnas.bilevel.autodiff import make_hvp, preserved_buffers
 
 MatVec = Callable[[list[Tensor]], list[Tensor]]
 
@@ -55,7 +55,7 @@ def power_iteration(matvec: MatVec, like: Sequence[Tensor], *, iters: int = 20, 
 def dominant_eigenvalue(problem, batch, *, iters: int = 20, tol: float = 1e-3, seed: int = 0) -> float:
     """Dominant eigenvalue of ``grad^2_alpha L_val(w, alpha)`` on ``batch`` (cross-entropy only).
 
-    ``problem`` is a :class:`~dnas.bilevel.BilevelProblem` (``loss``, ``arch``, ``net``); all its
+    ``problem`` is a :class:`~dnas.bilevel.problem.BilevelProblem` (``loss``, ``arch``, ``net``); all its
     architecture parameters form one vector. "Dominant" is the eigenvalue of largest magnitude,
     which is what power iteration finds (the largest one whenever the Hessian is dominated by its
     positive curvature, as in RobustDARTS). The model is left unchanged (BatchNorm statistics

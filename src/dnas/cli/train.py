@@ -1,4 +1,4 @@
-"""The evaluation commands of the ``dnas`` CLI: ``train``, ``query`` and ``bench export``.
+"""``dnas train``, ``dnas query`` and ``dnas bench export``: parsing and printing.
 
 ``add_subcommands(sub)`` adds them to the main parser's subparsers; :data:`HANDLERS` maps each
 command name to its handler ``(args) -> exit status``. Heavy modules (torch) are imported inside
@@ -14,7 +14,9 @@ import sys
 from pathlib import Path
 
 from dnas.benchmarks.table import TABLE_ENV
+from dnas.config.base import load_config_file
 from dnas.errors import DnasError
+from dnas.runtime.threads import set_threads
 
 TRAIN_EPILOG = """\
 GENOTYPE is the genotype.json a search wrote (or its run folder), a published cell (DARTS_V1,
@@ -100,9 +102,8 @@ def add_subcommands(sub) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from dnas.cli import set_threads
-    from dnas.config import load_config_file
-    from dnas.training import Trainer, resolve_train_config
+    from dnas.config.train import resolve_train_config
+    from dnas.retrain.run import Trainer
 
     flags, overrides = _train_rest(args)
     if args.genotype is not None and "=" in args.genotype and not Path(args.genotype).exists():
@@ -125,7 +126,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_query(args: argparse.Namespace) -> int:
     from dnas.benchmarks import canonical_arch, format_row, load_table
-    from dnas.genotypes import resolve_genotype
+    from dnas.spaces.published import resolve_genotype
 
     if args.benchmark != "nb201":
         raise DnasError(f"unknown benchmark {args.benchmark!r}; only nb201 (NAS-Bench-201) tables are supported")

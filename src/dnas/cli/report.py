@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from dnas.errors import DnasError
+from dnas.runtime.files import GENOTYPE
 
 DRAW_EPILOG = """\
 GENOTYPE is a search run folder (its genotype.json, or the cell after the latest epoch while it
@@ -55,11 +56,11 @@ def add_subcommands(sub) -> None:
 
 def draw_target(spec: str):
     """The genotype to draw and its label: a run still searching gives its latest epoch's cell."""
-    from dnas.genotypes import resolve_genotype
     from dnas.report.run import is_run, read_run
+    from dnas.spaces.published import resolve_genotype
 
     path = Path(spec).expanduser()
-    if path.is_dir() and not (path / "genotype.json").is_file() and is_run(path):
+    if path.is_dir() and not (path / GENOTYPE).is_file() and is_run(path):
         genotype = read_run(path).genotype
         if genotype is None:
             raise DnasError(f"the search in {path} has not finished an epoch yet: there is no cell to draw")

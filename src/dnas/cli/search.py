@@ -1,19 +1,20 @@
-"""The ``dnas`` command line: ``dnas search | spaces | methods``.
+"""``dnas search``, ``dnas spaces`` and ``dnas methods``: parsing and printing.
 
-User errors (:class:`~dnas.errors.DnasError`) print one sentence and exit with status 2; no
-traceback, no file overwritten.
+Modules that import torch are imported in the handlers, so that ``dnas --help`` stays fast.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from dnas import cli_compare, cli_eval, cli_report
-from dnas.errors import DnasError
+from dnas.bilevel.methods import METHODS
+from dnas.config.base import load_config_file
+from dnas.config.search import LIST_SLOTS
+from dnas.runtime.threads import set_threads
+from dnas.spaces import list_spaces
 
 SEARCH_EPILOG = """\
 overrides (key=value, applied after the method preset):
@@ -48,9 +49,8 @@ def _search_parser(sub) -> None:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from dnas.config import load_config_file
-    from dnas.resolve import resolve_config
-    from dnas.search_loop import Search
+    from dnas.bilevel.run import Search
+    from dnas.config.resolve import resolve_config
 
     flags = {k: getattr(args, k) for k in ("space", "method", "dataset", "data_root", "download", "epochs",
                                              "batch_size", "seed", "device")}
@@ -77,20 +77,7 @@ DEMO = {"space": "nb201", "method": "darts", "dataset": "digits", "epochs": 10, 
         "channels": 8, "layers": 3}
 
 
-def set_threads(threads: int | None) -> None:
-    """``--threads N``: the number of torch threads of this process (None: torch's default)."""
-    if threads is None:
-        return
-    if threads < 1:
-        raise DnasError(f"--threads must be at least 1, got {threads}")
-    import torch
-
-    torch.set_num_threads(threads)
-
-
 def cmd_spaces(args: argparse.Namespace) -> int:
-    from dnas.spaces import list_spaces
-
     for space in list_spaces():
         print(f"{space.name:6s} {space.description}")
         for cell_type, topo in space.cells.items():
@@ -99,57 +86,67 @@ def cmd_spaces(args: argparse.Namespace) -> int:
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
-    from dnas import methods
-
-    if args.show:
-        print(methods.describe(args.show, args.space))
-    else:
-        print(methods.listing())
+    print(describe(args.show, args.space) if args.show else listing())
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dnas", description="Differentiable NAS that does not collapse.")
-    parser.add_argument("--version", action="version", version=_version())
-    sub = parser.add_subparsers(dest="command", required=True)
+
+def add_subcommands(sub) -> None:
+    """Add ``search``, ``spaces`` and ``methods`` to the ``dnas`` subparsers."""
     _search_parser(sub)
-    cli_eval.add_subcommands(sub)
-    cli_compare.add_subcommands(sub)
-    cli_report.add_subcommands(sub)
     sub.add_parser("spaces", help="list the search spaces")
     p = sub.add_parser("methods", help="list the methods and components (--show NAME: one resolved preset)")
     p.add_argument("--show", metavar="NAME", help="print the preset NAME: its changes from darts, the implementation "
                    "of each slot and the fully resolved configuration")
     p.add_argument("--space", default="nb201", help="the search space the preset is resolved for (default nb201)")
-    return parser
 
 
-def _version() -> str:
-    import dnas
-
-    return f"dnas {dnas.__version__}"
-
-
-COMMANDS = {"search": cmd_search, "spaces": cmd_spaces, "methods": cmd_methods, **cli_eval.HANDLERS,
-            **cli_compare.HANDLERS, **cli_report.HANDLERS}
+def _text(value: Any) -> str:
+    """A value as a ``key=value`` override writes it (YAML scalars: true, false, null)."""
+    if isinstance(value, bool) or value is None:
+        return {True: "true", False: "false", None: "null"}[value]
+    return str(value)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return COMMANDS[args.command](args)
-    except DnasError as err:
-        print(f"dnas: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("dnas: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:  # `dnas methods | head`: the reader left; say nothing more
-        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - python flushes stdout at exit
-        sys.stdout = sys.stderr
-        return 0
+def _where(factory: Any) -> str:
+    return f"{factory.__module__}.{factory.__qualname__}"
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def listing() -> str:
+    """Every method with its summary and reference, then every component of every slot with the
+    module and qualified name of its implementation."""
+    from dnas.components import SLOTS
+
+    lines = []
+    for name in METHODS.names():
+        method = METHODS.get(name)
+        lines += [f"{name:14s} {method.summary}", f"{'':14s} {method.reference}"]
+    lines.append("\ncomponents (combine with key=value overrides), and where each is defined:")
+    for slot, registry in SLOTS.items():
+        lines.append(f"  {slot}")
+        lines += [f"    {name:16s} {_where(registry.get(name))}" for name in registry.names()]
+    lines.append("\n`dnas methods --show NAME [--space SPACE]`: a preset's changes and its resolved configuration.")
+    return "\n".join(lines)
+
+
+def describe(name: str, space: str) -> str:
+    """A preset on ``space``: its changes from ``darts``, the implementation of each slot, and the
+    fully resolved configuration (every hyper-parameter, defaults included) as YAML."""
+    from dnas.components import SLOTS
+    from dnas.config.resolve import resolve_config
+
+    method = METHODS.get(name)
+    cfg = resolve_config({"method": name, "space": space})
+    lines = [f"{name} on {cfg.space}: {method.summary}", f"  {method.reference}", "", "changes from darts:"]
+    changes = method.changes(cfg.space)
+    lines += [f"  {key}={_text(value)}" for key, value in changes.items()] or ["  (none: this is the base)"]
+    lines += ["", "implementations:"]
+    for slot, registry in SLOTS.items():
+        chosen = getattr(cfg, slot)
+        for comp in (chosen if slot in LIST_SLOTS else [chosen]):
+            lines.append(f"  {slot:20s} {comp.name:16s} {_where(registry.get(comp.name))}")
+    lines += ["", "resolved configuration:", cfg.to_yaml().rstrip()]
+    return "\n".join(lines)
+
+
+HANDLERS = {"search": cmd_search, "spaces": cmd_spaces, "methods": cmd_methods}

@@ -6,7 +6,7 @@ those of modules whose name contains ``auxiliary`` — DARTS and its successors 
 evaluation network without its auxiliary head, which exists only during training.
 
 Multiply-adds (the "mult-adds" / "FLOPs" of the DARTS, NASNet and PR-DARTS tables): counted while
-the network runs on one input of batch size 1 (:mod:`dnas.flops`), in eval mode, so the auxiliary
+the network runs on one input of batch size 1 (:mod:`dnas.diagnostics.flops`), in eval mode, so the auxiliary
 head (training only) is not run. Per call, a convolution costs
 
     MACs = H_out * W_out * C_out * (C_in / groups) * k_h * k_w
@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from dnas.flops import count_work
+from dnas.diagnostics.flops import count_work
 
 EXCLUDED = ("auxiliary",)
 
@@ -36,7 +36,7 @@ def count_parameters(model: nn.Module, exclude: Sequence[str] = EXCLUDED) -> int
 def count_multiply_adds(model: nn.Module, input_shape: Sequence[int]) -> int:
     """Multiply-adds of one forward pass on a single ``input_shape = (C, H, W)`` image.
 
-    Half the forward FLOPs that :func:`dnas.flops.count_work` counts (convolutions and matrix
+    Half the forward FLOPs that :func:`dnas.diagnostics.flops.count_work` counts (convolutions and matrix
     products, 2 FLOPs per multiply-add). The model runs in eval mode under ``no_grad`` on the
     device of its parameters; its training flag is restored afterwards.
     """

@@ -1,4 +1,4 @@
-"""Run directories: the machinery shared by ``dnas search``, ``dnas train`` and the compare grid.
+"""Run directories: ownership, checkpoints and the resume check, shared by every kind of run.
 
 A run directory is owned by one process at a time and every write into it is atomic, so a run
 killed at any instant is resumed by the same command to the bit-identical result:
@@ -11,7 +11,7 @@ killed at any instant is resumed by the same command to the bit-identical result
   files are never overwritten, not even ones that happen to share our names: without our
   ``config.yaml`` the directory is refused.
 - **Atomic writes.** Every file is written to a temporary beside it and renamed over it
-  (:func:`atomic_write_bytes`); temporaries left by a kill are removed at the next start.
+  (:mod:`dnas.runtime.atomic`); temporaries left by a kill are removed at the next start.
 - **Resume.** ``checkpoint.pt`` holds the full state, tagged with its format, its kind (search or
   train), the resolved configuration and the torch thread count. A run with a checkpoint resumes
   only with the same configuration (:func:`config_differences`, keys in ``resume_free`` aside) and
@@ -21,111 +21,35 @@ killed at any instant is resumed by the same command to the bit-identical result
 - **A failed first start leaves nothing behind**: :meth:`RunDir.abandon` removes what the start
   wrote (the folder too, when it made it).
 - **Metrics** go to ``metrics.jsonl`` (always; truncated to the checkpoint's offset on resume) and,
-  with ``log=tensorboard``, to TensorBoard event files in ``RUN/tensorboard``.
-- **Graceful stop.** :class:`GracefulStop` turns SIGINT/SIGTERM into a flag the loop checks; the
-  loop then saves a checkpoint and stops.
+  with ``log=tensorboard``, to TensorBoard event files in ``RUN/tensorboard``
+  (:mod:`dnas.runtime.metrics`).
 """
 
 from __future__ import annotations
 
-import errno
 import json
 import os
-import platform
 import shutil
-import signal
 import sys
-import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-from dnas.allocator import allocator_state
-from dnas.distributed import SINGLE, Group
 from dnas.errors import DnasError
+from dnas.runtime.atomic import atomic_torch_save, atomic_write_text, is_temporary
+from dnas.runtime.distributed import SINGLE, Group
+from dnas.runtime.environment import environment
+from dnas.runtime.files import CHECKPOINT, CONFIG, ENV, LOCK, METRICS, TENSORBOARD
+from dnas.runtime.metrics import MetricsLog, NullLog
 
-if TYPE_CHECKING:
-    from torch.utils.tensorboard import SummaryWriter
-
-LOCK = ".lock"
-CHECKPOINT = "checkpoint.pt"
-CONFIG = "config.yaml"
-ENV = "env.json"
-METRICS = "metrics.jsonl"
-TENSORBOARD = "tensorboard"
-CHECKPOINT_FORMAT = 2
-#: the metric sinks a run can write to (``log=``); JSON lines are always written
-SINKS = ("jsonl", "tensorboard")
+#: version of the checkpoint layout (3: the meters of the shared runner; 2 is read and converted)
+CHECKPOINT_FORMAT = 3
+READABLE_FORMATS = (2, 3)
 
 
-# ----- atomic writes ------------------------------------------------------------------------------------
-def _write_error(path: Path, err: BaseException) -> DnasError:
-    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
-        reason = "no space left on the device"
-    elif isinstance(err, OSError) and err.strerror:
-        reason = err.strerror
-    else:  # torch.save's RuntimeError names its C++ source, which tells a user nothing
-        reason = "the write failed"
-    return DnasError(f"could not write {path} ({reason}); check permissions and free disk space "
-                     "(files already there were left as they were)")
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-#: files get the usual permissions (mkstemp alone would make them readable by their owner only)
-_FILE_MODE = 0o666 & ~_umask()
-
-
-def _atomic_write(path: Path, write: Callable[[Any], None]) -> None:
-    """Call ``write(file)`` on a temporary beside ``path``, fsync, rename over ``path``; OS errors
-    become one sentence and leave ``path`` as it was."""
-    path = Path(path)
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        if hasattr(os, "fchmod"):
-            os.fchmod(fd, _FILE_MODE)
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except (OSError, RuntimeError) as err:  # torch.save reports a failed write as RuntimeError
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-        raise _write_error(path, err) from None
-    except BaseException:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and a rename: readers never see half a file."""
-    _atomic_write(path, lambda f: f.write(data))
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
-
-
-def atomic_torch_save(obj: object, path: Path) -> None:
-    _atomic_write(path, lambda f: torch.save(obj, f))
-
-
-def is_temporary(name: str, own_files: Iterable[str]) -> bool:
-    """``.NAME.<random>.tmp`` of one of ``own_files``: what a write killed half-way leaves."""
-    return name.endswith(".tmp") and any(name.startswith(f".{own}.") for own in own_files)
-
-
-# ----- configuration and environment ------------------------------------------------------------------------
+# ----- configuration ------------------------------------------------------------------------------------
 def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any], free: Iterable[str] = (),
                        defaults: Mapping[str, Any] | None = None) -> list[str]:
     """The keys whose values differ between two configurations (``free`` keys aside). A key one side
@@ -135,46 +59,6 @@ def config_differences(saved: Mapping[str, Any], current: Mapping[str, Any], fre
     free, defaults = set(free), defaults or {}
     return sorted(k for k in set(saved) | set(current)
                   if k not in free and saved.get(k, defaults.get(k)) != current.get(k, defaults.get(k)))
-
-
-def environment() -> dict[str, Any]:
-    """What ``env.json`` records: versions, platform, torch threads, host allocator policy, device, command line."""
-    import dnas
-
-    return {
-        "dnas": dnas.__version__,
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "platform": platform.platform(),
-        "processor": platform.machine(),
-        "torch_threads": torch.get_num_threads(),
-        "host_allocator": allocator_state(),
-        "cuda": torch.cuda.is_available(),
-        "argv": sys.argv,
-    }
-
-
-def resolve_device(name: str) -> torch.device:
-    try:
-        device = torch.device(name)
-    except (RuntimeError, TypeError):
-        raise DnasError(f"unknown device {name!r}; use cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise DnasError("device cuda was requested but PyTorch sees no CUDA device; use --device cpu")
-    if device.type not in ("cpu", "cuda", "mps"):
-        raise DnasError(f"unsupported device {name!r}; use cpu, cuda or cuda:N")
-    return device
-
-
-def rng_state() -> dict[str, Any]:
-    return {"torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
-
-
-def set_rng_state(state: Mapping[str, Any]) -> None:
-    torch.set_rng_state(state["torch"].cpu())
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
 # ----- the run directory ----------------------------------------------------------------------------------
@@ -331,7 +215,7 @@ class RunDir:
             return None
         try:
             state = torch.load(path, map_location=device, weights_only=True)
-            if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+            if not isinstance(state, dict) or state.get("format") not in READABLE_FORMATS:
                 raise ValueError("not a dnas checkpoint of this version")
         except Exception as err:  # noqa: BLE001 - any unreadable file is reported the same way
             raise DnasError(f"checkpoint {path} is unreadable or corrupt ({type(err).__name__}); delete it to start "
@@ -382,111 +266,3 @@ def _try_lock(fd: int) -> bool:
     return True
 
 
-# ----- metric sinks ----------------------------------------------------------------------------------------
-class MetricsLog:
-    """``metrics.jsonl``: one JSON object per line, flushed at once; truncated to the checkpoint's
-    offset on resume. With ``tensorboard`` (a folder) every numeric field of a record is also a
-    TensorBoard scalar (``kind/field`` at the record's ``step``) and every ``strengths`` entry a
-    histogram; ``purge_step`` drops events a resumed run writes again."""
-
-    def __init__(self, path: Path, resume_offset: int | None, tensorboard: Path | None = None, purge_step: int = 0):
-        self.path = path
-        try:
-            if resume_offset is None or not path.exists():
-                path.write_text("")
-            else:
-                with open(path, "r+b") as f:
-                    f.truncate(resume_offset)
-            self._file = open(path, "a")  # noqa: SIM115 - kept open for the whole run
-        except OSError as err:
-            raise _write_error(path, err) from None
-        self._board = _tensorboard_writer(tensorboard, purge_step) if tensorboard is not None else None
-
-    def write(self, record: dict[str, Any]) -> None:
-        try:
-            self._file.write(json.dumps(record) + "\n")
-            self._file.flush()
-        except OSError as err:
-            raise _write_error(self.path, err) from None
-        if self._board is not None:
-            _to_tensorboard(self._board, record)
-
-    @property
-    def offset(self) -> int:
-        return self._file.tell()
-
-    def close(self) -> None:
-        self._file.close()
-        if self._board is not None:
-            self._board.close()
-
-
-class NullLog(MetricsLog):
-    """The metric sink of ranks other than 0: records are dropped (rank 0 logs the reduced values)."""
-
-    def __init__(self) -> None:  # noqa: D107 - nothing to open
-        pass
-
-    def write(self, record: dict[str, Any]) -> None:
-        pass
-
-    @property
-    def offset(self) -> int:
-        return 0
-
-    def close(self) -> None:
-        pass
-
-
-def _to_tensorboard(board: SummaryWriter, record: dict[str, Any]) -> None:
-    step, kind = int(record.get("step", 0)), record.get("kind", "record")
-    for key, value in record.items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in ("step", "epoch"):
-            board.add_scalar(f"{kind}/{key}", value, step)
-    for cell_type, values in (record.get("strengths") or {}).items():
-        board.add_histogram(f"strengths/{cell_type}", torch.tensor(values), step)
-    board.flush()
-
-
-def _tensorboard_writer(folder: Path, purge_step: int) -> SummaryWriter:
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        raise DnasError('log=tensorboard needs the tensorboard package: pip install "dnas[tensorboard]"') from None
-    return SummaryWriter(log_dir=str(folder), purge_step=purge_step or None)
-
-
-# ----- graceful stop and progress ------------------------------------------------------------------------------
-class GracefulStop:
-    """Within ``with GracefulStop() as stop:``, SIGINT and SIGTERM set ``stop.requested`` instead of
-    killing the process (outside the main thread, where handlers cannot be installed, nothing changes)."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: dict[int, Any] = {}
-
-    def _handler(self, signum, frame) -> None:  # noqa: ARG002
-        self.requested = True
-
-    def __enter__(self) -> GracefulStop:
-        try:
-            for s in (signal.SIGINT, signal.SIGTERM):
-                self._previous[s] = signal.signal(s, self._handler)
-        except ValueError:  # not the main thread
-            pass
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for s, handler in self._previous.items():
-            signal.signal(s, handler)
-        self._previous.clear()
-
-
-def progress_bar(enabled: bool, total: int, initial: int, desc: str, unit: str = "step"):
-    """A ``tqdm.auto`` bar (a widget in notebooks, text in terminals) on stderr, or None."""
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, unit=unit, dynamic_ncols=True, mininterval=1.0, file=sys.stderr,
-                desc=desc)

@@ -35,7 +35,7 @@ and per cell type ``entropy = mean_e H_e``, ``margin = mean_e m_e``.
 
 **Undecided.** A run whose final margin is below :data:`UNDECIDED_MARGIN` in any cell type is
 flagged "undecided": its derived cell rests on differences the next few steps could reverse. The
-threshold 0.03 separates the two groups of runs reported in issue 12 (margins 0.002-0.028 for
+threshold 0.03 separates the two groups of runs of the collapse protocol's pilots (margins 0.002-0.028 for
 runs whose weights hardly moved from their initialisation, 0.03-0.36 for runs that settled); for
 a softmax over the 5 NB201 ops it means a winner at 0.22 against a runner-up at 0.19.
 """

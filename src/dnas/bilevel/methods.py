@@ -7,7 +7,7 @@ sets it on ``nb201`` (the code behind the benchmark's DARTS numbers). Every othe
 do differently, each value with its source. On ``nb201`` a method without official NAS-Bench-201
 code starts from AutoDL's protocol and applies the changes its paper makes to DARTS.
 
-Presets are ``key=value`` overrides in the vocabulary of :mod:`dnas.config`, so anything a preset
+Presets are ``key=value`` overrides in the vocabulary of :mod:`dnas.config.search`, so anything a preset
 sets can be overridden again on the command line, which is how methods are combined, e.g.
 ``--method pr-darts estimator=amended weight_regularizers=lambda``. A change that picks another
 implementation for a slot (``schedule=fisher``) drops the base's parameters of that slot.
@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from dnas.config import LIST_SLOTS, SINGLE_SLOTS
+from dnas.config.search import LIST_SLOTS, SINGLE_SLOTS
 from dnas.registry import Registry
 from dnas.spaces import get_space
 
@@ -142,8 +142,8 @@ def _amended_darts(space: str) -> dict[str, Any]:
     # products "from openreview BJlgt2EYwr") gives the estimator and its radii. The paper's eta was not available.
     return {
         "estimator": "amended",
-        "estimator.eta": 0.1,  # not retrieved: spec 4.3's proposal (AdversarialNAS' --amending_coefficient is 0 = off)
-        # exact double-backward products, chosen by the collapse protocol (issue 13 item 8, README): 0 of 3 seeds
+        "estimator.eta": 0.1,  # not public in the paper; AdversarialNAS configs use 0.1 (flag default 0 = off)
+        # exact double-backward products, chosen by the collapse protocol (docs: collapse protocol): 0 of 3 seeds
         # collapsed against 1 of 3 with AdversarialNAS' finite differences (architect.py _hessian_vector_product_1/_2,
         # r=1e-2 over ||v|| and ||u||), which hvp=fd keeps
         "estimator.hvp": "exact",
@@ -307,52 +307,3 @@ def _darts_prime_v1(space: str) -> dict[str, Any]:
         "arch_regularizers.admm.kappa": 1.0,  # Network(zuewma=1.0): --zuewma is never passed to it
         "arch_regularizers.admm.squared": False,  # admm_loss: (...).norm(), not squared
     }
-
-
-# ----- descriptions for `dnas methods` -------------------------------------------------------------
-def _text(value: Any) -> str:
-    """A value as a ``key=value`` override writes it (YAML scalars: true, false, null)."""
-    if isinstance(value, bool) or value is None:
-        return {True: "true", False: "false", None: "null"}[value]
-    return str(value)
-
-
-def _where(factory: Any) -> str:
-    return f"{factory.__module__}.{factory.__qualname__}"
-
-
-def listing() -> str:
-    """Every method with its summary and reference, then every component of every slot with the
-    module and qualified name of its implementation."""
-    from dnas.components import SLOTS
-
-    lines = []
-    for name in METHODS.names():
-        method = METHODS.get(name)
-        lines += [f"{name:14s} {method.summary}", f"{'':14s} {method.reference}"]
-    lines.append("\ncomponents (combine with key=value overrides), and where each is defined:")
-    for slot, registry in SLOTS.items():
-        lines.append(f"  {slot}")
-        lines += [f"    {name:16s} {_where(registry.get(name))}" for name in registry.names()]
-    lines.append("\n`dnas methods --show NAME [--space SPACE]`: a preset's changes and its resolved configuration.")
-    return "\n".join(lines)
-
-
-def describe(name: str, space: str) -> str:
-    """A preset on ``space``: its changes from ``darts``, the implementation of each slot, and the
-    fully resolved configuration (every hyper-parameter, defaults included) as YAML."""
-    from dnas.components import SLOTS
-    from dnas.resolve import resolve_config
-
-    method = METHODS.get(name)
-    cfg = resolve_config({"method": name, "space": space})
-    lines = [f"{name} on {cfg.space}: {method.summary}", f"  {method.reference}", "", "changes from darts:"]
-    changes = method.changes(cfg.space)
-    lines += [f"  {key}={_text(value)}" for key, value in changes.items()] or ["  (none: this is the base)"]
-    lines += ["", "implementations:"]
-    for slot, registry in SLOTS.items():
-        chosen = getattr(cfg, slot)
-        for comp in (chosen if slot in LIST_SLOTS else [chosen]):
-            lines.append(f"  {slot:20s} {comp.name:16s} {_where(registry.get(comp.name))}")
-    lines += ["", "resolved configuration:", cfg.to_yaml().rstrip()]
-    return "\n".join(lines)

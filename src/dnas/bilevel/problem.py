@@ -6,25 +6,45 @@
 :class:`BilevelProblem` owns the supernet weights ``w``, the architecture parameters ``alpha``
 (a separate ``ParameterDict``, never seen by the weight optimizer), the activation that maps
 ``alpha`` to op weights, and the architecture regularizers; estimators, schedules and
-regularizers compute their quantities through it.
+regularizers compute their quantities through it. What changes from step to step and is not part
+of the problem (the weight learning rate, the weight optimizer, how far the search has come) reaches
+the components as a :class:`StepContext` argument.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dnas.distributed import SINGLE, Group
+from dnas.runtime.distributed import SINGLE, Group
 from dnas.supernet import Supernet
 
-if TYPE_CHECKING:  # components import this module; avoid the cycle at run time
+if TYPE_CHECKING:  # types only: the components import this module
     from dnas.components.activations import Activation
 
 Batch = tuple[Tensor, Tensor]
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What the components of one iteration may need besides the problem itself.
+
+    ``epoch`` of ``epochs`` is the current epoch, ``epochs_elapsed`` the fractional epochs before
+    this iteration (``epoch + step / steps_per_epoch``: ramps), ``weight_lr`` the current learning
+    rate of ``w`` (second-order DARTS' ``xi``) and ``weight_optimizer`` the SGD optimizer of ``w``
+    (its momentum buffer and weight decay enter DARTS' virtual step; None: a plain gradient step).
+    """
+
+    epoch: int = 0
+    epochs: int = 1
+    epochs_elapsed: float = 0.0
+    weight_lr: float = 0.0
+    weight_optimizer: torch.optim.Optimizer | None = None
 
 
 class BilevelProblem:
@@ -37,10 +57,6 @@ class BilevelProblem:
         self.alphas = alphas
         self.activation = activation
         self.arch_regularizers = list(arch_regularizers)
-        self.weight_lr = 0.0  # the current learning rate of w (DARTS' xi), set by the search loop
-        # the search loop's SGD optimizer of w (its momentum buffer and weight decay enter DARTS' virtual step)
-        self.weight_optimizer: torch.optim.Optimizer | None = None
-        self.epochs_elapsed = 0.0  # fractional epochs before the current iteration, set by the search loop
 
     # ----- parameters ------------------------------------------------------------------------------
     @property
@@ -57,7 +73,7 @@ class BilevelProblem:
 
     def mean_(self, tensors: Sequence[Tensor | None]) -> None:
         """Average gradients computed from this rank's shard over the ranks, in place, so that every
-        rank continues from the same values (a no-op in one process; see :mod:`dnas.distributed`).
+        rank continues from the same values (a no-op in one process; see :mod:`dnas.runtime.distributed`).
         Every quantity computed from data must pass here before it steers anything."""
         self.group.mean_(tensors)
 
@@ -106,18 +122,18 @@ class BilevelProblem:
         loss, logits = self.loss(batch, activated, cell_weights)
         return loss, logits, cell_weights
 
-    def arch_regularization(self, activated: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    def arch_regularization(self, activated: Mapping[str, Tensor], ctx: StepContext) -> dict[str, Tensor]:
         """The named terms of ``R_arch(alpha)`` (already multiplied by their coefficients)."""
         terms: dict[str, Tensor] = {}
         for reg in self.arch_regularizers:
-            terms.update(reg(self, activated))
+            terms.update(reg(self, activated, ctx))
         return terms
 
-    def arch_objective(self, batch: Batch) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+    def arch_objective(self, batch: Batch, ctx: StepContext) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         """``L_val(w, alpha) + R_arch(alpha)``; returns (objective, logits, regularizer terms)."""
         activated = self.activated()
         loss, logits = self.loss(batch, activated)
-        terms = self.arch_regularization(activated)
+        terms = self.arch_regularization(activated, ctx)
         for value in terms.values():
             loss = loss + value
         return loss, logits, terms

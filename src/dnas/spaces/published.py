@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dnas.errors import DnasError
+from dnas.runtime.files import CONFIG, GENOTYPE
 from dnas.spaces.genotype import Genotype
 
 CONCAT = (2, 3, 4, 5)
@@ -53,7 +54,7 @@ _PUBLISHED = [
         "quark0/darts cnn/genotypes.py (DARTS_V1; the commit 8876e793 names the same pairs DARTS); "
         "identical in yuhuixu1993/PC-DARTS and chenxin061/pdarts genotypes.py",
         "Liu, Simonyan, Yang: DARTS: Differentiable Architecture Search, ICLR 2019 (first order)",
-        "CIFAR-10 test error 3.00 %, 3.3M params (spec/methods.md 5.1)",
+        "CIFAR-10 test error 3.00 %, 3.3M params (DARTS paper, Table 1)",
     ),
     PublishedGenotype(
         "DARTS_V2",
@@ -67,7 +68,7 @@ _PUBLISHED = [
         "yuhuixu1993/PC-DARTS genotypes.py@283b086c and chenxin061/pdarts genotypes.py@b1575e10",
         "Liu, Simonyan, Yang: DARTS: Differentiable Architecture Search, ICLR 2019 (second order)",
         "CIFAR-10 test error 2.76 +- 0.09 %, 3.349M params; ImageNet mobile 26.7 % top-1, 4.719M params "
-        "(quark0/darts README.md), 574M mult-adds (spec/methods.md 5.1)",
+        "(quark0/darts README.md), 574M mult-adds (DARTS paper, Table 2)",
     ),
     PublishedGenotype(
         "PRDARTS",
@@ -77,11 +78,11 @@ _PUBLISHED = [
             "avg_pool_3x3:0 dil_conv_5x5:1 sep_conv_3x3:0 dil_conv_5x5:2 "
             "sep_conv_5x5:1 dil_conv_3x3:3 dil_conv_5x5:4 dil_conv_5x5:1",
         ),
-        "salesforce/PR-DARTS PRDARTS_eval/genotypes.py@2c0efa1f (PRDARTS); spec/methods.md section 1.5",
+        "salesforce/PR-DARTS PRDARTS_eval/genotypes.py@2c0efa1f (PRDARTS)",
         "Zhou, Xiong, Socher, Hoi: Theory-Inspired Path-Regularized Differential Network Architecture "
         "Search, NeurIPS 2020",
         "CIFAR-10 test error 2.32 %, 3.4M params; ImageNet 24.1 % top-1, 4.98M params, 543M mult-adds "
-        "(spec/methods.md 1.6)",
+        "(PR-DARTS paper, Tables 1 and 2)",
     ),
     PublishedGenotype(
         "PC_DARTS",
@@ -93,7 +94,7 @@ _PUBLISHED = [
         ),
         "yuhuixu1993/PC-DARTS genotypes.py@283b086c (PC_DARTS_cifar)",
         "Xu et al.: PC-DARTS: Partial Channel Connections for Memory-Efficient Architecture Search, ICLR 2020",
-        "3.6M params; CIFAR-10 test error 2.81 % as quoted in PR-DARTS Table 1 (spec/methods.md 5.1)",
+        "3.6M params; CIFAR-10 test error 2.81 % as quoted in PR-DARTS Table 1",
     ),
     PublishedGenotype(
         "PDARTS",
@@ -105,7 +106,7 @@ _PUBLISHED = [
         ),
         "chenxin061/pdarts genotypes.py@b1575e10 (PDARTS)",
         "Chen, Xie, Wu, Tian: Progressive Differentiable Architecture Search, ICCV 2019",
-        "CIFAR-10 test error 2.50 %, 3.4M params, as quoted in PR-DARTS Table 1 (spec/methods.md 5.1)",
+        "CIFAR-10 test error 2.50 %, 3.4M params, as quoted in PR-DARTS Table 1",
     ),
 ]
 
@@ -148,10 +149,10 @@ def resolve_genotype(spec: str) -> ResolvedGenotype:
     folder holding one), an NB201 arch string, or a published name (see :data:`PUBLISHED`)."""
     path = Path(spec).expanduser()
     if path.exists():
-        file = path / "genotype.json" if path.is_dir() else path
+        file = path / GENOTYPE if path.is_dir() else path
         genotype = Genotype.load(file)
-        run_dir = file.parent if (file.parent / "config.yaml").is_file() else None
-        label = file.parent.resolve().name if file.name == "genotype.json" else file.stem
+        run_dir = file.parent if (file.parent / CONFIG).is_file() else None
+        label = file.parent.resolve().name if file.name == GENOTYPE else file.stem
         return ResolvedGenotype(genotype, label or "genotype", str(file), run_dir)
     text = spec.strip()
     if text.startswith("|"):

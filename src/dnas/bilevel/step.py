@@ -1,0 +1,270 @@
+"""The search algorithm: bilevel optimisation of supernet weights and architecture parameters.
+
+:class:`SearchStep` is built from a :class:`~dnas.config.search.SearchConfig` (and, optionally, a
+dataset already in memory) and takes one iteration at a time; it reads no run directory, prints
+nothing and installs no signal handler (:class:`dnas.bilevel.run.Search` runs it in a run
+directory). One iteration:
+
+1. the schedule decides whether an architecture step happens; if so, the estimator writes the
+   hypergradient of ``L_val + R_arch`` into ``alpha.grad`` (on a validation batch) and Adam steps;
+2. the weight step: ``L_train(w, A(alpha))`` on a training batch, backward, weight regularizers
+   add their gradients, gradient-norm clipping, SGD step, activation hook (pruning).
+
+The schedule's ``order`` swaps the two (``weight-first``: AutoDL's NAS-Bench-201 DARTS, PR-DARTS).
+Both steps use the iteration's training batch; the validation batch is drawn for the architecture
+step. :meth:`SearchStep.state_dict` holds everything a resumed search needs besides the runner's
+position and random state: weights, alphas, both optimizers, the LR schedule, component states
+and both data streams.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from dnas.benchmarks import load_table, lookup
+from dnas.bilevel.problem import Batch, BilevelProblem, StepContext
+from dnas.components import (
+    ACTIVATIONS,
+    ARCH_REGULARIZERS,
+    DISCRETIZERS,
+    ESTIMATORS,
+    SCHEDULES,
+    WEIGHT_REGULARIZERS,
+)
+from dnas.config.search import SearchConfig, build_component
+from dnas.data import Augment, BatchStream, ImageDataset, class_balanced, load_dataset, split_indices
+from dnas.diagnostics.alignment import gradient_alignment
+from dnas.diagnostics.convergence import convergence
+from dnas.diagnostics.hessian import dominant_eigenvalue
+from dnas.errors import DnasError
+from dnas.runtime.distributed import SINGLE, Group
+from dnas.runtime.files import GENOTYPE, RESULTS
+from dnas.runtime.runner import Observation, Position, StepOutput
+from dnas.spaces import Genotype, get_space
+from dnas.supernet import build_supernet
+
+
+def search_data(cfg: SearchConfig) -> ImageDataset:
+    """The images a search of ``cfg`` uses: its dataset, the class-balanced ``max_images`` subset,
+    resized to ``image_size``."""
+    data = load_dataset(cfg.dataset, split="train", download=cfg.download, root=cfg.data_root)
+    data = class_balanced(data, cfg.max_images, cfg.seed)
+    if cfg.image_size and cfg.image_size != data.image_size:
+        data = data.resized(cfg.image_size)
+    return data
+
+
+class SearchStep:
+    """One search, as an algorithm (see the module docstring).
+
+    ``data``: the images to search on (default: :func:`search_data` of ``cfg``); ``device`` and
+    ``group`` (the ranks of a data-parallel run) as the runner sets them up. Its parts are public:
+    ``problem`` (weights, alphas, activation, regularizers), the components of every slot, the
+    optimizers ``w_opt``/``a_opt`` and the streams ``train_stream``/``val_stream``.
+    """
+
+    splits: tuple[str, ...] = ("train", "val")
+    advice = "lower w_lr or a_lr or check the data"
+
+    def __init__(self, cfg: SearchConfig, *, data: ImageDataset | None = None, device: torch.device | None = None,
+                 group: Group = SINGLE):
+        self.cfg = cfg
+        self.device = torch.device("cpu") if device is None else device
+        self.group = group
+        self.space = get_space(cfg.space)
+        torch.manual_seed(cfg.seed)
+        self.activation = build_component(ACTIVATIONS, cfg.activation)
+        self.schedule = build_component(SCHEDULES, cfg.schedule)
+        self.estimator = build_component(ESTIMATORS, cfg.estimator)
+        if cfg.discretizer is None:
+            raise DnasError("the config names no discretizer: build it with resolve_config (it picks the space's rule)")
+        self.discretizer = build_component(DISCRETIZERS, cfg.discretizer)
+        self.weight_regularizers = [build_component(WEIGHT_REGULARIZERS, c) for c in cfg.weight_regularizers]
+        self.arch_regularizers = [build_component(ARCH_REGULARIZERS, c) for c in cfg.arch_regularizers]
+        self.components = {
+            "activation": self.activation,
+            "schedule": self.schedule,
+            "estimator": self.estimator,
+            "discretizer": self.discretizer,
+            **{f"weight_regularizers.{i}": r for i, r in enumerate(self.weight_regularizers)},
+            **{f"arch_regularizers.{i}": r for i, r in enumerate(self.arch_regularizers)},
+        }
+        for comp in self.components.values():
+            comp.bind(self.space)
+
+        self.data = data = search_data(cfg) if data is None else data
+        portion = self.schedule.train_portion or cfg.train_portion
+        train_idx, val_idx = split_indices(len(data.labels), portion, cfg.seed)
+        augment = Augment.for_images(data.image_size, data.channels, crop_padding=cfg.crop_padding, flip=cfg.flip,
+                                     cutout=cfg.cutout)
+        self.train_stream = BatchStream(data, train_idx, cfg.batch_size, seed=cfg.seed * 2 + 1, augment=augment,
+                                        device=self.device, part="train part of the search split")
+        self.val_stream = BatchStream(data, val_idx, cfg.batch_size, seed=cfg.seed * 2 + 2, augment=augment,
+                                      device=self.device, part="val part of the search split")
+        self.steps_per_epoch = self.train_stream.batches_per_epoch
+        self.epochs = cfg.epochs
+        self.table = load_table(cfg.benchmark_table) if cfg.benchmark_table else None
+        # a fixed, unaugmented validation batch: eigenvalues of different epochs stay comparable
+        self.diagnostic_batch = next(BatchStream(data, val_idx, min(cfg.batch_size, len(val_idx)), seed=cfg.seed,
+                                                 augment=None, device=self.device)) if cfg.hessian_every else None
+
+        net = build_supernet(self.space, num_classes=data.num_classes, in_channels=data.channels,
+                             channels=cfg.channels, layers=cfg.layers, node_bn=self.activation.node_bn)
+        generator = torch.Generator().manual_seed(cfg.seed)
+        alphas = nn.ParameterDict({
+            t: nn.Parameter(self.activation.init_alpha(shape, generator))
+            for t, shape in self.space.alpha_shapes().items()
+        })
+        net.to(self.device)
+        alphas.to(self.device)
+        self.problem = BilevelProblem(net, alphas, self.activation, self.arch_regularizers, group=group)
+        self.w_opt = torch.optim.SGD(self.problem.weights, lr=cfg.w_lr, momentum=cfg.w_momentum,
+                                     weight_decay=cfg.w_weight_decay, nesterov=cfg.w_nesterov)
+        self.lr_schedule = torch.optim.lr_scheduler.CosineAnnealingLR(self.w_opt, cfg.epochs, eta_min=cfg.w_lr_min)
+        self.a_opt = torch.optim.Adam(self.problem.arch, lr=cfg.a_lr, betas=(cfg.a_beta1, cfg.a_beta2),
+                                      weight_decay=cfg.a_weight_decay)
+        self.arch_steps = 0
+
+    # ----- the iteration -------------------------------------------------------------------------------
+    def begin_epoch(self, epoch: int) -> None:
+        for comp in self.components.values():
+            comp.on_epoch_start(epoch, self.cfg.epochs)
+
+    def context(self, at: Position) -> StepContext:
+        """What the components of the iteration at ``at`` receive besides the problem."""
+        return StepContext(epoch=at.epoch, epochs=at.epochs, epochs_elapsed=at.epochs_elapsed,
+                           weight_lr=float(self.lr_schedule.get_last_lr()[0]), weight_optimizer=self.w_opt)
+
+    def iterate(self, at: Position) -> StepOutput:
+        """One iteration at position ``at``: the architecture step (when the schedule takes one) and the
+        weight step, in the schedule's order."""
+        # every rank draws the same global batch and keeps its shard (the whole batch in one process)
+        train_batch = self.group.shard(next(self.train_stream))
+        ctx = self.context(at)
+        arch_step = self.schedule.take_arch_step(at.global_step)
+        alignment_due = bool(self.cfg.alignment_every) and at.global_step % self.cfg.alignment_every == 0
+        observations: list[Observation] = []
+        if arch_step and not self.schedule.weight_first:
+            observations.append(self.arch_step(train_batch, ctx))
+        weight, gauges = self.weight_step(train_batch, ctx, alignment=alignment_due)
+        observations.append(weight)
+        if arch_step and self.schedule.weight_first:
+            observations.append(self.arch_step(train_batch, ctx))
+        self.group.mean_buffers_(self.problem.net)  # BatchNorm statistics of both steps' forwards
+        return StepOutput(observations, gauges)
+
+    def arch_step(self, train_batch: Batch, ctx: StepContext) -> Observation:
+        """The architecture step: the estimator's hypergradient on a validation batch, then Adam."""
+        val_batch = self.group.shard(next(self.val_stream))
+        self.a_opt.zero_grad(set_to_none=True)
+        val_loss, val_logits = self.estimator.arch_gradient(self.problem, train_batch, val_batch, ctx)
+        self.a_opt.step()
+        self.arch_steps += 1
+        return _observe("val", val_loss, val_logits, val_batch[1])
+
+    def weight_step(self, train_batch: Batch, ctx: StepContext, alignment: bool = False
+                    ) -> tuple[Observation, dict[str, Tensor]]:
+        """The weight step; with ``alignment``, also the per-cell gradient alignment of each cell type
+        (gauges ``alignment.TYPE``)."""
+        cfg, problem = self.cfg, self.problem
+        self.w_opt.zero_grad(set_to_none=True)
+        need_cells = alignment or any(r.needs_cell_gradients for r in self.weight_regularizers)
+        loss, logits, cell_weights = problem.weight_loss(train_batch, cell_gradients=need_cells)
+        loss.backward()
+        # a cell whose ops were all masked out computed nothing: its gradient is zero, not missing
+        cell_grads = [torch.zeros_like(w) if w.grad is None else w.grad for w in cell_weights] if need_cells else []
+        weights = problem.weights
+        problem.mean_([*(p.grad for p in weights), *cell_grads])
+        # the Fisher trace is of grad_w L_train alone (DARTS-PRIME), before any regularizer adds to it
+        self.schedule.observe_weight_gradients([p.grad for p in weights if p.grad is not None])
+        for reg in self.weight_regularizers:
+            reg.add_gradient(problem, train_batch, cell_weights, cell_grads, ctx)
+        nn.utils.clip_grad_norm_(weights, cfg.grad_clip)
+        self.w_opt.step()
+        self.activation.after_weight_step(dict(problem.alphas))
+        gauges = {}
+        if alignment:
+            gauges = {f"alignment.{t}": gradient_alignment([cell_grads[i] for i in problem.net.cells_of_type(t)])
+                      for t in problem.cell_types}
+        return _observe("train", loss.detach(), logits.detach(), train_batch[1]), gauges
+
+    # ----- records ---------------------------------------------------------------------------------------
+    def log_fields(self, at: Position) -> dict[str, Any]:
+        return {"lr": self.lr_schedule.get_last_lr()[0], "arch_steps": self.arch_steps}
+
+    def metrics(self) -> dict[str, float | Tensor]:
+        """Every component's scalars, as ``SLOT.NAME``."""
+        return {f"{key}.{name}": value for key, comp in self.components.items()
+                for name, value in comp.metrics().items()}
+
+    def non_finite(self) -> tuple[str, str] | None:
+        if any(not torch.isfinite(p).all() for p in self.problem.arch):
+            return "the architecture parameters", "lower a_lr"
+        return None
+
+    def genotype(self) -> Genotype:
+        """The cell the discretizer derives from the current architecture parameters."""
+        return self.discretizer(self.space, self.problem.strengths())
+
+    def cell_record(self, genotype: Genotype | None = None) -> dict[str, Any]:
+        """The derived cell (``genotype``, else the current one), its counts, the strengths and the
+        convergence diagnostics."""
+        genotype = self.genotype() if genotype is None else genotype
+        strengths = self.problem.strengths()
+        return {
+            "genotype": genotype.to_dict(),
+            "skip_connect": genotype.count("skip_connect"),
+            "parameter_free": genotype.count_parameter_free(),
+            "strengths": {t: s.cpu().tolist() for t, s in strengths.items()},
+            **convergence(self.space, strengths, self.activation.allows_none),
+        }
+
+    def end_epoch(self, epoch: int) -> dict[str, Any]:
+        """Anneal the weight learning rate; the epoch record: the cell, benchmark rows, the eigenvalue."""
+        self.lr_schedule.step()
+        genotype = self.genotype()
+        record = self.cell_record(genotype)
+        if self.table is not None:
+            record["benchmark"] = lookup(self.table, genotype)
+        if self.cfg.hessian_every and (epoch + 1) % self.cfg.hessian_every == 0:
+            record["hessian_eigenvalue"] = dominant_eigenvalue(self.problem, self.diagnostic_batch, seed=epoch)
+        return record
+
+    def results(self, at: Position, seconds: float) -> dict[str, Any]:
+        """The files of a finished search: ``genotype.json`` (the cell) and ``results.json`` (the cell
+        record, the steps taken and the search time)."""
+        cell = self.cell_record()
+        results = {**cell, "steps": at.global_step, "arch_steps": self.arch_steps, "seconds": round(seconds, 3)}
+        return {GENOTYPE: cell["genotype"], RESULTS: results}
+
+    # ----- state -----------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "arch_steps": self.arch_steps,
+            "net": self.problem.net.state_dict(),
+            "alphas": self.problem.alphas.state_dict(),
+            "w_opt": self.w_opt.state_dict(),
+            "a_opt": self.a_opt.state_dict(),
+            "lr_schedule": self.lr_schedule.state_dict(),
+            "components": {k: c.state_dict() for k, c in self.components.items()},
+            "streams": {"train": self.train_stream.state_dict(), "val": self.val_stream.state_dict()},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.problem.net.load_state_dict(state["net"])
+        self.problem.alphas.load_state_dict(state["alphas"])
+        self.w_opt.load_state_dict(state["w_opt"])
+        self.a_opt.load_state_dict(state["a_opt"])
+        self.lr_schedule.load_state_dict(state["lr_schedule"])
+        for key, comp in self.components.items():
+            comp.load_state_dict(state["components"].get(key, {}))
+        self.train_stream.load_state_dict(state["streams"]["train"])
+        self.val_stream.load_state_dict(state["streams"]["val"])
+        self.arch_steps = state["arch_steps"]
+
+
+def _observe(split: str, loss: Tensor, logits: Tensor, labels: Tensor) -> Observation:
+    return Observation(split, loss, (logits.argmax(1) == labels).sum(), len(labels))
