@@ -1,34 +1,29 @@
 #!/usr/bin/env bash
-# The collapse protocol: a CPU budget at which plain DARTS decides and collapses, and
-# every remedy measured at that budget.
+# The collapse protocol: CPU budgets at which plain DARTS decides and collapses, chosen by pilots of
+# DARTS alone before any remedy ran at them; then every remedy at the same budget, every run reported.
 #
-#     bench/collapse_protocol.sh core     # 5 presets x 3 seeds on NB201 + the same 5 on S2 (seed 0)
-#     bench/collapse_protocol.sh full     # core + darts-2nd, pr-darts-code, darts-prime-v1 and two
-#                                         # combinations on NB201 (3 seeds)
-#     bench/collapse_protocol.sh sweep    # lambda-darts with lam=1 (4x) and 2.5 (10x) on NB201, 3 seeds
-#     bench/collapse_protocol.sh s2-seeds # darts on S2 with seeds 1 and 2 as well
-#     bench/collapse_protocol.sh report   # only rewrite $OUT/collapse.md from the runs so far
-#     bench/collapse_protocol.sh docs     # report, then copy the reports, CSVs and plots to docs/compare
-#     OUT=/somewhere bench/collapse_protocol.sh core --jobs 1      # extra `dnas compare` options
+#     bench/collapse_protocol.sh ten           # NB201, 8-pixel proxy: every preset and two combinations, seeds 0-9
+#     bench/collapse_protocol.sh report        # only rewrite $OUT/evidence from the runs so far
+#     bench/collapse_protocol.sh docs          # report, then copy the tables, CSVs and plots to docs/evidence
+#     OUT=/somewhere bench/collapse_protocol.sh ten --jobs 1      # extra `dnas compare` options
 #
-# Outputs: $OUT/collapse-nb201 and $OUT/collapse-s2 (default OUT=runs), each a `dnas compare`
-# folder (report.md, curves.csv, per-run directories, index.html), and $OUT/collapse.md with the
-# per-method table of bench/collapse_report.py (peak vs final accuracy, collapsed runs, skip and
-# parameter-free counts per epoch, margins, Hessian eigenvalue trend, gradient alignment, time).
-# Running a part again resumes it: finished runs are reused, interrupted ones continue.
+# Outputs: $OUT/ten-nb201, a `dnas compare` folder (report.md, per_run.csv, curves.csv, index.html,
+# per-run directories) and $OUT/evidence (bench/evidence_report.py: per-entry statistics over the
+# seeds, paired comparisons against darts, the collapse guards replayed). Running a part again
+# resumes it: finished runs are reused, interrupted ones continue.
 #
 # ---------------------------------------------------------------------------------------------
-# Budget (every entry gets the same; presets keep their own methods, only the step budget and
-# the alpha learning rate are set here)
+# The 8-pixel NB201 budget (every entry gets the same; presets keep their own methods, only the step
+# budget and the alpha learning rate are set here)
 #   data      CIFAR-10 train images (JPEG zip), class-balanced subset max_images=2500 at
 #             image_size=8, split 50/50 into the w and alpha halves (darts-prime: its 10/11)
-#   supernet  NB201: channels=4, layers=1 (one cell per stage); S2: channels=4, layers=5
+#   supernet  channels=4, layers=1 (one cell per stage)
 #   search    30 epochs, batch 32 -> 39 iterations per epoch, 1,170 weight steps (and alpha steps
 #             for the alternating methods)
-#   alpha lr  10x every preset's own: a_lr=3e-3 (lambda-darts on NB201: 1e-3, its preset 1e-4)
-#   logging   hessian_every=5 (dominant eigenvalue of grad^2_alpha L_val on a fixed batch),
-#             alignment_every=10 (per-cell gradient alignment)
-#   machine   --jobs 2 --threads 1
+#   alpha lr  10x every preset's own: a_lr=3e-3 (lambda-darts: 1e-3, its preset 1e-4)
+#   logging   hessian_every=2 (dominant eigenvalue of grad^2_alpha L_val on a fixed batch, as often
+#             as RobustDARTS' early stopping reads it), alignment_every=10
+#   machine   --threads 1, runs one or two at a time (--jobs)
 #
 # Why this budget: measurements (plain first-order `darts`, seeds 0-2, before any remedy was run
 # at it; 2-core machine shared with 3 other engineers, load average ~4).
@@ -64,71 +59,34 @@
 #    DARTS aligns the normal cells, so it needs more than one) and 2 reductions. 0.29 s per
 #    iteration (1.8x NB201's). No benchmark table exists for it: collapse there is read from the
 #    skip count of the derived cells.
-# 4. hessian_every=5: one eigenvalue estimate costs ~3 s (power iteration on a batch of 32), six
-#    per run.
+# 4. hessian_every=2 (RobustDARTS measures every 2 epochs, which its early-stopping rule reads):
+#    one eigenvalue estimate costs ~3 s (power iteration on a batch of 32), fifteen per run.
 #
-# Cost, measured (core, --jobs 2, machine shared with other work, load average 3-7): NB201 grid
-# 32 minutes (per run: darts 130-201 s, pr-darts 105-153, darts-prime 147-231, lambda-darts
-# 306-528, amended-darts 432-722), S2 30 minutes (darts 512 s, pr-darts 549, darts-prime 555,
-# lambda-darts 835, amended-darts 730, the last one alone at the tail): 62 minutes in all.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$here/_shared_data.sh"
-part="${1:-core}"
+part="${1:-ten}"
 shift || true
 out="${OUT:-runs}"
 python="${PYTHON:-python}"
 
-budget=(--dataset "$dataset" --epochs 30 --batch-size 32 --seeds 0,1,2 --jobs 2 --threads 1 --quiet)
-common=(channels=4 image_size=8 max_images=2500 a_lr=3e-3 hessian_every=5 alignment_every=10)
-core=(--methods darts,pr-darts,darts-prime,amended-darts --entry lambda-darts:lambda-darts:a_lr=1e-3)  # NB201
-core_s2=(--methods darts,pr-darts,lambda-darts,darts-prime,amended-darts  # lambda-darts' a_lr is 3e-4 here
-         --entry amended-fd:amended-darts:estimator.hvp=fd)  # the amended-darts preset before it chose exact products
-# item 3's other presets and two combinations, then the runs that explain failures: Amended-DARTS' curvature
-# term by finite differences (the public implementation's; the preset's products are exact since this comparison)
-# and with a 10x smaller radius, and plain DARTS with the alpha step
-# first (Amended-DARTS' order on NB201) to separate the step order from the correction. Costliest first, so that
-# the two workers finish together. (The bf16 runs, an entry darts-bf16:darts:precision=bf16 here and a
-# part bf16-seeds with seeds 3-9 and float32 under 2 threads, ran at commit 32c90e4; the option was withdrawn after
-# them: README, speed.)
-extra=(--entry lambda-amended:lambda-darts:a_lr=1e-3,estimator=amended,estimator.hvp=fd
-       --entry amended-fd:amended-darts:estimator.hvp=fd
-       --entry darts-2nd:darts-2nd
-       --entry amended-r1e-3:amended-darts:estimator.hvp=fd,estimator.fd_radius=1e-3
-       --entry pr-lambda:pr-darts:weight_regularizers=lambda
-       --entry darts-prime-v1:darts-prime-v1 --entry pr-darts-code:pr-darts-code
-       --entry darts-arch-first:darts:schedule.order=arch-first
-       --entry prime-v1-alternate:darts-prime-v1:schedule=alternate)  # v1 with an alpha step every iteration
+seeds=0,1,2,3,4,5,6,7,8,9
+budget=(--dataset "$dataset" --epochs 30 --batch-size 32 --jobs 1 --threads 1 --quiet)
+common=(channels=4 image_size=8 max_images=2500 a_lr=3e-3 hessian_every=2 alignment_every=10)
+presets=(--methods darts,darts-2nd,amended-darts,pr-darts,pr-darts-code,darts-prime,darts-prime-v1
+         --entry lambda-darts:lambda-darts:a_lr=1e-3
+         --entry lambda-amended:lambda-darts:a_lr=1e-3,estimator=amended,estimator.hvp=fd
+         --entry pr-lambda:pr-darts:weight_regularizers=lambda)
 
-nb201() { "$python" -m dnas compare --space nb201 --table "$table" "${budget[@]}" \
-              --out "$out/collapse-nb201" "$@" "${common[@]}" layers=1; }
-s2() { "$python" -m dnas compare --space s2 "${budget[@]}" --seeds 0 \
-           --out "$out/collapse-s2" "$@" "${common[@]}" layers=5; }
-report() { "$python" "$here/collapse_report.py" "$out/collapse-nb201" "$out/collapse-s2" "$out/sweep-lambda" \
-               --out "$out/collapse.md"; }
-docs() {
-    local dest="$here/../docs/compare" grid
-    mkdir -p "$dest"
-    cp "$out/collapse.md" "$out"/*_curves.png "$dest/"
-    for grid in nb201 s2; do
-        mkdir -p "$dest/$grid"
-        cp "$out/collapse-$grid"/{report.md,summary.csv,per_run.csv,curves.csv} "$out/collapse-$grid"/*.png "$dest/$grid/"
-    done
-}
+ten() { "$python" -m dnas compare --space nb201 --table "$table" "${budget[@]}" --seeds "$seeds" \
+            "${presets[@]}" --out "$out/ten-nb201" "$@" "${common[@]}" layers=1; }
+report() { "$python" "$here/evidence_report.py" "$out/ten-nb201" --table "$table" --out "$out/evidence"; }
+docs() { mkdir -p "$here/../docs/evidence"; cp -r "$out/evidence/." "$here/../docs/evidence/"; }
 
 case "$part" in
-    core) nb201 "${core[@]}" "$@"; s2 "${core_s2[@]}" "$@"; report ;;
-    full) nb201 "${core[@]}" "$@"; s2 "${core_s2[@]}" "$@"; nb201 "${core[@]}" "${extra[@]}" "$@"
-          report ;;
-    sweep) "$python" -m dnas compare --space nb201 --table "$table" "${budget[@]}" --methods '' \
-               --entry lambda-darts-lam1:lambda-darts:a_lr=1e-3,weight_regularizers.lambda.lam=1.0 \
-               --entry lambda-darts-lam2.5:lambda-darts:a_lr=1e-3,weight_regularizers.lambda.lam=2.5 \
-               --out "$out/sweep-lambda" "$@" "${common[@]}" layers=1
-           report ;;
-    s2-seeds) s2 --methods darts --seeds 1,2 "$@"   # does DARTS collapse on S2 on other seeds?
-              s2 "${core_s2[@]}" "$@"; report ;;         # (the folder's report.md again for all five)
+    ten) ten "$@"; report ;;
     report) report ;;
     docs) report; docs ;;
-    *) echo "collapse_protocol: unknown part '$part'; give core, full, sweep, s2-seeds, report or docs" >&2; exit 2 ;;
+    *) echo "collapse_protocol: unknown part '$part'; give ten, report or docs" >&2; exit 2 ;;
 esac

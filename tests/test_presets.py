@@ -64,6 +64,8 @@ DARTS_CODE = {
     "discretizer.edges_per_node": 2,
     "weight_regularizers": "none",
     "arch_regularizers": "none",
+    "perturbation": "none",  # the weight step trains under the softmax weights themselves
+    "guard": "off",  # the search runs all its epochs
 }
 # AutoDL-Projects: configs/nas-benchmark/algos/DARTS.config, scripts-search/NAS-Bench-201-algos/DARTS-V1.sh,
 # exps/NAS-Bench-201-algos/DARTS-V1.py, xautodl/models/cell_searchs/search_model_darts.py
@@ -186,6 +188,60 @@ PRIME_V1 = {
     "arch_regularizers.admm.kappa": 1.0,  # Network(zuewma=1.0): the script's --zuewma is not passed
     "arch_regularizers.admm.squared": False,  # admm_loss: .norm()
 }
+GDAS = {  # AutoDL-Projects exps/NAS-Bench-201-algos/GDAS.py, scripts-search/NAS-Bench-201-algos/GDAS.sh, GDAS.config
+    "activation": "gumbel",  # search_model_gdas.py: hardwts from gumbel-softmax, only the sampled op runs
+    "activation.tau_max": 10.0,  # GDAS.sh --tau_max 10
+    "activation.tau_min": 0.1,  # GDAS.sh --tau_min 0.1
+    "activation.init_std": 1e-3,  # search_model_gdas.py: 1e-3 * torch.randn
+    "activation.exclude": "",  # NAS_BENCH_201 / DARTS_SPACE op lists, none included
+    "epochs": 250,  # GDAS.config epochs 250
+}
+GDAS_DARTS = {  # NASNet-space-search-by-GDAS.sh, search-opts/GDAS-NASNet-CIFAR.config, search_model_gdas_nasnet.py
+    **GDAS,
+    "schedule.order": "weight-first",  # GDAS.py search_func: w step, then the alpha step
+    "w_nesterov": True,  # GDAS-NASNet-CIFAR.config nesterov 1
+    "w_weight_decay": 5e-4,  # GDAS-NASNet-CIFAR.config decay 0.0005
+    "batch_size": 256,  # GDAS-NASNet-CIFAR.config batch_size 256
+    "layers": 6,  # search-archs GDAS-NASNet-CIFAR.config N=2 with nasnet-super: 6 cells
+    "discretizer": "gdas",  # genotype(): the two strongest (op, input) pairs per node
+}
+BETA_DECAY = {  # Sunshine-Ye/Beta-DARTS optimizers/darts/architect.py
+    "arch_regularizers": "beta-decay",
+    "arch_regularizers.beta-decay.lam": 50.0,  # _backward_step: 0 + 50 * epoch / 100
+    "arch_regularizers.beta-decay.ramp_epochs": 100,
+}
+SMOOTH_NB201 = {  # xiangning-chen/SmoothDARTS nasbench201/train_search.py (beta-DARTS' fork keeps it)
+    "schedule.order": "arch-first",  # train(): architect.step, then the w step
+    "w_nesterov": False,  # torch.optim.SGD(momentum, weight_decay)
+    "w_weight_decay": 3e-4,  # --weight_decay 3e-4
+    "epochs": 100,  # --epochs 100
+}
+SDARTS = {  # SmoothDARTS attacker/perturb.py, train_search.py
+    "perturbation.epsilon": 0.3,  # --epsilon_alpha 0.3
+    "perturbation.epsilon_min": 0.03,  # 0.03 + (epsilon_alpha - 0.03) * epoch / epochs
+}
+SDARTS_RS = {**SDARTS, "perturbation": "random"}  # --perturb_alpha random: Random_alpha
+SDARTS_ADV = {**SDARTS, "perturbation": "pgd", "perturbation.steps": 7,  # --perturb_alpha pgd_linf: Linf_PGD_alpha
+              "perturbation.random_start": True}  # steps=7, random_start=True (its defaults at the call site)
+FAIR = {  # xiaomi-automl/FairDARTS fairdarts/model_search.py, separate_loss.py
+    "activation": "sigmoid",  # F.sigmoid(alphas), per op
+    "activation.init_mean": 0.0,  # alphas = zeros
+    "activation.init_std": 0.0,
+    "activation.exclude": "",
+    "arch_regularizers": "zero-one",  # ConvSeparateLoss
+    "arch_regularizers.zero-one.weight": 10.0,  # --aux_loss_weight 10
+    "arch_regularizers.zero-one.norm": "l2",  # --sep_loss l2: -mse(sigmoid, 0.5)
+}
+FAIR_DARTS = {  # fairdarts/train_search.py argparse defaults
+    **FAIR,
+    "discretizer": "fair-darts",  # --parse_method threshold_sparse
+    "discretizer.threshold": 0.85,  # --op_threshold 0.85
+    "discretizer.edges_per_node": 2,  # at most two edges per node
+    "batch_size": 128,  # --batch_size 128
+    "w_lr": 0.005,  # --learning_rate 0.005
+    "a_lr": 3e-3,  # --arch_learning_rate 3e-3
+    "a_beta1": 0.9,  # --arch_lr_gamma 0.9
+}
 
 
 def _drop(table: dict, *keys: str) -> dict:
@@ -209,6 +265,15 @@ def tables(space: str) -> dict[str, dict]:
                          "activation.exclude": "none" if space == "darts" else ""},
         "darts-prime": {**replaced_schedule, **PRIME_V3},
         "darts-prime-v1": {**_drop(replaced_schedule, "activation.init_std"), **PRIME_V1},
+        "gdas": {**_drop(base, "discretizer.edges_per_node"), **(GDAS if family == "nb201" else GDAS_DARTS)},
+        "beta-darts": {**base, **BETA_DECAY, **(SMOOTH_NB201 if family == "nb201" else {})},
+        "sdarts-rs": {**base, **SDARTS_RS, **(SMOOTH_NB201 if family == "nb201" else {}),
+                      "activation.exclude": "none" if space == "darts" else ""},  # sota/cnn/spaces.py s5: no none
+        "sdarts-adv": {**base, **SDARTS_ADV, **(SMOOTH_NB201 if family == "nb201" else {}),
+                       "activation.exclude": "none" if space == "darts" else ""},
+        "fair-darts": {**_drop(base, "activation.init_std", "discretizer.edges_per_node"),
+                       **(FAIR if family == "nb201" else FAIR_DARTS),
+                       "activation.exclude": "none" if space == "darts" else ""},  # genotypes.py: 7 ops, no none
     }
 
 

@@ -45,6 +45,8 @@ def darts_protocol(space: str) -> dict[str, Any]:
         "estimator": "first-order",  # train_search.py --unrolled off (AutoDL: DARTS-V1)
         "weight_regularizers": "none",
         "arch_regularizers": "none",
+        "perturbation": "none",  # the weight step trains under A(alpha) itself
+        "guard": "off",  # the search runs its epochs to the end (components/guards.py: label-free early stopping)
         "train_portion": 0.5,  # train_search.py --train_portion 0.5 (AutoDL: cifar-split.txt, 25k/25k)
         "w_lr": 0.025,  # train_search.py --learning_rate (AutoDL: DARTS.config LR)
         "w_lr_min": 0.001,  # train_search.py --learning_rate_min (AutoDL: DARTS.config eta_min)
@@ -307,3 +309,130 @@ def _darts_prime_v1(space: str) -> dict[str, Any]:
         "arch_regularizers.admm.kappa": 1.0,  # Network(zuewma=1.0): --zuewma is never passed to it
         "arch_regularizers.admm.squared": False,  # admm_loss: (...).norm(), not squared
     }
+
+
+# ----- the baselines the remedies are compared with ------------------------------------------------
+@register_method(
+    "gdas",
+    "GDAS: one op per edge sampled by a hard Gumbel-softmax (tau 10 -> 0.1) with the straight-through gradient; "
+    "only the sampled op runs",
+    "Dong, Yang. Searching for A Robust Neural Architecture in Four GPU Hours. CVPR 2019; code: "
+    "D-X-Y/AutoDL-Projects (GDAS)",
+)
+def _gdas(space: str) -> dict[str, Any]:
+    # AutoDL-Projects exps/NAS-Bench-201-algos/GDAS.py with scripts-search/NAS-Bench-201-algos/GDAS.sh and
+    # configs/nas-benchmark/algos/GDAS.config (DARTS space: NASNet-space-search-by-GDAS.sh, GDAS-NASNet-CIFAR.config)
+    changes: dict[str, Any] = {
+        "activation": "gumbel",
+        "activation.tau_max": 10.0,  # GDAS.sh --tau_max 10
+        "activation.tau_min": 0.1,  # GDAS.sh --tau_min 0.1
+        "epochs": 250,  # GDAS.config epochs 250
+    }
+    if _family(space) == "darts":
+        changes.update({
+            "schedule.order": "weight-first",  # GDAS.py search_func: the w step, then the alpha step
+            "w_nesterov": True,  # search-opts/GDAS-NASNet-CIFAR.config nesterov 1
+            "w_weight_decay": 5e-4,  # search-opts/GDAS-NASNet-CIFAR.config decay 0.0005
+            "batch_size": 256,  # search-opts/GDAS-NASNet-CIFAR.config batch_size 256
+            "layers": 6,  # search-archs/GDAS-NASNet-CIFAR.config N=2, nasnet-super: 6 cells
+            "discretizer": "gdas",  # search_model_gdas_nasnet.py genotype: top-2 (op, input) pairs per node
+        })
+    return changes
+
+
+@register_method(
+    "beta-darts",
+    "beta-DARTS: DARTS with the Beta-decay regularization of the architecture logits (mean log-sum-exp per "
+    "edge), its weight ramped linearly (50 * epoch / 100)",
+    "Ye, Li, Li, Ouyang, Tian, Zhao. beta-DARTS: Beta-Decay Regularization for Differentiable Architecture Search. "
+    "CVPR 2022; code: Sunshine-Ye/Beta-DARTS",
+)
+def _beta_darts(space: str) -> dict[str, Any]:
+    changes: dict[str, Any] = {
+        "arch_regularizers": "beta-decay",
+        "arch_regularizers.beta-decay.lam": 50.0,  # architect.py _backward_step: 50 * epoch / 100
+        "arch_regularizers.beta-decay.ramp_epochs": 100,
+    }
+    if _family(space) == "nb201":  # nasbench201/train_search.py (the SmoothDARTS script the fork extends)
+        changes.update({
+            "schedule.order": "arch-first",  # train(): architect.step, then the w step
+            "w_nesterov": False,  # torch.optim.SGD without nesterov
+            "w_weight_decay": 3e-4,  # --weight_decay 3e-4
+            "epochs": 100,  # --epochs 100
+        })
+    # The DARTS spaces: the repository's sota/cnn/train_search.py cannot run (it calls the architect without the
+    # epoch); the preset applies the NAS-Bench-201 loss and ramp to DARTS' own protocol (both cell types summed).
+    return changes
+
+
+def _sdarts(space: str, perturbation: str) -> dict[str, Any]:
+    # xiangning-chen/SmoothDARTS: nasbench201/train_search.py and sota/cnn/train_search.py, --perturb_alpha
+    changes: dict[str, Any] = {
+        "perturbation": perturbation,
+        "perturbation.epsilon": 0.3,  # --epsilon_alpha 0.3
+        "perturbation.epsilon_min": 0.03,  # epsilon_alpha = 0.03 + (args.epsilon_alpha - 0.03) * epoch / epochs
+    }
+    if perturbation == "pgd":
+        changes.update({"perturbation.steps": 7, "perturbation.random_start": True})  # Linf_PGD_alpha defaults
+    if _family(space) == "nb201":
+        changes.update({
+            "schedule.order": "arch-first",  # train(): architect.step, then the w step
+            "w_nesterov": False,  # torch.optim.SGD without nesterov
+            "w_weight_decay": 3e-4,  # --weight_decay 3e-4
+            "epochs": 100,  # --epochs 100
+        })
+    elif space == "darts":
+        changes["activation.exclude"] = "none"  # sota/cnn/spaces.py: s5 ("original DARTS space") has 7 ops, no none
+    return changes  # s1-s4: RobustDARTS' op sets as they are (the script's --search_space s1 .. s4)
+
+
+@register_method(
+    "sdarts-rs",
+    "SDARTS-RS: the weight step trains under the softmax weights plus uniform noise (radius 0.03 -> 0.3), "
+    "clipped and renormalised per edge",
+    "Chen, Hsieh. Stabilizing Differentiable Architecture Search via Perturbation-based Regularization. ICML 2020; "
+    "code: xiangning-chen/SmoothDARTS",
+)
+def _sdarts_rs(space: str) -> dict[str, Any]:
+    return _sdarts(space, "random")
+
+
+@register_method(
+    "sdarts-adv",
+    "SDARTS-ADV: the weight step trains under a 7-step PGD attack on the softmax weights (radius 0.03 -> 0.3)",
+    "Chen, Hsieh. Stabilizing Differentiable Architecture Search via Perturbation-based Regularization. ICML 2020; "
+    "code: xiangning-chen/SmoothDARTS",
+)
+def _sdarts_adv(space: str) -> dict[str, Any]:
+    return _sdarts(space, "pgd")
+
+
+@register_method(
+    "fair-darts",
+    "Fair DARTS: an independent sigmoid weight per op (no softmax competition), a zero-one loss pushing the "
+    "weights to 0 or 1 (weight 10), threshold derivation (0.85; DARTS spaces)",
+    "Chu, Zhou, Zhang, Li. Fair DARTS: Eliminating Unfair Advantages in Differentiable Architecture Search. "
+    "ECCV 2020; code: xiaomi-automl/FairDARTS",
+)
+def _fair_darts(space: str) -> dict[str, Any]:
+    # xiaomi-automl/FairDARTS fairdarts/train_search.py (argparse defaults, as the README runs it)
+    changes: dict[str, Any] = {
+        "activation": "sigmoid",
+        "activation.init_mean": 0.0,  # model_search.py: alphas = zeros (sigmoid 0.5)
+        "activation.init_std": 0.0,
+        "arch_regularizers": "zero-one",
+        "arch_regularizers.zero-one.weight": 10.0,  # --aux_loss_weight 10
+        "arch_regularizers.zero-one.norm": "l2",  # --sep_loss l2: ConvSeparateLoss, -mse(sigmoid, 0.5)
+    }
+    if _family(space) == "darts":  # no NAS-Bench-201 code: there, the loss and activation on AutoDL's protocol
+        changes.update({
+            "discretizer": "fair-darts",
+            "discretizer.threshold": 0.85,  # --parse_method threshold_sparse --op_threshold 0.85
+            "batch_size": 128,  # --batch_size 128
+            "w_lr": 0.005,  # --learning_rate 0.005
+            "a_lr": 3e-3,  # --arch_learning_rate 3e-3
+            "a_beta1": 0.9,  # --arch_lr_gamma 0.9: Adam betas (0.9, 0.999)
+        })
+        if space == "darts":
+            changes["activation.exclude"] = "none"  # genotypes.py PRIMITIVES: 7 ops, no none
+    return changes

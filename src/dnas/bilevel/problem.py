@@ -13,7 +13,7 @@ the components as a :class:`StepContext` argument.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -110,12 +110,17 @@ class BilevelProblem:
         logits = self.forward(x, activated, cell_weights)
         return F.cross_entropy(logits, y), logits
 
-    def weight_loss(self, batch: Batch, cell_gradients: bool = False) -> tuple[Tensor, Tensor, list[Tensor]]:
+    def weight_loss(self, batch: Batch, cell_gradients: bool = False,
+                    perturb: Callable[[dict[str, Tensor]], dict[str, Tensor]] | None = None
+                    ) -> tuple[Tensor, Tensor, list[Tensor]]:
         """``L_train(w, A(alpha))`` for the weight step, with ``alpha`` held fixed; returns (loss, logits,
-        per-cell op weights). With ``cell_gradients`` the per-cell op weights ``A_c`` are leaves of the
-        graph, so after ``backward`` their ``.grad`` holds ``dL_train/dA_c`` (Lambda-DARTS, alignment)."""
+        per-cell op weights). ``perturb`` replaces the activated weights the step trains under (SDARTS).
+        With ``cell_gradients`` the per-cell op weights ``A_c`` are leaves of the graph, so after
+        ``backward`` their ``.grad`` holds ``dL_train/dA_c`` (Lambda-DARTS, alignment)."""
         with torch.no_grad():
             activated = self.activated()
+        if perturb is not None:
+            activated = perturb(activated)
         cell_weights = self.net.per_cell(activated)
         if cell_gradients:
             cell_weights = [w.clone().requires_grad_(True) for w in cell_weights]

@@ -31,6 +31,8 @@ from dnas.components import (
     ARCH_REGULARIZERS,
     DISCRETIZERS,
     ESTIMATORS,
+    GUARDS,
+    PERTURBATIONS,
     SCHEDULES,
     WEIGHT_REGULARIZERS,
 )
@@ -84,6 +86,8 @@ class SearchStep:
         self.discretizer = build_component(DISCRETIZERS, cfg.discretizer)
         self.weight_regularizers = [build_component(WEIGHT_REGULARIZERS, c) for c in cfg.weight_regularizers]
         self.arch_regularizers = [build_component(ARCH_REGULARIZERS, c) for c in cfg.arch_regularizers]
+        self.perturbation = build_component(PERTURBATIONS, cfg.perturbation)
+        self.guard = build_component(GUARDS, cfg.guard)
         self.components = {
             "activation": self.activation,
             "schedule": self.schedule,
@@ -91,6 +95,8 @@ class SearchStep:
             "discretizer": self.discretizer,
             **{f"weight_regularizers.{i}": r for i, r in enumerate(self.weight_regularizers)},
             **{f"arch_regularizers.{i}": r for i, r in enumerate(self.arch_regularizers)},
+            "perturbation": self.perturbation,
+            "guard": self.guard,
         }
         for comp in self.components.values():
             comp.bind(self.space)
@@ -172,7 +178,9 @@ class SearchStep:
         cfg, problem = self.cfg, self.problem
         self.w_opt.zero_grad(set_to_none=True)
         need_cells = alignment or any(r.needs_cell_gradients for r in self.weight_regularizers)
-        loss, logits, cell_weights = problem.weight_loss(train_batch, cell_gradients=need_cells)
+        perturb = None if self.cfg.perturbation.name == "none" else (
+            lambda activated: self.perturbation(problem, activated, train_batch, ctx))
+        loss, logits, cell_weights = problem.weight_loss(train_batch, cell_gradients=need_cells, perturb=perturb)
         loss.backward()
         # a cell whose ops were all masked out computed nothing: its gradient is zero, not missing
         cell_grads = [torch.zeros_like(w) if w.grad is None else w.grad for w in cell_weights] if need_cells else []
@@ -223,7 +231,8 @@ class SearchStep:
         }
 
     def end_epoch(self, epoch: int) -> dict[str, Any]:
-        """Anneal the weight learning rate; the epoch record: the cell, benchmark rows, the eigenvalue."""
+        """Anneal the weight learning rate; the epoch record: the cell, benchmark rows, the eigenvalue,
+        and the guard's decision when it stops the search after this epoch."""
         self.lr_schedule.step()
         genotype = self.genotype()
         record = self.cell_record(genotype)
@@ -231,13 +240,24 @@ class SearchStep:
             record["benchmark"] = lookup(self.table, genotype)
         if self.cfg.hessian_every and (epoch + 1) % self.cfg.hessian_every == 0:
             record["hessian_eigenvalue"] = dominant_eigenvalue(self.problem, self.diagnostic_batch, seed=epoch)
+        decision = self.guard.observe({"epoch": epoch, **record}, last=epoch + 1 == self.epochs)
+        if decision is not None:
+            record["guard"] = decision.to_dict()
         return record
+
+    def finished_early(self) -> bool:
+        """Whether the guard stopped the search before its last epoch."""
+        return self.guard.decision is not None
 
     def results(self, at: Position, seconds: float) -> dict[str, Any]:
         """The files of a finished search: ``genotype.json`` (the cell) and ``results.json`` (the cell
-        record, the steps taken and the search time)."""
-        cell = self.cell_record()
+        record, the steps taken and the search time). A search its guard stopped returns the cell of
+        the epoch the guard names, and ``results.json`` records the guard's decision."""
+        decision = self.guard.decision
+        cell = self.cell_record() if decision is None else self.guard.cell()
         results = {**cell, "steps": at.global_step, "arch_steps": self.arch_steps, "seconds": round(seconds, 3)}
+        if decision is not None:
+            results["guard"] = decision.to_dict()
         return {GENOTYPE: cell["genotype"], RESULTS: results}
 
     # ----- state -----------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The ``dnas draw`` and ``dnas report`` commands: cell drawings and the HTML run report.
+"""``dnas draw``, ``dnas report`` and ``dnas guard``: cell drawings, the HTML run report, guards replayed.
 
 ``add_subcommands(sub)`` adds them to the main parser's subparsers; :data:`HANDLERS` maps each
 command name to its handler ``(args) -> exit status``.
@@ -38,8 +38,18 @@ run has finished, or with Ctrl-C.
 """
 
 
+GUARD_EPILOG = """\
+GUARD is off, hessian (RobustDARTS' early stopping: set hessian_every=2 in the searches), skip
+(DARTS+: two skip connections in the normal cell) or margin (the decision margin stayed above a
+threshold for some epochs); key=value items set its parameters (window=5 delta=4 factor=1.3
+start_epoch=10; skips=2; threshold=0.03 epochs=3). For each finished run it prints the cell the
+run ended with and the cell a search guarded so would have returned; with --table (NAS-Bench-201)
+their accuracies. No benchmark value is used by the guard itself.
+"""
+
+
 def add_subcommands(sub) -> None:
-    """Add ``draw`` and ``report`` to the ``dnas`` subparsers."""
+    """Add ``draw``, ``report`` and ``guard`` to the ``dnas`` subparsers."""
     d = sub.add_parser("draw", help="draw the cells of a run, a genotype.json, a published cell or an NB201 arch "
                        "string (SVG, or PNG with Graphviz)", epilog=DRAW_EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -52,6 +62,13 @@ def add_subcommands(sub) -> None:
     r.add_argument("--out", help="folder for index.html (default: RUN-report next to the first run)")
     r.add_argument("--watch", action="store_true", help="rewrite the report as the searches progress")
     r.add_argument("--interval", type=float, default=10.0, help="seconds between checks with --watch (default 10)")
+
+    g = sub.add_parser("guard", help="replay a collapse guard over finished searches: where would it have stopped?",
+                       epilog=GUARD_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g.add_argument("guard", metavar="GUARD", help="hessian, skip, margin or off")
+    g.add_argument("items", nargs="+", metavar="RUN|key=value", help="search run directories and guard parameters")
+    g.add_argument("--table", help="a NAS-Bench-201 table to score the cells with")
+    g.add_argument("--json", action="store_true", help="one JSON object per run")
 
 
 def draw_target(spec: str):
@@ -135,4 +152,51 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-HANDLERS = {"draw": cmd_draw, "report": cmd_report}
+def cmd_guard(args: argparse.Namespace) -> int:
+    import json
+
+    from dnas.report.guard import guarded, make_guard
+    from dnas.spaces import Genotype
+
+    params = dict(item.split("=", 1) for item in args.items if "=" in item)
+    runs = [item for item in args.items if "=" not in item]
+    if not runs:
+        raise DnasError("give at least one search run directory")
+    table = None
+    if args.table:
+        from dnas.benchmarks import load_table
+
+        table = load_table(args.table)
+    for run in runs:
+        outcome = guarded(run, make_guard(args.guard, params))
+        scores = {}
+        if table is not None:
+            from dnas.benchmarks import lookup
+
+            scores = {which: lookup(table, Genotype.from_dict(cell["genotype"]))
+                      for which, cell in (("final", outcome.final), ("guarded", outcome.cell))}
+        d = outcome.decision
+        if args.json:
+            print(json.dumps({"run": str(outcome.run.path), "final_epoch": outcome.final["epoch"],
+                              "decision": None if d is None else d.to_dict(), "scores": scores}))
+            continue
+        line = f"{outcome.run.path}: final cell (epoch {outcome.final['epoch']}) {_cell_text(outcome.final)}"
+        if d is None:
+            line += f"; guard {args.guard} would not have stopped it"
+        else:
+            line += (f"; guard {args.guard} stops after epoch {d.stop_epoch}, returns the cell of epoch {d.cell_epoch} "
+                     f"{_cell_text(outcome.cell)} ({d.reason})")
+        for which, row in scores.items():
+            if row:
+                line += f"; {which} " + ", ".join(f"{k} {v:.2f}" for k, v in row.items() if isinstance(v, float))
+        print(line)
+    return 0
+
+
+def _cell_text(record) -> str:
+    genotype = record["genotype"]
+    text = genotype.get("arch_str") or f"{record['skip_connect']} skip connections"
+    return f"{text} ({record['parameter_free']} parameter-free)"
+
+
+HANDLERS = {"draw": cmd_draw, "report": cmd_report, "guard": cmd_guard}

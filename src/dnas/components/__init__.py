@@ -1,10 +1,12 @@
-"""The slots of the search loop: activation, schedule, estimator, regularizers, discretizer."""
+"""The slots of the search loop: activation, schedule, estimator, regularizers, discretizer, perturbation,
+guard."""
 
 from typing import Any
 
 from dnas.components.activations import ACTIVATIONS, Activation
 from dnas.components.discretizers import DISCRETIZERS, Discretizer
 from dnas.components.estimators import ESTIMATORS, Estimator
+from dnas.components.guards import GUARDS, Guard
 from dnas.components.regularizers import (
     ARCH_REGULARIZERS,
     WEIGHT_REGULARIZERS,
@@ -12,10 +14,11 @@ from dnas.components.regularizers import (
     WeightRegularizer,
 )
 from dnas.components.schedules import SCHEDULES, Schedule
+from dnas.components.sdarts import PERTURBATIONS, Perturbation
 from dnas.registry import Registry
 
 # implementations that register themselves in the registries above
-from dnas.components import hard_concrete, lambda_darts, pr_darts, prime  # noqa: E402,F401  isort: skip
+from dnas.components import beta_darts, fair_darts, gdas, hard_concrete, lambda_darts, pr_darts, prime  # noqa: E402,F401  isort: skip
 
 # each registry holds the classes of its own slot, hence Any
 SLOTS: dict[str, Registry[Any]] = {
@@ -25,6 +28,8 @@ SLOTS: dict[str, Registry[Any]] = {
     "discretizer": DISCRETIZERS,
     "weight_regularizers": WEIGHT_REGULARIZERS,
     "arch_regularizers": ARCH_REGULARIZERS,
+    "perturbation": PERTURBATIONS,
+    "guard": GUARDS,
 }
 
 __all__ = [
@@ -32,6 +37,8 @@ __all__ = [
     "ARCH_REGULARIZERS",
     "DISCRETIZERS",
     "ESTIMATORS",
+    "GUARDS",
+    "PERTURBATIONS",
     "SCHEDULES",
     "SLOTS",
     "WEIGHT_REGULARIZERS",
@@ -39,6 +46,8 @@ __all__ = [
     "ArchRegularizer",
     "Discretizer",
     "Estimator",
+    "Guard",
+    "Perturbation",
     "Schedule",
     "WeightRegularizer",
 ]

@@ -37,16 +37,20 @@ _FLOAT = re.compile(r"[+-]?(?:\d(?:_?\d)*(?:\.(?:\d(?:_?\d)*)?)?|\.\d(?:_?\d)*)(
 
 def parse_value(text: str) -> Any:
     """A command-line value: a number in any usual spelling, else YAML (``true``, ``null``, lists),
-    else the text itself."""
+    else the text itself. Only ``true``/``false`` are booleans: YAML 1.1's ``on``, ``off``, ``yes`` and
+    ``no`` stay text (``guard=off`` names a component)."""
     text = text.strip()
     if _INT.fullmatch(text):
         return int(text.replace("_", ""))
     if _FLOAT.fullmatch(text):
         return float(text.replace("_", ""))
     try:
-        return yaml.safe_load(text)
+        value = yaml.safe_load(text)
     except yaml.YAMLError:
         return text
+    if isinstance(value, bool) and text.lower() not in ("true", "false"):
+        return text
+    return value
 
 
 def _optional(annotation: Any) -> tuple[Any, bool]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from dnas.bilevel.methods import METHODS
-from dnas.components import SLOTS
+from dnas.components import GUARDS, SLOTS
 from dnas.config.base import parse_value
 from dnas.config.search import (
     LIST_SLOTS,
@@ -56,6 +56,9 @@ def resolve_config(flags: dict[str, Any] | None = None, overrides: list[str] | N
             setattr(cfg, slot, [resolve_component(registry, c) for c in getattr(cfg, slot)])
         else:
             setattr(cfg, slot, resolve_component(registry, getattr(cfg, slot)))
+    guard = GUARDS.get(cfg.guard.name)(**cfg.guard.params)
+    if guard.hessian_every and not cfg.hessian_every:  # the guard reads the eigenvalue: measure it as often
+        cfg.hessian_every = guard.hessian_every
     validate(cfg)
     return cfg
 
@@ -99,6 +102,10 @@ def validate(cfg: SearchConfig) -> None:
         raise DnasError(f"benchmark_table holds NAS-Bench-201 cells; it only applies to --space nb201, not {cfg.space}")
     if cfg.hessian_every < 0 or cfg.alignment_every < 0:
         raise DnasError("hessian_every and alignment_every must be 0 (off) or positive")
+    every = cfg.guard.params.get("every")
+    if cfg.guard.name == "hessian" and cfg.hessian_every != every:
+        raise DnasError(f"guard hessian reads an eigenvalue every {every} epochs but hessian_every is "
+                        f"{cfg.hessian_every}; set both to the same value")
     names = [c.name for c in cfg.arch_regularizers] + [c.name for c in cfg.weight_regularizers]
     if len(names) != len(set(names)):
         raise DnasError(f"a regularizer is listed twice: {', '.join(names)}")

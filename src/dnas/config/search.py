@@ -23,7 +23,7 @@ from dnas.errors import DnasError
 from dnas.registry import keyword_defaults
 
 LIST_SLOTS = ("weight_regularizers", "arch_regularizers")
-SINGLE_SLOTS = ("activation", "schedule", "estimator", "discretizer")
+SINGLE_SLOTS = ("activation", "schedule", "estimator", "discretizer", "perturbation", "guard")
 
 
 @dataclass
@@ -93,6 +93,8 @@ class SearchConfig(Config):
     discretizer: ComponentConfig | None = None  # None: the space's rule
     weight_regularizers: list[ComponentConfig] = field(default_factory=list)
     arch_regularizers: list[ComponentConfig] = field(default_factory=list)
+    perturbation: ComponentConfig = field(default_factory=lambda: ComponentConfig("none"))  # of the weight step's A
+    guard: ComponentConfig = field(default_factory=lambda: ComponentConfig("off"))  # label-free early stopping
     # diagnostics and bookkeeping
     alignment_every: int = 50  # steps between logs of the per-cell gradient alignment (0: off)
     hessian_every: int = 0  # epochs between logs of the dominant eigenvalue of grad^2_alpha L_val (0: off)

@@ -90,16 +90,32 @@ def check_genotype(genotype: Genotype) -> None:
             if not 0 <= src < 2 + k // 2:
                 raise DnasError(f"pair {k} of the {cell_type} cell reads node {src}, which does not exist yet")
         nodes = 2 + len(pairs) // 2
+        live = live_nodes(pairs)
         concat = genotype.concat.get(cell_type, tuple(range(2, nodes)))
         if not concat or any(not 0 <= i < nodes for i in concat):
             raise DnasError(f"the {cell_type} concat {list(concat)} names nodes outside 0..{nodes - 1}")
+        dead = [i for i in concat if i not in live]
+        if dead:
+            raise DnasError(f"the {cell_type} concat names node(s) {', '.join(map(str, dead))}, which have no input "
+                            "(every incoming pair is none or reads a node without input)")
+
+
+def live_nodes(pairs: tuple[tuple[str, int], ...]) -> set[int]:
+    """The nodes of a DARTS cell that have a value: the two inputs, and every intermediate node with a
+    non-``none`` pair reading a node that has one (Fair DARTS' isolated nodes have none)."""
+    live = {0, 1}
+    for k in range(0, len(pairs), 2):
+        if any(op != "none" and src in live for op, src in pairs[k:k + 2]):
+            live.add(2 + k // 2)
+    return live
 
 
 # ------------------------------------------------------------------------------------ DARTS family
 
 
 class DartsEvalCell(nn.Module):
-    """A derived DARTS cell with its own weights (see the module docstring)."""
+    """A derived DARTS cell with its own weights (see the module docstring). A ``none`` pair is an absent
+    edge, and a node without input is left out, with the edges that read it (Fair DARTS' cells)."""
 
     def __init__(self, pairs: tuple[tuple[str, int], ...], concat: tuple[int, ...], c_pp: int, c_p: int, c: int,
                  reduction: bool, reduction_prev: bool):
@@ -108,23 +124,25 @@ class DartsEvalCell(nn.Module):
         self.preprocess0 = (FactorizedReduce(c_pp, c, affine=True) if reduction_prev
                             else ReLUConvBN(c_pp, c, 1, 1, 0, affine=True))
         self.preprocess1 = ReLUConvBN(c_p, c, 1, 1, 0, affine=True)
+        live = live_nodes(pairs)
+        # the pairs that compute something: a real op reading a node that has a value
+        self.edges = [k for k, (op, src) in enumerate(pairs) if op != "none" and src in live]
         self.ops = nn.ModuleList(
-            make_op("darts", op, c, 2 if reduction and src < 2 else 1, affine=True) for op, src in pairs
+            make_op("darts", pairs[k][0], c, 2 if reduction and pairs[k][1] < 2 else 1, affine=True)
+            for k in self.edges
         )
-        self.inputs = [src for _, src in pairs]
+        self.inputs = [pairs[k][1] for k in self.edges]
+        self.nodes = [2 + k // 2 for k in self.edges]  # the node each computed pair feeds
         self.concat = tuple(concat)
         self.out_channels = len(self.concat) * c
 
     def forward(self, s0: Tensor, s1: Tensor, drop_prob: float) -> Tensor:
-        states = [self.preprocess0(s0), self.preprocess1(s1)]
-        for k in range(0, len(self.ops), 2):
-            node = None
-            for op, src in ((self.ops[k], self.inputs[k]), (self.ops[k + 1], self.inputs[k + 1])):
-                h = op(states[src])
-                if self.training and drop_prob > 0.0 and not isinstance(op, nn.Identity):
-                    h = drop_path(h, drop_prob)
-                node = h if node is None else node + h
-            states.append(node)
+        states: dict[int, Tensor] = {0: self.preprocess0(s0), 1: self.preprocess1(s1)}
+        for op, src, node in zip(self.ops, self.inputs, self.nodes, strict=True):
+            h = op(states[src])
+            if self.training and drop_prob > 0.0 and not isinstance(op, nn.Identity):
+                h = drop_path(h, drop_prob)
+            states[node] = h if node not in states else states[node] + h
         return torch.cat([states[i] for i in self.concat], dim=1)
 
 

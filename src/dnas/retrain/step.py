@@ -161,6 +161,9 @@ class TrainStep:
     def non_finite(self) -> tuple[str, str] | None:
         return None
 
+    def finished_early(self) -> bool:
+        return False
+
     def end_epoch(self, epoch: int) -> dict[str, Any]:
         """The epoch record's fields: the drop-path probability and, every ``eval_every`` epochs and
         at the last, the test loss and accuracy."""

@@ -97,6 +97,7 @@ class Task(Protocol):
     def log_fields(self, at: Position) -> dict[str, Any]: ...
     def metrics(self) -> dict[str, float | Tensor]: ...
     def non_finite(self) -> tuple[str, str] | None: ...
+    def finished_early(self) -> bool: ...
     def results(self, at: Position, seconds: float) -> dict[str, Any]: ...
     def state_dict(self) -> dict[str, Any]: ...
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
@@ -208,6 +209,7 @@ class Runner(Generic[R]):
         self._t0: float | None = None
         self.epoch = self.step_in_epoch = self.global_step = 0
         self.elapsed = 0.0
+        self.ended_early = False  # the algorithm ended before its last epoch (finished_early)
 
     # ----- what a subclass provides ----------------------------------------------------------------------
     def build(self) -> Task:  # pragma: no cover - interface
@@ -234,7 +236,8 @@ class Runner(Generic[R]):
 
     @property
     def done(self) -> bool:
-        return self.epoch >= self.cfg.epochs
+        """All epochs taken, or the algorithm ended before its last one (a search its guard stopped)."""
+        return self.epoch >= self.cfg.epochs or self.ended_early
 
     @property
     def seconds(self) -> float:
@@ -259,6 +262,7 @@ class Runner(Generic[R]):
                     self.run_dir.write_json(name, data)
             else:
                 self._restore(upgrade_checkpoint(state))
+                self.ended_early = self.task.finished_early()
             self.log = self.run_dir.metrics(None if state is None else state["metrics_offset"], self.cfg.log,
                                             purge_step=self.global_step)
             self._t0 = None if self.done else time.perf_counter()
@@ -364,6 +368,7 @@ class Runner(Generic[R]):
             record.update(self._finite(self.epoch_sums.averages(self.group)))
             self.epoch_sums.reset()
         record.update(self.task.end_epoch(epoch))
+        self.ended_early = self.task.finished_early()
         record["seconds"] = self.seconds
         self.log.write(record)
         self.epoch, self.step_in_epoch = epoch + 1, 0
