@@ -2,7 +2,8 @@
 # The collapse protocol: CPU budgets at which plain DARTS decides and collapses, chosen by pilots of
 # DARTS alone before any remedy ran at them; then every remedy at the same budget, every run reported.
 #
-#     bench/collapse_protocol.sh ten           # NB201, 8-pixel proxy: every preset and two combinations, seeds 0-9
+#     bench/collapse_protocol.sh ten           # NB201, 8-pixel proxy: every preset, two combinations and the
+#                                              # baselines, seeds 0-9
 #     bench/collapse_protocol.sh report        # only rewrite $OUT/evidence from the runs so far
 #     bench/collapse_protocol.sh docs          # report, then copy the tables, CSVs and plots to docs/evidence
 #     OUT=/somewhere bench/collapse_protocol.sh ten --jobs 1      # extra `dnas compare` options
@@ -78,14 +79,17 @@ presets=(--methods darts,darts-2nd,amended-darts,pr-darts,pr-darts-code,darts-pr
          --entry lambda-darts:lambda-darts:a_lr=1e-3
          --entry lambda-amended:lambda-darts:a_lr=1e-3,estimator=amended,estimator.hvp=fd
          --entry pr-lambda:pr-darts:weight_regularizers=lambda)
+# the baselines; beta-DARTS' coefficient ramps over the 30 epochs as the official code's over its 100
+baselines=(--methods gdas,sdarts-rs,sdarts-adv,fair-darts
+           --entry beta-darts:beta-darts:arch_regularizers.beta-decay.ramp_epochs=30)
 
-ten() { "$python" -m dnas compare --space nb201 --table "$table" "${budget[@]}" --seeds "$seeds" \
-            "${presets[@]}" --out "$out/ten-nb201" "$@" "${common[@]}" layers=1; }
+grid() { "$python" -m dnas compare --space nb201 --table "$table" "${budget[@]}" --seeds "$seeds" \
+             --out "$out/ten-nb201" "$@" "${common[@]}" layers=1; }
 report() { "$python" "$here/evidence_report.py" "$out/ten-nb201" --table "$table" --out "$out/evidence"; }
 docs() { mkdir -p "$here/../docs/evidence"; cp -r "$out/evidence/." "$here/../docs/evidence/"; }
 
 case "$part" in
-    ten) ten "$@"; report ;;
+    ten) grid "${presets[@]}" "$@"; grid "${baselines[@]}" "$@"; report ;;
     report) report ;;
     docs) report; docs ;;
     *) echo "collapse_protocol: unknown part '$part'; give ten, report or docs" >&2; exit 2 ;;
