@@ -89,7 +89,7 @@ report() { "$python" "$here/evidence_report.py" "$out/ten-nb201" --table "$table
 docs() { mkdir -p "$here/../docs/evidence"; cp -r "$out/evidence/." "$here/../docs/evidence/"; }
 
 case "$part" in
-    ten) grid "${presets[@]}" "$@"; grid "${baselines[@]}" "$@"; report ;;
+    ten) grid "${presets[@]}" "${baselines[@]}" "$@"; report ;;
     report) report ;;
     docs) report; docs ;;
     *) echo "collapse_protocol: unknown part '$part'; give ten, report or docs" >&2; exit 2 ;;
