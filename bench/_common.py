@@ -85,7 +85,8 @@ def search_at_last_epoch(space: str, method: str, *, channels: int, layers: int,
     The data are ``24 * batch_size`` random 3-channel images (speed and operation counts do not
     depend on content; darts-prime keeps 1/11 of them for its architecture steps) and the search
     is put in its last epoch, where components with ramps are at their final values (Lambda-DARTS'
-    lambda_t = lambda, PR-DARTS' final temperature). No run directory, logs or alignment diagnostics.
+    lambda_t = lambda, PR-DARTS' final temperature) and past any warm-up (PC-DARTS: ``warmup_epochs=0``,
+    so that two epochs validate). No run directory, logs or alignment diagnostics.
     """
     from dnas.bilevel.step import SearchStep
     from dnas.config.resolve import resolve_config
@@ -100,7 +101,7 @@ def search_at_last_epoch(space: str, method: str, *, channels: int, layers: int,
     cfg = resolve_config(
         {"space": space, "method": method, "epochs": 2, "batch_size": batch_size, "device": device},
         [f"channels={channels}", f"layers={layers}", "alignment_every=0", "checkpoint_every=0",
-         "log_every=1000000", "train_portion=0.5", *overrides],
+         "log_every=1000000", "train_portion=0.5", "warmup_epochs=0", *overrides],
     )
     retain_freed_memory()  # as a search run does (dnas.runtime.allocator)
     search = SearchStep(cfg, data=synthetic, device=torch.device(device))

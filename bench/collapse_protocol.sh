@@ -75,12 +75,15 @@ python="${PYTHON:-python}"
 seeds=0,1,2,3,4,5,6,7,8,9
 budget=(--dataset "$dataset" --epochs 30 --batch-size 32 --jobs 1 --threads 1 --quiet)
 common=(channels=4 image_size=8 max_images=2500 a_lr=3e-3 hessian_every=2 alignment_every=10)
-presets=(--methods darts,darts-2nd,amended-darts,pr-darts,pr-darts-code,darts-prime,darts-prime-v1,gdas,sdarts-rs,sdarts-adv,fair-darts
+presets=(--methods darts,darts-2nd,amended-darts,pr-darts,pr-darts-code,darts-prime,darts-prime-v1,gdas,sdarts-rs,sdarts-adv,fair-darts,darts-minus,drnas
          --entry lambda-darts:lambda-darts:a_lr=1e-3
          --entry lambda-amended:lambda-darts:a_lr=1e-3,estimator=amended,estimator.hvp=fd
          --entry pr-lambda:pr-darts:weight_regularizers=lambda)
-# beta-DARTS' coefficient ramps over the 30 epochs as the official code's over its 100
-baselines=(--entry beta-darts:beta-darts:arch_regularizers.beta-decay.ramp_epochs=30)
+# beta-DARTS' coefficient ramps over the 30 epochs as the official code's over its 100; PC-DARTS trains the
+# weights alone for the first 9 of the 30 epochs as the official code for 15 of its 50; DARTS-'s coefficient
+# decays over the search's epochs by itself and DrNAS' stages scale to them (--methods entries)
+baselines=(--entry beta-darts:beta-darts:arch_regularizers.beta-decay.ramp_epochs=30
+           --entry pc-darts:pc-darts:warmup_epochs=9)
 
 grid() { "$python" -m dnas compare --space nb201 --table "$table" "${budget[@]}" --seeds "$seeds" \
              --out "$out/ten-nb201" "$@" "${common[@]}" layers=1; }

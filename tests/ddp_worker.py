@@ -32,6 +32,13 @@ METHODS = {
     "pr-darts": [],
     "darts-prime": ["schedule.threshold=1e9"],  # take alpha steps from the start
     "darts-prime-v1": ["schedule.threshold=1e9", "arch_regularizers.admm.admm_freq=2"],
+    "gdas": [],  # one Gumbel sample per step, the same on every rank
+    "sdarts-adv": ["perturbation.steps=2"],  # the attack's random start and steps
+    "fair-darts": [],
+    "beta-darts": [],
+    "darts-minus": [],
+    "pc-darts": ["warmup_epochs=1"],  # edge logits, partial channels
+    "drnas": ["channels=8"],  # a Dirichlet sample per step; pruned and widened between its two epochs
 }
 
 

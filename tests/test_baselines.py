@@ -12,8 +12,10 @@ from torch import nn
 
 import dnas
 from dnas.bilevel.problem import BilevelProblem, StepContext
+from dnas.bilevel.run import Search
 from dnas.bilevel.step import SearchStep
 from dnas.components.activations import Softmax
+from dnas.components.auxiliary import AuxiliarySkip
 from dnas.components.beta_darts import BetaDecay
 from dnas.components.fair_darts import Sigmoid, ThresholdRule, ZeroOneLoss
 from dnas.components.gdas import GdasRule, GumbelOneHot, gumbel_one_hot
@@ -154,6 +156,13 @@ def test_baselines_combine_with_the_remedies(tiny_search):
         "max_images=96", "estimator=amended", "estimator.hvp=fd"])
     combined.run()
     assert combined.cfg.estimator.name == "amended" and combined.cfg.arch_regularizers[0].name == "beta-decay"
+    minus = tiny_search("darts-minus", name="minus-prime", overrides=["max_images=96", "activation=clamp",
+                                                                    "arch_regularizers=prox"])
+    minus.run()  # DARTS-'s auxiliary skip under DARTS-PRIME's clamp activation and proximity term
+    partial = tiny_search("pc-darts", name="pc-pr", overrides=["max_images=96", "warmup_epochs=0",
+                                                             "activation=hard-concrete", "arch_regularizers=pr-darts"])
+    partial.run()  # PC-DARTS' partial channels and edge weights under PR-DARTS' gates and regularizer
+    assert partial.algorithm.arch_steps > 0 and partial.algorithm.problem.edge_alphas is not None
 
 
 def test_gumbel_temperatures_are_checked():
@@ -314,3 +323,168 @@ def test_fair_darts_searches_and_its_cell_trains(tiny_search, tmp_path):
     trained = dnas.train(genotype, dataset="digits", epochs=1, channels=4, layers=3, batch_size=32, max_images=64,
                          max_test_images=32, out=tmp_path / "train")
     assert 0 <= trained.result["test_acc"] <= 1
+
+
+# ----- DARTS- ---------------------------------------------------------------------------------------
+def official_decay(decay: str, epoch: int, base: float = 1.0, t_max: int = 50, t_start: int = 0,
+                   t_stop: int = 50, last: float = 1.0) -> float:
+    """Meituan-AutoML/DARTS- src/utils.py ``DecayScheduler.step``, transcribed."""
+    if not t_start <= epoch <= t_stop:
+        return last
+    if decay == "linear":
+        return base * (t_max - epoch) / (t_max - t_start)
+    if decay == "cosine":
+        return base * (1 + math.cos(math.pi * epoch / (t_max - t_start))) / 2
+    if decay == "slow-cosine":
+        return base * math.cos(math.pi / 2 * epoch / (t_max - t_start))
+    return base
+
+
+@pytest.mark.parametrize("decay", ["linear", "cosine", "slow-cosine", "constant"])
+def test_auxiliary_coefficient_is_the_official_decay_scheduler(decay):
+    aux = AuxiliarySkip(beta=0.8, decay=decay)
+    for epoch in range(50):
+        aux.on_epoch_start(epoch, 50)
+        assert aux.coefficient() == pytest.approx(official_decay(decay, epoch, base=0.8))
+    shorter = AuxiliarySkip(decay=decay, decay_epochs=10)  # --decay_max_epoch 10 --decay_stop_epoch 10
+    last = 1.0
+    for epoch in range(20):
+        last = official_decay(decay, epoch, t_max=10, t_stop=10, last=last)
+        assert shorter.coefficient_at(epoch, 20) == pytest.approx(last)
+    with pytest.raises(DnasError, match="decay one of"):
+        AuxiliarySkip(decay="exponential")
+
+
+@pytest.mark.parametrize("space_name,layers", [("darts", 3), ("nb201", 1)])
+def test_the_auxiliary_skip_at_zero_is_the_plain_supernet(space_name, layers):
+    """DARTS-'s branch is added outside the mixing: at coefficient 0 the supernet computes exactly what
+    the supernet without it computes; at 0.5 it adds to every edge (the reduction edges' factorized
+    reductions included)."""
+    space = get_space(space_name)
+    torch.manual_seed(0)
+    plain = build_supernet(space, num_classes=5, in_channels=3, channels=4, layers=layers).double()
+    aux = build_supernet(space, num_classes=5, in_channels=3, channels=4, layers=layers, aux_skip=True).double()
+    missing, unexpected = aux.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and all("aux" in name for name in missing)
+    assert bool(missing) == (space_name == "darts")  # only reduction edges give the branch weights
+    weights = [torch.softmax(torch.randn(c.num_edges, len(c.edge_ops[0]), dtype=torch.float64), dim=-1)
+               for c in (space.cells[t] for t in plain.cell_types)]
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    aux.set_aux_skip(0.0)
+    torch.testing.assert_close(aux(x, weights), plain(x, weights), rtol=0, atol=0)
+    aux.set_aux_skip(0.5)
+    assert not torch.allclose(aux(x, weights), plain(x, weights))
+
+
+def test_darts_minus_decays_the_skip_and_derives_from_the_candidates_alone(tiny_search, tmp_path):
+    search = tiny_search("darts-minus", epochs=3, overrides=["max_images=96", "log_every=1"])
+    genotype = search.run()
+    betas = sorted({r["auxiliary.beta"] for r in read_metrics(tmp_path / "run", "step")})
+    assert betas == pytest.approx([1 / 3, 2 / 3, 1.0])  # linear from 1, over the search's 3 epochs
+    ops = set(get_space("nb201").cells["cell"].edge_ops[0])
+    assert {op for op, _ in genotype.cells["cell"]} <= ops
+    cfg = resolve_config({"space": "darts", "method": "darts-minus"})
+    assert "none" in get_space("darts").cells["normal"].edge_ops[0] and cfg.activation.params["exclude"] == ""
+
+
+# ----- PC-DARTS -------------------------------------------------------------------------------------
+def official_edge_weights(betas: torch.Tensor, steps: int = 4) -> torch.Tensor:
+    """yuhuixu1993/PC-DARTS model_search.py ``Network.forward``: the betas' softmax node by node, transcribed."""
+    n, start = 3, 2
+    weights2 = torch.softmax(betas[0:2], dim=-1)
+    for _ in range(steps - 1):
+        end = start + n
+        weights2 = torch.cat([weights2, torch.softmax(betas[start:end], dim=-1)], dim=0)
+        start, n = end, n + 1
+    return weights2
+
+
+def official_pc_parse(weights: torch.Tensor, weights2: torch.Tensor, primitives: list[str],
+                      steps: int = 4) -> list[tuple[str, int]]:
+    """PC-DARTS ``genotype()._parse`` on the op weights times the edge weights, transcribed."""
+    none = primitives.index("none")
+    gene, n, start = [], 2, 0
+    for _ in range(steps):
+        end = start + n
+        W = weights[start:end].clone()
+        for j in range(n):
+            W[j, :] = W[j, :] * weights2[start + j]
+        edges = sorted(range(n), key=lambda x: -max(W[x][k] for k in range(len(W[x])) if k != none))[:2]
+        for j in edges:
+            k_best = None
+            for k in range(len(W[j])):
+                if k != none and (k_best is None or W[j][k] > W[j][k_best]):
+                    k_best = k
+            gene.append((primitives[k_best], j))
+        start, n = end, n + 1
+    return gene
+
+
+def test_edge_normalization_and_derivation_are_pc_darts_official(tiny_search):
+    search = tiny_search("pc-darts", space="darts", overrides=["layers=3", "channels=8", "max_images=64",
+                                                                             "warmup_epochs=0"])
+    search.open()
+    try:
+        problem = search.algorithm.problem
+        with torch.no_grad():
+            for p in problem.arch:
+                p.normal_()
+        genotype = search.algorithm.genotype()
+        primitives = list(get_space("darts").cells["normal"].edge_ops[0])
+        for t, logits in problem.edge_alphas.items():
+            weights2 = official_edge_weights(logits.detach())
+            torch.testing.assert_close(problem.edge_weights()[t], weights2)
+            assert list(genotype.cells[t]) == official_pc_parse(problem.alphas[t].detach().softmax(dim=-1),
+                                                                weights2, primitives)
+    finally:
+        search.close()
+
+
+def test_pc_darts_trains_the_weights_alone_during_the_warm_up(tiny_search, tmp_path):
+    search = tiny_search("pc-darts", epochs=2, overrides=["max_images=64", "warmup_epochs=1"])
+    search.open()
+    try:
+        initial = [p.detach().clone() for p in search.algorithm.problem.arch]
+        weights = [p.detach().clone() for p in search.algorithm.problem.weights]
+        while search.position.epoch < 1:
+            search.step()
+        assert all(torch.equal(a, b) for a, b in zip(initial, search.algorithm.problem.arch, strict=True))
+        assert not all(torch.equal(a, b) for a, b in zip(weights, search.algorithm.problem.weights, strict=True))
+        while not search.done:
+            search.step()
+        search.finish()
+    finally:
+        search.close()
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["arch_steps"] == results["steps"] // 2  # the second epoch's steps alone
+    edge_logits = search.algorithm.problem.edge_alphas["cell"]
+    assert not torch.equal(edge_logits, initial[-1])  # the edge weights are learned with the alphas
+    with pytest.raises(DnasError, match="warmup_epochs must lie"):
+        resolve_config({"method": "pc-darts", "epochs": 10})
+
+
+def test_pc_darts_ops_see_a_quarter_of_the_channels():
+    space = get_space("darts")
+    full = build_supernet(space, num_classes=10, in_channels=3, channels=16, layers=8)
+    partial = build_supernet(space, num_classes=10, in_channels=3, channels=16, layers=8, partial=4)
+    count = [sum(p.numel() for c in net.node_cells() for p in c.parameters()) for net in (full, partial)]
+    # pointwise weights C^2 -> (C/4)^2, depthwise C -> C/4 (the factorized reductions of the preprocessing and
+    # the stride-2 edges' bypass hold none: the bypass max-pools)
+    assert count[0] / 16 < count[1] < count[0] / 4
+
+
+@pytest.mark.parametrize("method", ["darts-minus", "pc-darts"])
+def test_darts_minus_and_pc_darts_resume_to_the_same_result(tiny_search, tmp_path, interrupt_at, method):
+    extra = ["max_images=96", "checkpoint_every=2", *(["warmup_epochs=1"] if method == "pc-darts" else [])]
+    reference = tiny_search(method, epochs=2, name="ref", overrides=extra)
+    g_ref = reference.run()
+    interrupt_at(Search, 5)  # in the second epoch of 3 steps, between two checkpoints
+    with pytest.raises(DnasError, match="interrupted"):
+        tiny_search(method, epochs=2, name="resumed", overrides=extra).run()
+    interrupt_at(Search, None)
+    resumed = tiny_search(method, epochs=2, name="resumed", overrides=extra)
+    assert resumed.run() == g_ref
+    for p, q in zip(resumed.algorithm.problem.arch, reference.algorithm.problem.arch, strict=True):
+        assert torch.equal(p, q)
+    for p, q in zip(resumed.algorithm.problem.weights, reference.algorithm.problem.weights, strict=True):
+        assert torch.equal(p, q)

@@ -46,8 +46,10 @@ def test_every_component_keeps_the_ranks_bit_identical(tmp_path):
     assert rank0 == rank1  # weights, alpha, both optimizers, component states, per method; the trained net
     lines = dict(line.split(" ", 1) for line in rank0.splitlines())
     assert set(lines) == {"darts", "darts-2nd", "amended-darts", "lambda-darts", "pr-darts", "darts-prime",
-                          "darts-prime-v1", "train"}
-    for method in ("darts", "darts-prime", "darts-prime-v1"):  # alpha steps were taken (so alpha was reduced)
+                          "darts-prime-v1", "gdas", "sdarts-adv", "fair-darts", "beta-darts", "darts-minus",
+                          "pc-darts", "drnas", "train"}
+    # alpha steps were taken (so alpha was reduced)
+    for method in ("darts", "darts-prime", "darts-prime-v1", "gdas", "pc-darts", "drnas"):
         assert int(lines[method].split()[1]) > 0
     # one writer: each record once, in order
     for method in ("darts", "lambda-darts", "train"):

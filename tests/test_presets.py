@@ -65,6 +65,11 @@ DARTS_CODE = {
     "weight_regularizers": "none",
     "arch_regularizers": "none",
     "perturbation": "none",  # the weight step trains under the softmax weights themselves
+    "auxiliary": "none",  # model_search.py MixedOp: nothing outside the softmax-weighted sum
+    "progression": "none",  # one stage
+    "partial_channels": 1,  # every op sees all channels
+    "edge_normalization": False,  # no edge weights
+    "warmup_epochs": 0,  # architect.step from the first iteration
     "guard": "off",  # the search runs all its epochs
 }
 # AutoDL-Projects: configs/nas-benchmark/algos/DARTS.config, scripts-search/NAS-Bench-201-algos/DARTS-V1.sh,
@@ -242,6 +247,52 @@ FAIR_DARTS = {  # fairdarts/train_search.py argparse defaults
     "a_lr": 3e-3,  # --arch_learning_rate 3e-3
     "a_beta1": 0.9,  # --arch_lr_gamma 0.9
 }
+DARTS_MINUS = {  # Meituan-AutoML/DARTS- scripts/run_darts_minus.sh, src/search/model_search.py, src/utils.py
+    "auxiliary": "skip",  # --auxiliary_skip: Identity (stride 1) / FactorizedReduce (stride 2) outside the mix
+    "auxiliary.beta": 1.0,  # --skip_beta 1
+    "auxiliary.decay": "linear",  # --decay linear: base * (T_max - epoch) / T_max
+    "auxiliary.decay_epochs": None,  # --decay_max_epoch 50 = --epochs 50
+}
+PC = {  # yuhuixu1993/PC-DARTS model_search.py, train_search.py
+    "partial_channels": 4,  # MixedOp self.k = 4
+    "edge_normalization": True,  # betas, softmax per node over its incoming edges
+    "warmup_epochs": 15,  # if epoch >= 15: architect.step
+}
+PC_DARTS = {  # train_search.py argparse defaults
+    **PC,
+    "batch_size": 256,  # --batch_size 256
+    "w_lr": 0.1,  # --learning_rate 0.1
+    "w_lr_min": 0.0,  # --learning_rate_min 0.0
+    "a_lr": 6e-4,  # --arch_learning_rate 6e-4
+}
+DRNAS = {  # xiangning-chen/DrNAS utils.py process_step_vector, architect.py
+    "activation": "dirichlet",  # Dirichlet(elu(alpha) + 1).rsample()
+    "activation.init_std": 1e-3,  # 1e-3 * torch.randn
+    "activation.exclude": "",
+    "progression": "stages",
+    "progression.frozen_epochs": 10,  # train(): if epoch >= 10: architect.step (per stage)
+}
+DRNAS_NB201 = {  # 201-space/train_search_progressive.py
+    **DRNAS,
+    "progression.stage_epochs": "50,50",  # train_epochs = [50, 50]
+    "progression.partial": "4,2",  # ks = [4, 2]
+    "progression.keep": "5,3",  # num_keeps = [5, 3]
+    "epochs": 100,  # CosineAnnealingLR(optimizer, sum(train_epochs))
+    "schedule.order": "arch-first",  # architect.step before the weight step
+    "w_nesterov": False,  # torch.optim.SGD(momentum, weight_decay)
+    "w_weight_decay": 3e-4,  # --weight_decay 3e-4
+}
+DRNAS_DARTS = {  # DARTS-space/train_search.py
+    **DRNAS,
+    "progression.stage_epochs": "25,25",  # train_epochs = [25, 25]
+    "progression.partial": "6,4",  # ks = [6, 4]
+    "progression.keep": "7,4",  # num_keeps = [7, 4]
+    "channels": 36,  # --init_channels 36
+    "layers": 20,  # --layers 20
+    "w_lr": 0.1,  # --learning_rate 0.1
+    "w_lr_min": 0.0,  # --learning_rate_min 0.0
+    "a_lr": 6e-4,  # --arch_learning_rate 6e-4
+}
 
 
 def _drop(table: dict, *keys: str) -> dict:
@@ -274,6 +325,10 @@ def tables(space: str) -> dict[str, dict]:
         "fair-darts": {**_drop(base, "activation.init_std", "discretizer.edges_per_node"),
                        **(FAIR if family == "nb201" else FAIR_DARTS),
                        "activation.exclude": "none" if space == "darts" else ""},  # genotypes.py: 7 ops, no none
+        "darts-minus": {**base, **DARTS_MINUS},  # spaces.py s5 = the DARTS space with none; s1-s4 as RobustDARTS'
+        "pc-darts": {**base, **(PC if family == "nb201" else PC_DARTS)},
+        "drnas": {**base, **(DRNAS_NB201 if family == "nb201" else DRNAS_DARTS),
+                  "activation.exclude": "none" if space == "darts" else ""},  # genotypes.py: none commented out
     }
 
 

@@ -10,17 +10,18 @@ from dnas.bilevel.problem import BilevelProblem
 from dnas.components.activations import Softmax
 from dnas.spaces import get_space
 from dnas.supernet import build_supernet, copy_into_reference
-from dnas.supernet.fused import FusedCell
+from dnas.supernet.fused import FusedCell, channel_shuffle
 from dnas.supernet.network import DartsCellBlock
 from dnas.supernet.reference import member_gradient_pairs
 
 
-def _pair(space_name: str, layers: int, node_bn: bool = False):
+def _pair(space_name: str, layers: int, node_bn: bool = False, channels: int = 4, **options):
     space = get_space(space_name)
     torch.manual_seed(0)
-    fused = build_supernet(space, num_classes=5, in_channels=3, channels=4, layers=layers, node_bn=node_bn).double()
-    reference = build_supernet(space, num_classes=5, in_channels=3, channels=4, layers=layers, fused=False,
-                               node_bn=node_bn).double()
+    fused = build_supernet(space, num_classes=5, in_channels=3, channels=channels, layers=layers, node_bn=node_bn,
+                           **options).double()
+    reference = build_supernet(space, num_classes=5, in_channels=3, channels=channels, layers=layers, fused=False,
+                               node_bn=node_bn, **options).double()
     copy_into_reference(fused, reference)
     return space, fused, reference
 
@@ -69,6 +70,60 @@ def test_fused_matches_reference_outputs_and_gradients(space_name, layers, node_
     for name, p in fused.named_parameters():
         if name in ref_params:  # stem, preprocessing, residual blocks, classifier
             torch.testing.assert_close(p.grad, ref_params[name].grad, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("space_name,layers,options", [
+    ("darts", 3, {"partial": 4}), ("nb201", 1, {"partial": 2}), ("darts", 3, {"partial": 2, "bypass": True}),
+    ("nb201", 2, {"partial": 4, "bypass": True}), ("darts", 3, {"aux_skip": True}), ("nb201", 1, {"aux_skip": True}),
+])
+def test_partial_channels_and_the_auxiliary_skip_match_the_reference(space_name, layers, options):
+    """PC-DARTS' partial channel connections (with and without edge coefficients on the bypass) and
+    DARTS-'s auxiliary skip: the fused cells compute what the per-edge MixedOps compute, every gradient too."""
+    options = dict(options)
+    bypass = options.pop("bypass", False)
+    space, fused, reference = _pair(space_name, layers, channels=8, **options)
+    for net in (fused, reference):
+        net.set_aux_skip(0.37)
+    x = torch.randn(4, 3, 8, 8, dtype=torch.float64)
+    wf = _cell_weights(space, fused, 1)
+    wr = [w.detach().clone().requires_grad_(True) for w in wf]
+    g = torch.Generator().manual_seed(2)
+    cf = {t: torch.rand(c.num_edges, generator=g, dtype=torch.float64).requires_grad_(True)
+          for t, c in space.cells.items()} if bypass else None
+    cr = {t: v.detach().clone().requires_grad_(True) for t, v in cf.items()} if cf else None
+    out_f, out_r = fused(x, wf, None, cf), reference(x, wr, None, cr)
+    torch.testing.assert_close(out_f, out_r, rtol=1e-9, atol=1e-10)
+    probe = torch.randn_like(out_f)
+    (out_f * probe).sum().backward()
+    (out_r * probe).sum().backward()
+    for a, b in zip(wf, wr, strict=True):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-8, atol=1e-10)
+    if cf:
+        for t in cf:
+            torch.testing.assert_close(cf[t].grad, cr[t].grad, rtol=1e-8, atol=1e-10)
+    for gf, gr in (p for f, r in zip(_node_modules(fused), _node_modules(reference), strict=True)
+                   for p in member_gradient_pairs(f, r)):
+        torch.testing.assert_close(gf, gr, rtol=1e-8, atol=1e-10)
+    ref_params = dict(reference.named_parameters())
+    for name, p in fused.named_parameters():
+        if name in ref_params:
+            torch.testing.assert_close(p.grad, ref_params[name].grad, rtol=1e-8, atol=1e-10)
+
+
+def test_partial_channels_pass_the_bypassed_channels_through():
+    """With every op weight 0 and the bypass at 1, a partial-channel cell is the shuffle of [zeros; the
+    bypassed channels]; the bypass is weighted by the row sums of the weights by default."""
+    space = get_space("nb201")
+    cell = FusedCell("nb201", space.cells["cell"], 8, partial=4).double()
+    x = torch.randn(2, 8, 4, 4, dtype=torch.float64)
+    nodes = cell([x], torch.zeros(6, 5, dtype=torch.float64), None, torch.ones(6, dtype=torch.float64))
+    expected = torch.zeros(2, 8, 4, 4, dtype=torch.float64)
+    expected[:, 2:] = x[:, 2:]
+    torch.testing.assert_close(nodes[0], channel_shuffle(expected, 4))  # node 1 reads node 0 alone
+    assert channel_shuffle(torch.arange(8.0).view(1, 8, 1, 1), 4).flatten().tolist() == [0, 2, 4, 6, 1, 3, 5, 7]
+    half = torch.zeros(6, 5, dtype=torch.float64)
+    half[:, 0] = 0.5  # none at 0.5: the ops add nothing, the bypass gets the row sum 0.5
+    torch.testing.assert_close(cell([x], half)[0], channel_shuffle(0.5 * expected, 4))
 
 
 @pytest.mark.parametrize("space_name,layers", [("darts", 3), ("nb201", 1)])

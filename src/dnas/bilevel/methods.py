@@ -46,6 +46,8 @@ def darts_protocol(space: str) -> dict[str, Any]:
         "weight_regularizers": "none",
         "arch_regularizers": "none",
         "perturbation": "none",  # the weight step trains under A(alpha) itself
+        "auxiliary": "none",  # no operation outside the mixing
+        "progression": "none",  # one stage: the supernet and its candidates stay as built
         "guard": "off",  # the search runs its epochs to the end (components/guards.py: label-free early stopping)
         "train_portion": 0.5,  # train_search.py --train_portion 0.5 (AutoDL: cifar-split.txt, 25k/25k)
         "w_lr": 0.025,  # train_search.py --learning_rate (AutoDL: DARTS.config LR)
@@ -435,4 +437,89 @@ def _fair_darts(space: str) -> dict[str, Any]:
         })
         if space == "darts":
             changes["activation.exclude"] = "none"  # genotypes.py PRIMITIVES: 7 ops, no none
+    return changes
+
+
+@register_method(
+    "darts-minus",
+    "DARTS-: DARTS with an auxiliary skip connection outside the mixing on every edge, its coefficient "
+    "decayed linearly from 1 over the search; skip_connect stays a candidate",
+    "Chu, Wang, Zhang, Zhang, Wei, Yan. DARTS-: Robustly Stepping out of Performance Collapse Without "
+    "Indicators. ICLR 2021; code: Meituan-AutoML/DARTS-",
+)
+def _darts_minus(space: str) -> dict[str, Any]:
+    # Meituan-AutoML/DARTS- scripts/run_darts_minus.sh: --auxiliary_skip --skip_beta 1 --decay linear, with
+    # src/search/args.py's DARTS protocol (50 epochs, batch 64, lr 0.025 -> 0.001, a_lr 3e-4, first order) and
+    # --decay_max_epoch 50 = the search's epochs. The repository has no NAS-Bench-201 code: there, the auxiliary
+    # skip on AutoDL's DARTS protocol.
+    return {
+        "auxiliary": "skip",
+        "auxiliary.beta": 1.0,  # --skip_beta 1
+        "auxiliary.decay": "linear",  # --decay linear (utils.py DecayScheduler)
+        "auxiliary.decay_epochs": None,  # --decay_max_epoch 50 = --epochs 50
+    }
+
+
+@register_method(
+    "pc-darts",
+    "PC-DARTS: the ops of an edge see a quarter of its channels (the rest bypass, shuffled back), edge "
+    "normalization (a softmax-weighted logit per edge), the weights trained alone for the first 15 epochs",
+    "Xu, Xie, Zhang, Chen, Qi, Tian, Xiong. PC-DARTS: Partial Channel Connections for Memory-Efficient "
+    "Architecture Search. ICLR 2020; code: yuhuixu1993/PC-DARTS",
+)
+def _pc_darts(space: str) -> dict[str, Any]:
+    changes: dict[str, Any] = {
+        "partial_channels": 4,  # model_search.py MixedOp: self.k = 4
+        "edge_normalization": True,  # betas_normal / betas_reduce, softmax over each node's incoming edges
+        "warmup_epochs": 15,  # train_search.py: if epoch >= 15: architect.step(...)
+    }
+    if _family(space) == "darts":  # train_search.py argparse defaults
+        changes.update({
+            "batch_size": 256,  # --batch_size 256
+            "w_lr": 0.1,  # --learning_rate 0.1
+            "w_lr_min": 0.0,  # --learning_rate_min 0.0
+            "a_lr": 6e-4,  # --arch_learning_rate 6e-4
+        })
+    # No NAS-Bench-201 code in the repository: there, the method on AutoDL's DARTS protocol.
+    return changes
+
+
+@register_method(
+    "drnas",
+    "DrNAS: the mixing weights are samples of a Dirichlet per edge (concentration elu(alpha) + 1, pathwise "
+    "gradient); progressive stages prune the ops and widen the partial-channel supernet",
+    "Chen, Wang, Cheng, Tang, Hsieh. DrNAS: Dirichlet Neural Architecture Search. ICLR 2021; code: "
+    "xiangning-chen/DrNAS",
+)
+def _drnas(space: str) -> dict[str, Any]:
+    changes: dict[str, Any] = {
+        "activation": "dirichlet",  # utils.py process_step_vector(method='dirichlet')
+        "activation.init_std": 1e-3,  # 1e-3 * torch.randn
+        "progression": "stages",
+        "progression.frozen_epochs": 10,  # train(): if epoch >= 10: architect.step (the stage's own epochs)
+        # the L2 regularizer (--reg_type l2 --reg_scale 1e-3) is Adam's weight decay: a_weight_decay 1e-3
+    }
+    if _family(space) == "nb201":  # 201-space/train_search_progressive.py (the README's command)
+        changes.update({
+            "progression.stage_epochs": "50,50",  # train_epochs = [50, 50]
+            "progression.partial": "4,2",  # ks = [4, 2]
+            "progression.keep": "5,3",  # num_keeps = [5, 3]
+            "epochs": 100,  # CosineAnnealingLR(optimizer, sum(train_epochs))
+            "schedule.order": "arch-first",  # train(): architect.step, then the weight step
+            "w_nesterov": False,  # torch.optim.SGD(momentum, weight_decay)
+            "w_weight_decay": 3e-4,  # --weight_decay 3e-4
+        })
+    else:  # DARTS-space/train_search.py
+        changes.update({
+            "progression.stage_epochs": "25,25",  # train_epochs = [25, 25]
+            "progression.partial": "6,4",  # ks = [6, 4]
+            "progression.keep": "7,4",  # num_keeps = [7, 4]
+            "channels": 36,  # --init_channels 36
+            "layers": 20,  # --layers 20
+            "w_lr": 0.1,  # --learning_rate 0.1
+            "w_lr_min": 0.0,  # --learning_rate_min 0.0
+            "a_lr": 6e-4,  # --arch_learning_rate 6e-4
+        })
+        if space == "darts":
+            changes["activation.exclude"] = "none"  # genotypes.py PRIMITIVES: 'none' commented out
     return changes

@@ -49,7 +49,7 @@ class StepContext:
 
 class BilevelProblem:
     def __init__(self, net: Supernet, alphas: nn.ParameterDict, activation: Activation,
-                 arch_regularizers: Sequence = (), group: Group = SINGLE):
+                 arch_regularizers: Sequence = (), group: Group = SINGLE, edge_alphas: nn.ParameterDict | None = None):
         self.net = net
         self.group = group  # the ranks of a data-parallel run (one process: a group of one)
         self._masks_of: tuple[Tensor, ...] = ()  # the activated weights whose masks are cached
@@ -57,6 +57,8 @@ class BilevelProblem:
         self.alphas = alphas
         self.activation = activation
         self.arch_regularizers = list(arch_regularizers)
+        #: PC-DARTS' edge normalization: one logit per edge, softmax over each node's incoming edges
+        self.edge_alphas = edge_alphas
 
     # ----- parameters ------------------------------------------------------------------------------
     @property
@@ -65,7 +67,8 @@ class BilevelProblem:
 
     @property
     def arch(self) -> list[nn.Parameter]:
-        return list(self.alphas.values())
+        """The architecture parameters: ``alpha`` per cell type, then the edge logits (edge normalization)."""
+        return [*self.alphas.values(), *(self.edge_alphas.values() if self.edge_alphas is not None else ())]
 
     @property
     def cell_types(self) -> list[str]:
@@ -78,13 +81,34 @@ class BilevelProblem:
         self.group.mean_(tensors)
 
     # ----- forward ---------------------------------------------------------------------------------
+    def edge_weights(self) -> dict[str, Tensor]:
+        """PC-DARTS' edge normalization: ``beta_e = softmax over the incoming edges of e's node of the edge
+        logits`` per cell type (empty without edge normalization)."""
+        if self.edge_alphas is None:
+            return {}
+        out = {}
+        for t, logits in self.edge_alphas.items():
+            topo = self.net.space.cells[t]
+            out[t] = torch.cat([logits[topo.incoming(node)].softmax(dim=0) for node in topo.intermediate_nodes])
+        return out
+
     def activated(self) -> dict[str, Tensor]:
-        """``A(alpha)`` per cell type (differentiable; wrap in ``torch.no_grad`` for weight steps)."""
-        return {t: self.activation(a, t) for t, a in self.alphas.items()}
+        """``A(alpha)`` per cell type (differentiable; wrap in ``torch.no_grad`` for weight steps); with
+        edge normalization ``beta_e A(alpha)_{e,o}`` (the row sums are then the edge weights ``beta_e``,
+        which also weight a partial-channel edge's bypassed channels)."""
+        edges = self.edge_weights()
+        return {t: self.activation(a, t) * edges[t][:, None] if t in edges else self.activation(a, t)
+                for t, a in self.alphas.items()}
 
     def strengths(self) -> dict[str, Tensor]:
+        """The per-op strengths the derivation ranks (with edge normalization: times the edge weights)."""
         with torch.no_grad():
-            return {t: self.activation.strength(a, t) for t, a in self.alphas.items()}
+            edges = self.edge_weights()
+            out = {}
+            for t, a in self.alphas.items():
+                strength = self.activation.strength(a, t)
+                out[t] = strength * edges[t][:, None].to(strength.dtype) if t in edges else strength
+            return out
 
     def forward(self, x: Tensor, activated: Mapping[str, Tensor] | None = None,
                 cell_weights: Sequence[Tensor] | None = None) -> Tensor:

@@ -23,19 +23,23 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.optim.lr_scheduler import CosineAnnealingLR
 
 from dnas.benchmarks import load_table, lookup
 from dnas.bilevel.problem import Batch, BilevelProblem, StepContext
 from dnas.components import (
     ACTIVATIONS,
     ARCH_REGULARIZERS,
+    AUXILIARIES,
     DISCRETIZERS,
     ESTIMATORS,
     GUARDS,
     PERTURBATIONS,
+    PROGRESSIONS,
     SCHEDULES,
     WEIGHT_REGULARIZERS,
 )
+from dnas.components.progression import prune_to_top
 from dnas.config.search import SearchConfig, build_component
 from dnas.data import Augment, BatchStream, ImageDataset, class_balanced, load_dataset, split_indices
 from dnas.diagnostics.alignment import gradient_alignment
@@ -46,7 +50,8 @@ from dnas.runtime.distributed import SINGLE, Group
 from dnas.runtime.files import GENOTYPE, RESULTS
 from dnas.runtime.runner import Observation, Position, StepOutput
 from dnas.spaces import Genotype, get_space
-from dnas.supernet import build_supernet
+from dnas.supernet import Supernet, build_supernet
+from dnas.supernet.widen import apply_widening, copy_outside_ops, op_parameters, plan_widening
 
 
 def search_data(cfg: SearchConfig) -> ImageDataset:
@@ -87,6 +92,8 @@ class SearchStep:
         self.weight_regularizers = [build_component(WEIGHT_REGULARIZERS, c) for c in cfg.weight_regularizers]
         self.arch_regularizers = [build_component(ARCH_REGULARIZERS, c) for c in cfg.arch_regularizers]
         self.perturbation = build_component(PERTURBATIONS, cfg.perturbation)
+        self.auxiliary = build_component(AUXILIARIES, cfg.auxiliary)
+        self.progression = build_component(PROGRESSIONS, cfg.progression)
         self.guard = build_component(GUARDS, cfg.guard)
         self.components = {
             "activation": self.activation,
@@ -96,6 +103,8 @@ class SearchStep:
             **{f"weight_regularizers.{i}": r for i, r in enumerate(self.weight_regularizers)},
             **{f"arch_regularizers.{i}": r for i, r in enumerate(self.arch_regularizers)},
             "perturbation": self.perturbation,
+            "auxiliary": self.auxiliary,
+            "progression": self.progression,
             "guard": self.guard,
         }
         for comp in self.components.values():
@@ -117,27 +126,101 @@ class SearchStep:
         self.diagnostic_batch = next(BatchStream(data, val_idx, min(cfg.batch_size, len(val_idx)), seed=cfg.seed,
                                                  augment=None, device=self.device)) if cfg.hessian_every else None
 
-        net = build_supernet(self.space, num_classes=data.num_classes, in_channels=data.channels,
-                             channels=cfg.channels, layers=cfg.layers, node_bn=self.activation.node_bn)
+        self.stage = -1  # the progression's stage, entered by begin_epoch
+        self.pruned: dict[str, Tensor] = {}  # the ops each stage's pruning left (progression)
+        net = self.build_net(self.progression.partial_of(0) or cfg.partial_channels)
         generator = torch.Generator().manual_seed(cfg.seed)
         alphas = nn.ParameterDict({
             t: nn.Parameter(self.activation.init_alpha(shape, generator))
             for t, shape in self.space.alpha_shapes().items()
         })
+        # PC-DARTS' edge logits: 1e-3 * randn per edge (model_search.py _initialize_alphas)
+        edge_alphas = nn.ParameterDict({
+            t: nn.Parameter(1e-3 * torch.randn(edges, generator=generator))
+            for t, (edges, _) in self.space.alpha_shapes().items()
+        }) if cfg.edge_normalization else None
         net.to(self.device)
         alphas.to(self.device)
-        self.problem = BilevelProblem(net, alphas, self.activation, self.arch_regularizers, group=group)
-        self.w_opt = torch.optim.SGD(self.problem.weights, lr=cfg.w_lr, momentum=cfg.w_momentum,
-                                     weight_decay=cfg.w_weight_decay, nesterov=cfg.w_nesterov)
-        self.lr_schedule = torch.optim.lr_scheduler.CosineAnnealingLR(self.w_opt, cfg.epochs, eta_min=cfg.w_lr_min)
+        if edge_alphas is not None:
+            edge_alphas.to(self.device)
+        self.problem = BilevelProblem(net, alphas, self.activation, self.arch_regularizers, group=group,
+                                      edge_alphas=edge_alphas)
+        self.w_opt, self.lr_schedule = self.weight_optimizer()
         self.a_opt = torch.optim.Adam(self.problem.arch, lr=cfg.a_lr, betas=(cfg.a_beta1, cfg.a_beta2),
                                       weight_decay=cfg.a_weight_decay)
         self.arch_steps = 0
+
+    def build_net(self, partial: int) -> Supernet:
+        """The supernet of this search with ``partial`` channel groups, on the device."""
+        cfg = self.cfg
+        net = build_supernet(self.space, num_classes=self.data.num_classes, in_channels=self.data.channels,
+                             channels=cfg.channels, layers=cfg.layers, node_bn=self.activation.node_bn,
+                             partial=partial, aux_skip=self.auxiliary.aux_skip)
+        return net.to(self.device)
+
+    def weight_optimizer(self, lr: float | None = None) -> tuple[torch.optim.SGD, CosineAnnealingLR]:
+        """SGD on the supernet's weights and its cosine schedule over the search (``lr``: the rate to
+        continue the schedule at, for an optimizer rebuilt within the search)."""
+        cfg = self.cfg
+        opt = torch.optim.SGD(self.problem.weights, lr=cfg.w_lr if lr is None else lr, momentum=cfg.w_momentum,
+                              weight_decay=cfg.w_weight_decay, nesterov=cfg.w_nesterov)
+        if lr is None:
+            return opt, CosineAnnealingLR(opt, cfg.epochs, eta_min=cfg.w_lr_min)
+        for group in opt.param_groups:
+            group["initial_lr"] = cfg.w_lr
+        return opt, CosineAnnealingLR(opt, cfg.epochs, eta_min=cfg.w_lr_min, last_epoch=0)
 
     # ----- the iteration -------------------------------------------------------------------------------
     def begin_epoch(self, epoch: int) -> None:
         for comp in self.components.values():
             comp.on_epoch_start(epoch, self.cfg.epochs)
+        if self.auxiliary.aux_skip:
+            self.problem.net.set_aux_skip(self.auxiliary.coefficient())
+        stage = self.progression.stage_of(epoch, self.cfg.epochs)
+        if stage != self.stage:
+            self.enter_stage(stage)
+
+    def enter_stage(self, stage: int) -> None:
+        """The progression's stage boundary: prune the ops to the stage's ``keep``, widen the supernet to
+        its ``partial`` channel groups (:mod:`dnas.components.progression`)."""
+        keep = self.progression.keep_of(stage)
+        alphas = self.problem.alphas
+        if keep is not None and any(self._competing(t).sum(dim=1).max() > keep for t in alphas):
+            self.pruned = {t: prune_to_top(a, keep, self._competing(t)).cpu() for t, a in alphas.items()}
+            self.activation.restrict(self.pruned)
+        partial = self.progression.partial_of(stage)
+        if partial and partial != self.problem.net.partial:
+            self.widen(partial, stage)
+        self.stage = stage
+
+    def _competing(self, cell_type: str) -> Tensor:
+        alpha = self.problem.alphas[cell_type]
+        kept = self.activation.kept(cell_type, alpha)
+        return torch.ones_like(alpha, dtype=torch.bool) if kept is None else kept
+
+    def widen(self, partial: int, stage: int) -> None:
+        """Rebuild the supernet with ``partial`` channel groups, its ops widened from the current ones by
+        net2wider (:mod:`dnas.supernet.widen`), and the weight optimizer with its momentum buffers."""
+        old_net, old_opt, old_schedule = self.problem.net, self.w_opt, self.lr_schedule
+        with torch.random.fork_rng(devices=[]):  # the new net's initial weights are overwritten: draw none
+            new_net = self.build_net(partial)
+        copy_outside_ops(old_net, new_net)
+        plan = plan_widening(old_net, new_net, torch.Generator().manual_seed(self.cfg.seed * 1009 + stage))
+        apply_widening(plan, lambda p: p, lambda p: p)
+        self.problem.net = new_net
+        self.w_opt, self.lr_schedule = self.weight_optimizer(lr=old_opt.param_groups[0]["lr"])
+        self.lr_schedule.load_state_dict(old_schedule.state_dict())
+        old_params = dict(old_net.named_parameters())
+        op_params = op_parameters(new_net)
+        for name, p in new_net.named_parameters():
+            old_state = old_opt.state.get(old_params[name], {})
+            if "momentum_buffer" not in old_state:
+                continue
+            self.w_opt.state[p]["momentum_buffer"] = (torch.zeros_like(p) if p in op_params
+                                                      else old_state["momentum_buffer"].clone())
+        if self.w_opt.state:
+            apply_widening(plan, lambda p: old_opt.state[p]["momentum_buffer"],
+                           lambda p: self.w_opt.state[p]["momentum_buffer"])
 
     def context(self, at: Position) -> StepContext:
         """What the components of the iteration at ``at`` receive besides the problem."""
@@ -150,7 +233,10 @@ class SearchStep:
         # every rank draws the same global batch and keeps its shard (the whole batch in one process)
         train_batch = self.group.shard(next(self.train_stream))
         ctx = self.context(at)
-        arch_step = self.schedule.take_arch_step(at.global_step)
+        # no architecture step during the warm-up (PC-DARTS: the first 15 epochs train the weights alone) or the
+        # frozen epochs of a progression's stage (DrNAS)
+        arch_step = (at.epoch >= self.cfg.warmup_epochs and not self.progression.arch_frozen(at.epoch, at.epochs)
+                     and self.schedule.take_arch_step(at.global_step))
         alignment_due = bool(self.cfg.alignment_every) and at.global_step % self.cfg.alignment_every == 0
         observations: list[Observation] = []
         if arch_step and not self.schedule.weight_first:
@@ -266,6 +352,9 @@ class SearchStep:
             "arch_steps": self.arch_steps,
             "net": self.problem.net.state_dict(),
             "alphas": self.problem.alphas.state_dict(),
+            **({"edge_alphas": self.problem.edge_alphas.state_dict()} if self.problem.edge_alphas is not None else {}),
+            "stage": self.stage,
+            "pruned": dict(self.pruned),
             "w_opt": self.w_opt.state_dict(),
             "a_opt": self.a_opt.state_dict(),
             "lr_schedule": self.lr_schedule.state_dict(),
@@ -274,8 +363,19 @@ class SearchStep:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.stage = state.get("stage", -1)
+        partial = self.progression.partial_of(max(self.stage, 0))
+        if partial and partial != self.problem.net.partial:  # a later stage's supernet: its shapes first
+            with torch.random.fork_rng(devices=[]):
+                self.problem.net = self.build_net(partial)
+            self.w_opt, self.lr_schedule = self.weight_optimizer()
+        self.pruned = dict(state.get("pruned", {}))
+        if self.pruned:
+            self.activation.restrict(self.pruned)
         self.problem.net.load_state_dict(state["net"])
         self.problem.alphas.load_state_dict(state["alphas"])
+        if self.problem.edge_alphas is not None:
+            self.problem.edge_alphas.load_state_dict(state["edge_alphas"])
         self.w_opt.load_state_dict(state["w_opt"])
         self.a_opt.load_state_dict(state["a_opt"])
         self.lr_schedule.load_state_dict(state["lr_schedule"])

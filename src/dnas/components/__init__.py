@@ -1,12 +1,14 @@
 """The slots of the search loop: activation, schedule, estimator, regularizers, discretizer, perturbation,
-guard."""
+auxiliary, progression, guard."""
 
 from typing import Any
 
 from dnas.components.activations import ACTIVATIONS, Activation
+from dnas.components.auxiliary import AUXILIARIES, Auxiliary
 from dnas.components.discretizers import DISCRETIZERS, Discretizer
 from dnas.components.estimators import ESTIMATORS, Estimator
 from dnas.components.guards import GUARDS, Guard
+from dnas.components.progression import PROGRESSIONS, Progression
 from dnas.components.regularizers import (
     ARCH_REGULARIZERS,
     WEIGHT_REGULARIZERS,
@@ -18,7 +20,7 @@ from dnas.components.sdarts import PERTURBATIONS, Perturbation
 from dnas.registry import Registry
 
 # implementations that register themselves in the registries above
-from dnas.components import beta_darts, fair_darts, gdas, hard_concrete, lambda_darts, pr_darts, prime  # noqa: E402,F401  isort: skip
+from dnas.components import beta_darts, drnas, fair_darts, gdas, hard_concrete, lambda_darts, pr_darts, prime  # noqa: E402,F401  isort: skip
 
 # each registry holds the classes of its own slot, hence Any
 SLOTS: dict[str, Registry[Any]] = {
@@ -29,25 +31,31 @@ SLOTS: dict[str, Registry[Any]] = {
     "weight_regularizers": WEIGHT_REGULARIZERS,
     "arch_regularizers": ARCH_REGULARIZERS,
     "perturbation": PERTURBATIONS,
+    "auxiliary": AUXILIARIES,
+    "progression": PROGRESSIONS,
     "guard": GUARDS,
 }
 
 __all__ = [
     "ACTIVATIONS",
     "ARCH_REGULARIZERS",
+    "AUXILIARIES",
     "DISCRETIZERS",
     "ESTIMATORS",
     "GUARDS",
     "PERTURBATIONS",
+    "PROGRESSIONS",
     "SCHEDULES",
     "SLOTS",
     "WEIGHT_REGULARIZERS",
     "Activation",
     "ArchRegularizer",
+    "Auxiliary",
     "Discretizer",
     "Estimator",
     "Guard",
     "Perturbation",
+    "Progression",
     "Schedule",
     "WeightRegularizer",
 ]

@@ -44,11 +44,14 @@ class Activation(Component):
     node_bn: bool = False
     #: the space's ``none`` op is kept (False: activations that cannot express "no edge" exclude it)
     allows_none: bool = True
+    #: ops can be taken out during the search by :meth:`restrict` (progressive pruning)
+    prunable: bool = False
 
     def __init__(self, *, exclude: str = ""):
         self.exclude = op_names(exclude)
-        self._kept: dict[str, Tensor | None] = {}  # host masks of the ops taking part (None: all)
-        self._kept_on: dict[tuple[str, str], Tensor] = {}  # the same on the device of alpha
+        self._competing: dict[str, Tensor | None] = {}  # host masks of the ops ``exclude`` leaves (None: all)
+        self._kept: dict[str, Tensor | None] = {}  # the same, less the ops :meth:`restrict` took out
+        self._kept_on: dict[tuple[str, str], Tensor] = {}  # ``_kept`` on the device of alpha
         self._bound = False
 
     def excluded_ops(self) -> frozenset[str]:
@@ -68,8 +71,25 @@ class Activation(Component):
                 raise DnasError(f"activation {self.name} exclude={','.join(self.exclude)} leaves an edge of the "
                                 f"{space.name} {cell_type} cell without any op")
             self._kept[cell_type] = None if kept.all() else kept
+        self._competing = dict(self._kept)
         self._kept_on = {}
         self._bound = True
+
+    def restrict(self, masks: dict[str, Tensor]) -> None:
+        """Take the ops outside ``masks`` (bool, per cell type) out of the competition as ``exclude``
+        does, on top of it (progressive pruning). Only activations with ``prunable`` honour it."""
+        if not self.prunable:
+            raise DnasError(f"activation {self.name} keeps its own op masks; ops cannot be pruned from it")
+        for cell_type, mask in masks.items():
+            base = self._competing.get(cell_type)
+            kept = mask.cpu() if base is None else base & mask.cpu()
+            self._kept[cell_type] = None if kept.all() else kept
+        self._kept_on = {}
+
+    def competing(self, cell_type: str, like: Tensor) -> Tensor | None:
+        """Bool mask (device of ``like``) of the ops ``exclude`` leaves, pruned or not (None: all)."""
+        mask = self._competing.get(cell_type)
+        return None if mask is None else mask.to(like.device)
 
     def kept(self, cell_type: str, like: Tensor) -> Tensor | None:
         """Bool mask (device of ``like``) of the ops that take part, None when all of them do."""
@@ -114,6 +134,7 @@ class Softmax(Activation):
         A(alpha)_{e,o} = exp(alpha_{e,o}) / sum_{o' in O_e} exp(alpha_{e,o'})   (o in O_e),   0 otherwise
     """
 
+    prunable = True
 
     def __init__(self, *, init_std: float = 1e-3, exclude: str = ""):
         super().__init__(exclude=exclude)

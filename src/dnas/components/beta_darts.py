@@ -17,18 +17,17 @@ second order alike; the official second-order path leaves it out).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 import torch
 from torch import Tensor
 
 from dnas.bilevel.problem import BilevelProblem, StepContext
-from dnas.components.regularizers import ARCH_REGULARIZERS, ArchRegularizer
+from dnas.components.regularizers import ARCH_REGULARIZERS, LoggedArchRegularizer
 from dnas.errors import DnasError
 
 
 @ARCH_REGULARIZERS.register("beta-decay")
-class BetaDecay(ArchRegularizer):
+class BetaDecay(LoggedArchRegularizer):
     """``lam * e / ramp_epochs * sum_types mean_e logsumexp(alpha_e)`` (module docstring)."""
 
     def __init__(self, *, lam: float = 50.0, ramp_epochs: int = 100):
@@ -36,7 +35,7 @@ class BetaDecay(ArchRegularizer):
             raise DnasError(f"arch regularizer beta-decay needs lam >= 0 and ramp_epochs >= 1, got {lam}, "
                             f"{ramp_epochs}")
         self.lam, self.ramp_epochs = float(lam), int(ramp_epochs)
-        self._last: dict[str, float | Tensor] = {}
+        super().__init__()
 
     def coefficient(self, ctx: StepContext | None) -> float:
         """``lam * e / ramp_epochs`` at epoch ``e`` (``lam`` outside a search)."""
@@ -55,11 +54,3 @@ class BetaDecay(ArchRegularizer):
         self._last = {"coefficient": coef, "raw": total.detach()}
         return {"beta-decay": coef * total}
 
-    def metrics(self) -> dict[str, float | Tensor]:
-        return dict(self._last)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"last": dict(self._last)}  # the logged values, so a resumed log is identical
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._last = dict(state.get("last", {}))

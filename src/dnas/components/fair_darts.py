@@ -20,7 +20,6 @@ lists an absent edge as ``("none", input)``, the evaluation network skips it and
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -28,7 +27,7 @@ from torch import Tensor
 from dnas.bilevel.problem import BilevelProblem, StepContext
 from dnas.components.activations import ACTIVATIONS, Activation
 from dnas.components.discretizers import DISCRETIZERS, Discretizer
-from dnas.components.regularizers import ARCH_REGULARIZERS, ArchRegularizer
+from dnas.components.regularizers import ARCH_REGULARIZERS, LoggedArchRegularizer
 from dnas.errors import DnasError
 from dnas.spaces.base import SearchSpace
 from dnas.spaces.genotype import Genotype
@@ -37,6 +36,8 @@ from dnas.spaces.genotype import Genotype
 @ACTIVATIONS.register("sigmoid")
 class Sigmoid(Activation):
     """Independent sigmoid weights per op (module docstring); ``alpha ~ N(init_mean, init_std^2)``."""
+
+    prunable = True
 
     def __init__(self, *, init_mean: float = 0.0, init_std: float = 0.0, exclude: str = ""):
         super().__init__(exclude=exclude)
@@ -54,14 +55,14 @@ class Sigmoid(Activation):
 
 
 @ARCH_REGULARIZERS.register("zero-one")
-class ZeroOneLoss(ArchRegularizer):
+class ZeroOneLoss(LoggedArchRegularizer):
     """Fair DARTS' zero-one loss ``w01 L_01`` (module docstring), over the kept ops of every cell type."""
 
     def __init__(self, *, weight: float = 10.0, norm: str = "l2"):
         if weight < 0 or norm not in ("l1", "l2"):
             raise DnasError(f"arch regularizer zero-one needs weight >= 0 and norm l1 or l2, got {weight}, {norm!r}")
         self.weight, self.norm = float(weight), norm
-        self._last: dict[str, float | Tensor] = {}
+        super().__init__()
 
     def __call__(self, problem: BilevelProblem, activated: Mapping[str, Tensor],
                  ctx: StepContext | None = None) -> dict[str, Tensor]:
@@ -75,14 +76,6 @@ class ZeroOneLoss(ArchRegularizer):
         self._last = {"raw": raw.detach()}
         return {"zero-one": self.weight * raw}
 
-    def metrics(self) -> dict[str, float | Tensor]:
-        return dict(self._last)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"last": dict(self._last)}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._last = dict(state.get("last", {}))
 
 
 @DISCRETIZERS.register("fair-darts")

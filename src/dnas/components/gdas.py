@@ -55,6 +55,8 @@ def gumbel_one_hot(alpha: Tensor, tau: float) -> Tensor:
 class GumbelOneHot(Activation):
     """GDAS' hard Gumbel-softmax sample per edge (module docstring). State: the temperature."""
 
+    prunable = True
+
     def __init__(self, *, tau_max: float = 10.0, tau_min: float = 0.1, init_std: float = 1e-3, exclude: str = ""):
         super().__init__(exclude=exclude)
         if not 0 < tau_min <= tau_max:

@@ -96,6 +96,7 @@ class HardConcrete(Activation):
     they average belong to the same sampled sub-network, as in one process.
     """
 
+    prunable = True
 
     def __init__(self, *, tau_max: float = 10.0, tau_min: float = 0.1, a: float = -0.1, b: float = 1.1,
                  init_mean: float = 0.5, init_std: float = 0.0, top_k: int = 0, drop_prob: float = 0.0,

@@ -12,6 +12,7 @@ the search) for ramps; an architecture regularizer called outside a search gets 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from torch import Tensor
 
@@ -33,6 +34,23 @@ class ArchRegularizer(Component):
     def __call__(self, problem: BilevelProblem, activated: Mapping[str, Tensor],
                  ctx: StepContext | None = None) -> dict[str, Tensor]:
         raise NotImplementedError
+
+
+class LoggedArchRegularizer(ArchRegularizer):
+    """An architecture regularizer that logs the scalars of its last call (``self._last``) and keeps
+    them in its checkpoint state, so that a resumed log is identical."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, float | Tensor] = {}
+
+    def metrics(self) -> dict[str, float | Tensor]:
+        return dict(self._last)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"last": dict(self._last)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._last = dict(state.get("last", {}))
 
 
 WEIGHT_REGULARIZERS: Registry[type[WeightRegularizer]] = Registry("weight regularizer")

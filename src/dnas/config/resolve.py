@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from dnas.bilevel.methods import METHODS
-from dnas.components import GUARDS, SLOTS
+from dnas.components import ACTIVATIONS, GUARDS, PROGRESSIONS, SLOTS
 from dnas.config.base import parse_value
 from dnas.config.search import (
     LIST_SLOTS,
@@ -13,6 +13,7 @@ from dnas.config.search import (
     SearchConfig,
     apply_override,
     apply_overrides,
+    build_component,
     resolve_component,
 )
 from dnas.errors import DnasError
@@ -63,6 +64,31 @@ def resolve_config(flags: dict[str, Any] | None = None, overrides: list[str] | N
     return cfg
 
 
+def _validate_partial_channels(cfg: SearchConfig) -> None:
+    """``partial_channels`` or the progression's channel groups: each divides the channels (the reduction
+    cells' stride-2 edges then get an even number of the doubled channels); one of the two; no auxiliary op."""
+    space = get_space(cfg.space)
+    channels = cfg.channels or space.default_channels
+    if cfg.partial_channels < 1:
+        raise DnasError(f"partial_channels must be at least 1, got {cfg.partial_channels}")
+    groups = [cfg.partial_channels]
+    if cfg.progression.name != "none":
+        progression = build_component(PROGRESSIONS, cfg.progression)
+        progression.check(cfg.epochs)
+        if cfg.partial_channels != 1:
+            raise DnasError(f"the {cfg.progression.name} progression sets the partial channels of every stage; "
+                            "leave partial_channels at 1")
+        groups = list(progression.partial)
+        if not ACTIVATIONS.get(cfg.activation.name).prunable:
+            raise DnasError(f"the {cfg.progression.name} progression prunes ops, which activation "
+                            f"{cfg.activation.name} does not allow (its own masks); use another activation")
+    for k in groups:
+        if channels % k:
+            raise DnasError(f"{k} channel groups must divide the {channels} channels")
+    if max(groups) > 1 and cfg.auxiliary.name != "none":
+        raise DnasError("partial channel connections and an auxiliary operation do not combine; drop one of them")
+
+
 def validate(cfg: SearchConfig) -> None:
     checks = [
         (cfg.epochs >= 1, f"epochs must be at least 1, got {cfg.epochs}"),
@@ -98,6 +124,10 @@ def validate(cfg: SearchConfig) -> None:
     if cfg.layers is not None and get_space(cfg.space).family == "darts" and cfg.layers < 3:
         raise DnasError(f"the {cfg.space} space needs layers >= 3 so that it has normal and reduction cells, "
                         f"got {cfg.layers}")
+    _validate_partial_channels(cfg)
+    if not 0 <= cfg.warmup_epochs < cfg.epochs:
+        raise DnasError(f"warmup_epochs must lie in [0, epochs): {cfg.warmup_epochs} warm-up epochs of {cfg.epochs} "
+                        f"leave no architecture step; set warmup_epochs=N with N < {cfg.epochs}")
     if cfg.benchmark_table and cfg.space != "nb201":
         raise DnasError(f"benchmark_table holds NAS-Bench-201 cells; it only applies to --space nb201, not {cfg.space}")
     if cfg.hessian_every < 0 or cfg.alignment_every < 0:

@@ -23,7 +23,8 @@ from dnas.errors import DnasError
 from dnas.registry import keyword_defaults
 
 LIST_SLOTS = ("weight_regularizers", "arch_regularizers")
-SINGLE_SLOTS = ("activation", "schedule", "estimator", "discretizer", "perturbation", "guard")
+SINGLE_SLOTS = ("activation", "schedule", "estimator", "discretizer", "perturbation", "auxiliary", "progression",
+                "guard")
 
 
 @dataclass
@@ -70,6 +71,9 @@ class SearchConfig(Config):
     seed: int = 0
     channels: int | None = None  # supernet width C (None: the space's default, 16)
     layers: int | None = None  # DARTS family: cells; NB201: cells per stage (None: 8 / 5)
+    partial_channels: int = 1  # PC-DARTS: the ops of an edge see 1/K of its input channels (K=1: all)
+    edge_normalization: bool = False  # PC-DARTS: a learned weight per edge, softmax over each node's edges
+    warmup_epochs: int = 0  # epochs that train the weights alone before the first architecture step
     # weight optimizer (SGD, cosine-annealed per epoch)
     w_lr: float = 0.025
     w_lr_min: float = 0.001
@@ -94,6 +98,8 @@ class SearchConfig(Config):
     weight_regularizers: list[ComponentConfig] = field(default_factory=list)
     arch_regularizers: list[ComponentConfig] = field(default_factory=list)
     perturbation: ComponentConfig = field(default_factory=lambda: ComponentConfig("none"))  # of the weight step's A
+    auxiliary: ComponentConfig = field(default_factory=lambda: ComponentConfig("none"))  # an op outside the mixing
+    progression: ComponentConfig = field(default_factory=lambda: ComponentConfig("none"))  # stages: prune, widen
     guard: ComponentConfig = field(default_factory=lambda: ComponentConfig("off"))  # label-free early stopping
     # diagnostics and bookkeeping
     alignment_every: int = 50  # steps between logs of the per-cell gradient alignment (0: off)

@@ -32,10 +32,11 @@ from collections.abc import Sequence
 from typing import cast
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dnas.spaces.base import CellTopology
-from dnas.supernet.kinds import FusedKind, SourceInput, batch_norm, make_fused_kind
+from dnas.supernet.kinds import AUX_SKIP, FusedKind, SourceInput, batch_norm, make_fused_kind
 from dnas.supernet.layout import channels_last_view, layout_of, memory_order
 
 
@@ -158,21 +159,50 @@ def _sum(parts: list[Tensor], shape: tuple[int, ...], like: Tensor) -> Tensor:
         node = node.add_(part)
     return node
 
+def with_auxiliary_skip(topology: CellTopology) -> CellTopology:
+    """``topology`` with one more candidate on every edge, ``aux_skip`` (DARTS-'s auxiliary skip connection)."""
+    return CellTopology(topology.num_inputs, topology.num_nodes,
+                        tuple((*ops, AUX_SKIP) for ops in topology.edge_ops), topology.reduction)
+
+
+def channel_shuffle(x: Tensor, groups: int) -> Tensor:
+    """PC-DARTS' ``channel_shuffle``: channel ``g * C/groups + c`` moves to ``c * groups + g``."""
+    b, c, h, w = x.shape
+    return x.reshape(b, groups, c // groups, h, w).transpose(1, 2).reshape(b, c, h, w)
+
+
 class FusedCell(nn.Module):
     """The node computation of one cell with fused sources.
 
     ``x_j = sum_{i<j} sum(terms_i[edge(i->j)])`` for every intermediate node ``j``; with ``node_bn``
     each node output passes a non-affine BatchNorm (DARTS-PRIME's clamp activation needs it).
+
+    ``partial = K > 1`` (PC-DARTS' partial channel connections): the ops of every edge see only the
+    first ``C/K`` channels of their input; the other channels bypass them (a 2x2 max pooling on
+    stride-2 edges), and the node is ``shuffle([sum_e sum_o w_{e,o} o(x_e[:C/K]); sum_e c_e x_e[C/K:]])``
+    with the channel shuffle of :func:`channel_shuffle` and bypass coefficients ``c_e`` (``bypass``;
+    by default the row sums ``c_e = sum_o w_{e,o}``: 1 for weights on the simplex, and PC-DARTS' edge
+    weight ``beta_e`` for the edge-normalized weights ``w_{e,o} = beta_e softmax(alpha_e)_o``).
+
+    ``aux_skip`` (DARTS-): every edge also carries an auxiliary skip connection (identity, or a
+    factorized reduction on stride-2 edges) weighted by :attr:`aux_coef`, outside the mixing.
     """
 
-    def __init__(self, family: str, topology: CellTopology, channels: int, node_bn: bool = False):
+    def __init__(self, family: str, topology: CellTopology, channels: int, node_bn: bool = False, partial: int = 1,
+                 aux_skip: bool = False):
         super().__init__()
-        self.topology = topology
+        if partial < 1 or channels % partial:
+            raise ValueError(f"partial channel connections need the channels ({channels}) divisible by {partial}")
+        if partial > 1 and aux_skip:
+            raise ValueError("partial channel connections and the auxiliary skip do not combine")
+        self.topology = with_auxiliary_skip(topology) if aux_skip else topology
         self.channels = channels
         self.node_bn = node_bn
+        self.partial, self.aux_skip = partial, aux_skip
+        self.aux_coef = 0.0  # the auxiliary skip's weight (DARTS-: decayed over the search)
         n_total = topology.num_inputs + topology.num_nodes
         self.sources = nn.ModuleList(
-            FusedSource(family, topology, src, channels,
+            FusedSource(family, self.topology, src, channels // partial,
                         2 if topology.reduction and src < topology.num_inputs else 1)
             for src in range(n_total - 1)
         )
@@ -181,8 +211,15 @@ class FusedCell(nn.Module):
         """The :class:`FusedSource` of every node that has outgoing edges, in node order."""
         return [cast(FusedSource, s) for s in self.sources]  # nn.ModuleList items are typed as nn.Module
 
-    def forward(self, inputs: Sequence[Tensor], weights: Tensor, active: Tensor | None = None) -> list[Tensor]:
-        """Returns the intermediate node outputs."""
+    def forward(self, inputs: Sequence[Tensor], weights: Tensor, active: Tensor | None = None,
+                bypass: Tensor | None = None) -> list[Tensor]:
+        """Returns the intermediate node outputs (``bypass``: see the class docstring)."""
+        if self.aux_skip:
+            weights = torch.cat([weights, weights.new_full((weights.shape[0], 1), self.aux_coef)], dim=1)
+            if active is not None:
+                active = torch.cat([active, torch.ones(active.shape[0], 1, dtype=torch.bool)], dim=1)
+        if self.partial > 1:
+            return self._partial(inputs, weights, active, weights.sum(dim=1) if bypass is None else bypass)
         topo = self.topology
         nodes: list[Tensor] = list(inputs)
         terms: list[list[list[Tensor]]] = [[] for _ in self.sources]  # per source, per outgoing edge
@@ -200,4 +237,42 @@ class FusedCell(nn.Module):
             nodes.append(node)
             if dst < len(self.sources):
                 terms[dst] = self.sources[dst](node, weights, active)
+        return nodes[topo.num_inputs:]
+
+    def _partial(self, inputs: Sequence[Tensor], weights: Tensor, active: Tensor | None,
+                 bypass: Tensor) -> list[Tensor]:
+        topo, k = self.topology, self.partial
+        c_op = self.channels // k
+        nodes: list[Tensor] = list(inputs)
+        terms: list[list[list[Tensor]]] = [[] for _ in self.sources]
+        rest: list[Tensor] = []  # per source: the channels that bypass its ops (pooled on stride-2 edges)
+
+        def split(src: int, x: Tensor) -> None:
+            layout = layout_of(x)
+            terms[src] = self.sources[src](x[:, :c_op].contiguous(memory_format=layout), weights, active)
+            part = x[:, c_op:]
+            if topo.reduction and src < topo.num_inputs:
+                part = F.max_pool2d(part, 2, 2)
+            rest.append(part.contiguous(memory_format=layout))
+
+        for src in range(topo.num_inputs):
+            split(src, nodes[src])
+        ref = nodes[0]
+        stride = 2 if topo.reduction else 1
+        op_shape = (ref.shape[0], c_op, -(-ref.shape[2] // stride), -(-ref.shape[3] // stride))
+        for dst in topo.intermediate_nodes:
+            parts = [t for src, edges in enumerate(terms[:dst]) if edges
+                     for t in edges[dst - max(src + 1, topo.num_inputs)]]
+            mixed = _sum(parts, op_shape, ref)
+            passed = None
+            for src in range(dst):
+                term = rest[src] * bypass[topo.edge_index(src, dst)].to(ref.dtype)
+                passed = term if passed is None else passed + term
+            assert passed is not None  # every intermediate node has incoming edges
+            node = channel_shuffle(torch.cat([mixed, passed], dim=1), k).contiguous(memory_format=layout_of(ref))
+            if self.node_bn:
+                node = batch_norm(node)
+            nodes.append(node)
+            if dst < len(self.sources):
+                split(dst, node)
         return nodes[topo.num_inputs:]

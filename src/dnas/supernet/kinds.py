@@ -10,6 +10,7 @@ with the mixing weights as its affine weight (:class:`dnas.supernet.fused.FusedS
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 
 import torch
@@ -77,13 +78,19 @@ class FusedKind(nn.Module):
     def member_parameters(self, i: int, grad: bool = False) -> list[Tensor]:
         """Views of the parameters (or their gradients) of member ``i``, in the order of the plain
         op's ``parameters()``."""
-        views = []
-        for p, ref in self._plain_shapes():
-            stacked = p.grad if grad else p
-            if stacked is None:
+        def of(p: Tensor) -> Tensor:
+            if not grad:
+                return p
+            if p.grad is None:
                 raise RuntimeError("member_parameters(grad=True) needs the gradients: run a backward pass first")
-            views.append(stacked.view(self.n, -1, *p.shape[1:])[i].reshape_as(ref))
-        return views
+            return p.grad
+
+        return self.member_views(i, of)
+
+    def member_views(self, i: int, of: Callable[[Tensor], Tensor]) -> list[Tensor]:
+        """Views of member ``i``'s part of ``of(p)`` (a tensor shaped like ``p``: the parameter, its
+        gradient, an optimizer buffer) for every stacked parameter ``p``, in the plain op's order."""
+        return [of(p).view(self.n, -1, *p.shape[1:])[i].reshape_as(ref) for p, ref in self._plain_shapes()]
 
     def _plain_shapes(self) -> list[tuple[Tensor, Tensor]]:
         return []
@@ -223,8 +230,8 @@ class FusedSepConv(FusedKind):
         y = self.first.run(inp.relu_repeated(m), sel, self.stride, None)
         return self.second.run(F.relu(batch_norm(y)), sel, 1, inp.layout)
 
-    def member_parameters(self, i: int, grad: bool = False) -> list[Tensor]:
-        return self.first.member_parameters(i, grad) + self.second.member_parameters(i, grad)
+    def member_views(self, i: int, of: Callable[[Tensor], Tensor]) -> list[Tensor]:
+        return self.first.member_views(i, of) + self.second.member_views(i, of)
 
 class FusedReLUConvBN(FusedKind):
     """``n`` ReLU-Conv-BN ops (NAS-Bench-201 ``nor_conv_kxk``) as one dense ``C -> n*C`` conv."""
@@ -242,9 +249,13 @@ class FusedReLUConvBN(FusedKind):
     def _plain_shapes(self):
         return [(self.weight, torch.empty(self.c, self.c, self.k, self.k))]
 
+#: DARTS-'s auxiliary skip connection, a skip connection on every edge outside the mixing
+AUX_SKIP = "aux_skip"
+
+
 def make_fused_kind(family: str, op: str, c: int, n: int, stride: int) -> FusedKind:
     darts = family == "darts"
-    if op == "skip_connect":
+    if op in ("skip_connect", AUX_SKIP):
         return SharedIdentity(c, n, stride) if stride == 1 else FusedFactorizedReduce(c, n, stride)
     if op in ("avg_pool_3x3", "max_pool_3x3"):
         return SharedPool(c, n, stride, op[:3], bn=darts)

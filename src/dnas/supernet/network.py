@@ -1,10 +1,13 @@
 """Supernets: the weight-sharing networks built around the searched cells.
 
-``forward(x, cell_weights, active)`` takes one weight matrix per cell (``cell_weights[l]`` of shape
-``(E, K)``), so that every cell can read its own copy of the activated architecture weights: the
-search loop passes the same tensor to all cells of a type, Lambda-DARTS passes per-cell leaves to
-read the per-cell gradients ``dL/dA_l``. ``active`` optionally maps a cell type to a CPU bool mask
-of the (edge, op) pairs that may be nonzero; the others are not computed.
+``forward(x, cell_weights, active, bypass)`` takes one weight matrix per cell (``cell_weights[l]`` of
+shape ``(E, K)``), so that every cell can read its own copy of the activated architecture weights:
+the search loop passes the same tensor to all cells of a type, Lambda-DARTS passes per-cell leaves
+to read the per-cell gradients ``dL/dA_l``. ``active`` optionally maps a cell type to a CPU bool mask
+of the (edge, op) pairs that may be nonzero; the others are not computed. With partial channel
+connections (``partial > 1``), ``bypass`` optionally maps a cell type to the ``(E,)`` coefficients of
+the channels that bypass the ops (PC-DARTS' edge weights); with ``aux_skip`` every edge carries
+DARTS-'s auxiliary skip connection, weighted by :meth:`Supernet.set_aux_skip`.
 """
 
 from __future__ import annotations
@@ -33,6 +36,20 @@ class Supernet(nn.Module):
         """The weight list for ``forward`` when all cells of a type share one tensor."""
         return [weights_by_type[t] for t in self.cell_types]
 
+    def node_cells(self) -> list[FusedCell | ReferenceCell]:
+        """The node computation of every cell, in order."""
+        return [c.nodes if isinstance(c, DartsCellBlock) else c for c in self.cells]  # type: ignore[misc]
+
+    @property
+    def partial(self) -> int:
+        """``K``: the ops of every edge see ``1/K`` of its channels (PC-DARTS; 1: all of them)."""
+        return self.node_cells()[0].partial
+
+    def set_aux_skip(self, coef: float) -> None:
+        """The weight of the auxiliary skip connection of every edge (supernets built with ``aux_skip``)."""
+        for cell in self.node_cells():
+            cell.aux_coef = coef
+
 
 def _node_cell(fused: bool) -> type[FusedCell] | type[ReferenceCell]:
     return FusedCell if fused else ReferenceCell
@@ -42,16 +59,18 @@ class DartsCellBlock(nn.Module):
     """A DARTS-family cell: preprocess the two inputs, compute the nodes, concatenate them."""
 
     def __init__(self, space: SearchSpace, cell_type: str, c_pp: int, c_p: int, c: int, reduction_prev: bool,
-                 fused: bool, node_bn: bool):
+                 fused: bool, node_bn: bool, partial: int = 1, aux_skip: bool = False):
         super().__init__()
         self.preprocess0 = (
             FactorizedReduce(c_pp, c, affine=False) if reduction_prev else ReLUConvBN(c_pp, c, 1, 1, 0, affine=False)
         )
         self.preprocess1 = ReLUConvBN(c_p, c, 1, 1, 0, affine=False)
-        self.nodes: FusedCell | ReferenceCell = _node_cell(fused)("darts", space.cells[cell_type], c, node_bn)
+        self.nodes: FusedCell | ReferenceCell = _node_cell(fused)("darts", space.cells[cell_type], c, node_bn,
+                                                                  partial, aux_skip)
 
-    def forward(self, s0: Tensor, s1: Tensor, weights: Tensor, active: Tensor | None) -> Tensor:
-        return torch.cat(self.nodes([self.preprocess0(s0), self.preprocess1(s1)], weights, active), dim=1)
+    def forward(self, s0: Tensor, s1: Tensor, weights: Tensor, active: Tensor | None,
+                bypass: Tensor | None = None) -> Tensor:
+        return torch.cat(self.nodes([self.preprocess0(s0), self.preprocess1(s1)], weights, active, bypass), dim=1)
 
 
 class DartsSupernet(Supernet):
@@ -59,7 +78,8 @@ class DartsSupernet(Supernet):
     cells at ``layers//3`` and ``2*layers//3`` (channels doubled there), global pooling, linear."""
 
     def __init__(self, space: SearchSpace, channels: int, layers: int, num_classes: int, in_channels: int = 3,
-                 stem_multiplier: int = 3, fused: bool = True, node_bn: bool = False):
+                 stem_multiplier: int = 3, fused: bool = True, node_bn: bool = False, partial: int = 1,
+                 aux_skip: bool = False):
         super().__init__()
         self.space = space
         c_stem = stem_multiplier * channels
@@ -74,18 +94,20 @@ class DartsSupernet(Supernet):
             if reduction:
                 c *= 2
             cell_type = "reduce" if reduction else "normal"
-            self.cells.append(DartsCellBlock(space, cell_type, c_pp, c_p, c, reduction_prev, fused, node_bn))
+            self.cells.append(DartsCellBlock(space, cell_type, c_pp, c_p, c, reduction_prev, fused, node_bn, partial,
+                                             aux_skip))
             self.cell_types.append(cell_type)
             reduction_prev = reduction
             c_pp, c_p = c_p, space.cells[cell_type].num_nodes * c
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(c_p, num_classes)
 
-    def forward(self, x: Tensor, cell_weights: Sequence[Tensor],
-                active: Mapping[str, Tensor | None] | None = None) -> Tensor:
+    def forward(self, x: Tensor, cell_weights: Sequence[Tensor], active: Mapping[str, Tensor | None] | None = None,
+                bypass: Mapping[str, Tensor] | None = None) -> Tensor:
         s0 = s1 = self.stem(search_layout(x))
         for cell, cell_type, w in zip(self.cells, self.cell_types, cell_weights, strict=True):
-            s0, s1 = s1, cell(s0, s1, w, active.get(cell_type) if active else None)
+            s0, s1 = s1, cell(s0, s1, w, active.get(cell_type) if active else None,
+                              bypass.get(cell_type) if bypass else None)
         return self.classifier(self.pool(s1).flatten(1))
 
 
@@ -94,7 +116,7 @@ class NB201Supernet(Supernet):
     residual reduction blocks, BN-ReLU, global pooling, linear."""
 
     def __init__(self, space: SearchSpace, channels: int, layers: int, num_classes: int, in_channels: int = 3,
-                 fused: bool = True, node_bn: bool = False):
+                 fused: bool = True, node_bn: bool = False, partial: int = 1, aux_skip: bool = False):
         super().__init__()
         self.space = space
         self.stem = nn.Sequential(nn.Conv2d(in_channels, channels, 3, padding=1, bias=False),
@@ -111,31 +133,35 @@ class NB201Supernet(Supernet):
                 self.blocks.append(ResNetBasicBlock(c_prev, c, 2))
             for _ in range(layers):
                 self._layout.append(("cell", len(self.cells)))
-                self.cells.append(_node_cell(fused)("nb201", topology, c, node_bn))
+                self.cells.append(_node_cell(fused)("nb201", topology, c, node_bn, partial, aux_skip))
                 self.cell_types.append("cell")
             c_prev = c
         self.lastact = nn.Sequential(nn.BatchNorm2d(c_prev), nn.ReLU())
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(c_prev, num_classes)
 
-    def forward(self, x: Tensor, cell_weights: Sequence[Tensor],
-                active: Mapping[str, Tensor | None] | None = None) -> Tensor:
+    def forward(self, x: Tensor, cell_weights: Sequence[Tensor], active: Mapping[str, Tensor | None] | None = None,
+                bypass: Mapping[str, Tensor] | None = None) -> Tensor:
         if len(cell_weights) != len(self.cells):
             raise ValueError(f"{len(cell_weights)} weight matrices for {len(self.cells)} cells")
         mask = active.get("cell") if active else None
+        coef = bypass.get("cell") if bypass else None
         h = self.stem(search_layout(x))
         for kind, i in self._layout:
-            h = self.blocks[i](h) if kind == "block" else self.cells[i]([h], cell_weights[i], mask)[-1]
+            h = self.blocks[i](h) if kind == "block" else self.cells[i]([h], cell_weights[i], mask, coef)[-1]
         return self.classifier(self.pool(self.lastact(h)).flatten(1))
 
 
 def build_supernet(space: SearchSpace, *, num_classes: int, in_channels: int = 3, channels: int | None = None,
-                   layers: int | None = None, fused: bool = True, node_bn: bool = False) -> Supernet:
-    """The supernet of ``space``; ``fused=False`` builds the per-edge reference."""
+                   layers: int | None = None, fused: bool = True, node_bn: bool = False, partial: int = 1,
+                   aux_skip: bool = False) -> Supernet:
+    """The supernet of ``space``; ``fused=False`` builds the per-edge reference; ``partial`` and
+    ``aux_skip``: see the module docstring."""
     channels = channels or space.default_channels
     layers = layers or space.default_layers
     cls = DartsSupernet if space.family == "darts" else NB201Supernet
-    return cls(space, channels, layers, num_classes, in_channels, fused=fused, node_bn=node_bn)
+    return cls(space, channels, layers, num_classes, in_channels, fused=fused, node_bn=node_bn, partial=partial,
+               aux_skip=aux_skip)
 
 
 def copy_into_reference(fused: Supernet, reference: Supernet) -> None:
