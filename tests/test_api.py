@@ -119,7 +119,7 @@ def test_a_hand_written_partial_config_file(tmp_path):
 @pytest.mark.parametrize("text,message", [
     ("- a\n- b\n", "must hold a mapping"),
     ("epochs: [\n", "is not valid YAML"),
-    ("colour: red\n", "unknown config key(s) colour"),
+    ("colour: red\n", "unknown config key(s) 'colour'"),
     ("epochs: 1.5\n", "epochs takes a whole number"),
 ])
 def test_bad_config_files(tmp_path, capsys, text, message):

@@ -61,7 +61,7 @@ def test_scientific_notation_reaches_every_kind_of_config():
     ("flip=abc", "flip takes true or false, got 'abc'"),
     ("a_lr=.inf", "a_lr takes a finite number"),
     ("a_lr=nan", "a_lr takes a"),
-    ("seed=-1", "seed must be >= 0"),
+    ("seed=-1", "seed must lie in 0..2**32-1"),
     ("log=wandb", "log must be one of jsonl, tensorboard"),
     ("estimator=amended", None),  # good: a control for the parametrisation below
 ])

@@ -349,10 +349,12 @@ def test_unusable_run_directories_are_reported_not_fatal(grid, tmp_path, capsys,
     assert code == 0
     status = {f"{r['entry']}-s{r['seed']}": r["status"] for r in _rows(out / "per_run.csv")}
     assert status["prl-s0"] == "ok" and status["prl-s1"] == "ok"
-    assert status["darts-s0"].startswith(f"failed: {runs / 'darts-s0'} cannot be read (JSONDecodeError")
+    assert status["darts-s0"].startswith(f"failed: {runs / 'darts-s0'} cannot be read (the run's results "
+                                         f"{runs / 'darts-s0' / 'results.json'} is not valid JSON")
     assert status["pr-darts-s0"].startswith(f"failed: checkpoint {runs / 'pr-darts-s0' / 'checkpoint.pt'} is "
                                             "unreadable or corrupt")
-    assert status["darts-s1"].startswith(f"failed: {runs / 'darts-s1' / 'config.yaml'} cannot be read")
+    assert status["darts-s1"].startswith(f"failed: the run's configuration {runs / 'darts-s1' / 'config.yaml'} is "
+                                         "not valid YAML")
     assert status["pr-darts-s1"] == (f"failed: --out {runs / 'pr-darts-s1'} already holds other files (notes.txt); "
                                      "choose an empty or new directory")
     assert (runs / "pr-darts-s1" / "notes.txt").read_text() == "mine"  # nothing of the user's touched
@@ -458,7 +460,7 @@ def test_config_replay_in_place_reuses_every_run(grid, tmp_path, monkeypatch, ti
 
 
 @pytest.mark.parametrize("text,message", [
-    ("seeds: [0, 0]\n", "--seeds takes distinct non-negative integers"),
+    ("seeds: [0, 0]\n", "--seeds takes distinct integers from 0 to 2**32-1"),
     ("colour: red\n", "unknown key(s) colour in"),
     ("entries: [{name: a, method: magic}]\n", "unknown method 'magic'"),
     ("entries: [darts]\n", "an entry is a mapping {name: NAME, method: METHOD"),

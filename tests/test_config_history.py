@@ -16,31 +16,37 @@ from dnas.runtime.rundir import config_differences
 
 
 def test_a_key_one_side_lacks_holds_its_default():
-    defaults = {"checkpoint_every": 100, "precision": "fp32"}  # a current key, and a removed one
+    defaults = {"checkpoint_every": 100, "turbo": False}  # a current key, and a removed one
     current = {"epochs": 3, "checkpoint_every": 100}
     assert config_differences({"epochs": 3}, current, defaults=defaults) == []  # saved before the key existed
     assert config_differences({"epochs": 3}, {**current, "checkpoint_every": 5}, defaults=defaults) \
         == ["checkpoint_every"]
-    assert config_differences({**current, "precision": "fp32"}, current, defaults=defaults) == []  # removed since
-    assert config_differences({**current, "precision": "bf16"}, current, defaults=defaults) == ["precision"]
+    assert config_differences({**current, "turbo": False}, current, defaults=defaults) == []  # removed since
+    assert config_differences({**current, "turbo": True}, current, defaults=defaults) == ["turbo"]
     assert config_differences({"epochs": 3}, current) == ["checkpoint_every"]  # no defaults: a missing key differs
 
 
-def test_search_defaults_for_comparison_hold_the_removed_keys_at_their_neutral_value():
+@pytest.fixture
+def removed_turbo(monkeypatch):
+    """A key that an older dnas had and this one has not: ``turbo``, whose neutral value is false."""
+    monkeypatch.setattr(SearchConfig, "removed", {"turbo": (False, "it did not pay")})
+
+
+def test_search_defaults_for_comparison_hold_the_removed_keys_at_their_neutral_value(removed_turbo):
     defaults = SearchConfig.comparison_defaults()
-    assert defaults["precision"] == "fp32" and "precision" not in SearchConfig().to_dict()
+    assert defaults["turbo"] is False and "turbo" not in SearchConfig().to_dict()
     assert defaults["epochs"] == SearchConfig().epochs
 
 
-def test_the_withdrawn_bf16_precision_is_a_user_error_and_fp32_is_accepted():
-    with pytest.raises(DnasError, match=r"precision=bf16 is no longer available \(bf16 searches do not decide"):
-        resolve_config({"space": "nb201"}, ["precision=bf16"])
-    with pytest.raises(DnasError, match="precision=bf16 is no longer available"):
-        resolve_config({"space": "nb201", "precision": "bf16"}, [])  # as in a config file
-    cfg = resolve_config({"space": "nb201", "precision": "fp32"}, ["precision=fp32"])
-    assert "precision" not in cfg.to_dict()
-    with pytest.raises(DnasError, match="unknown override key 'precision.x'"):
-        resolve_config({"space": "nb201"}, ["precision.x=1"])
+def test_a_removed_option_is_a_user_error_and_its_neutral_value_is_accepted(removed_turbo):
+    with pytest.raises(DnasError, match=r"turbo=True is no longer available \(it did not pay\)"):
+        resolve_config({"space": "nb201"}, ["turbo=true"])
+    with pytest.raises(DnasError, match="turbo=True is no longer available"):
+        resolve_config({"space": "nb201", "turbo": True}, [])  # as in a config file
+    cfg = resolve_config({"space": "nb201", "turbo": False}, ["turbo=false"])
+    assert "turbo" not in cfg.to_dict()
+    with pytest.raises(DnasError, match="unknown override key 'turbo.x'"):
+        resolve_config({"space": "nb201"}, ["turbo.x=1"])
 
 
 def _rewrite_saved_config(out, change) -> None:
@@ -53,18 +59,18 @@ def _rewrite_saved_config(out, change) -> None:
     (out / "config.yaml").write_text(yaml.safe_dump(saved))
 
 
-def test_searches_saved_by_an_older_dnas_are_found_again(tmp_path, tiny):
+def test_searches_saved_by_an_older_dnas_are_found_again(tmp_path, tiny, removed_turbo):
     out = tmp_path / "run"
     first = dnas.search("nb201", "darts", out=out, epochs=1, overrides=list(tiny))
 
     def older(config: dict) -> None:
         del config["checkpoint_every"]  # a key that dnas did not have yet
-        config["precision"] = "fp32"  # a key it had, at the value that means today's behaviour
+        config["turbo"] = False  # a key it had, at the value that means today's behaviour
 
     _rewrite_saved_config(out, older)
     # the same command finds the finished run and returns its result
     assert dnas.search("nb201", "darts", out=out, epochs=1, overrides=list(tiny)).genotype == first.genotype
 
-    _rewrite_saved_config(out, lambda config: config.update(precision="bf16"))
-    with pytest.raises(DnasError, match="precision"):
+    _rewrite_saved_config(out, lambda config: config.update(turbo=True))
+    with pytest.raises(DnasError, match="turbo"):
         dnas.search("nb201", "darts", out=out, epochs=1, overrides=list(tiny))

@@ -77,7 +77,7 @@ def test_genotype_load_errors(tmp_path):
     with pytest.raises(DnasError, match="does not exist"):
         Genotype.load(tmp_path / "missing.json")
     (tmp_path / "bad.json").write_text("{not json")
-    with pytest.raises(DnasError, match="cannot read genotype"):
+    with pytest.raises(DnasError, match="is not valid JSON"):
         Genotype.load(tmp_path / "bad.json")
     (tmp_path / "odd.json").write_text('{"normal": 3}')
     with pytest.raises(DnasError, match="not a dnas genotype"):

@@ -49,7 +49,7 @@ def test_genotype_specs_resolve_to_files_names_and_arch_strings(tmp_path):
 
 
 @pytest.mark.parametrize(("content", "message"), [
-    ("{not json", "cannot read genotype"),
+    ("{not json", "genotype file .* is not valid JSON"),
     ("[1, 2]", "does not hold a genotype"),
     ('{"space": "darts", "normal": 3}', "not a dnas genotype"),
     ('{"space": "darts", "normal": [["sep_conv_3x3", 0]], "reduce": [["max_pool_3x3", 0]]}', "two per node"),

@@ -15,7 +15,6 @@ directly (``open()``, ``step()``, ``finish()``; ``on_step``/``on_epoch`` callbac
 
 from __future__ import annotations
 
-import json
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -23,8 +22,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dnas.config.base import load_config_file
-from dnas.errors import DnasError
+from dnas.errors import DnasError, expect_type
 from dnas.runtime.files import GENOTYPE, RESULTS, read_metrics
+from dnas.runtime.reading import read_json
 from dnas.runtime.threads import set_threads
 from dnas.spaces import Genotype
 
@@ -66,6 +66,10 @@ def _items(settings: Mapping[str, Any], overrides: Mapping[str, Any] | Sequence[
     """``key=value`` strings of the keyword settings and the overrides (values as YAML scalars)."""
     import yaml
 
+    expect_type("overrides", overrides, Mapping, list, tuple, type(None))
+    if isinstance(overrides, list | tuple) and not all(isinstance(o, str) for o in overrides):
+        raise DnasError("overrides takes key=value strings or a mapping of keys to values")
+
     def text(value: Any) -> str:
         if isinstance(value, str):
             return value
@@ -80,10 +84,12 @@ def _items(settings: Mapping[str, Any], overrides: Mapping[str, Any] | Sequence[
 
 
 def _run_dir(out: str | Path | None, prefix: str) -> Path:
+    expect_type("out", out, str, Path, type(None))
     return Path(tempfile.mkdtemp(prefix=prefix)) if out is None else Path(out)
 
 
 def _config_file(config: str | Path | Mapping[str, Any] | None) -> dict[str, Any] | None:
+    expect_type("config", config, str, Path, Mapping, type(None))
     if config is None or isinstance(config, Mapping):
         return dict(config) if config is not None else None
     return load_config_file(config)
@@ -102,13 +108,16 @@ def search(space: str | None = None, method: str | None = None, dataset: str | N
     from dnas.bilevel.run import Search
     from dnas.config.resolve import resolve_config
 
+    for name, value in (("space", space), ("method", method), ("dataset", dataset)):
+        expect_type(name, value, str, type(None))
+    expect_type("threads", threads, int, type(None))
     set_threads(threads)
     flags = {"space": space, "method": method, "dataset": dataset}
     cfg = resolve_config(flags, _items(settings, overrides), _config_file(config))
     run_dir = _run_dir(out, "dnas-search-")
     searcher = Search(cfg, run_dir, progress=progress, on_step=on_step, on_epoch=on_epoch)
     genotype = searcher.run()
-    return SearchResult(genotype, json.loads((run_dir / RESULTS).read_text()), read_metrics(run_dir),
+    return SearchResult(genotype, read_json(run_dir / RESULTS, "the run's results"), read_metrics(run_dir),
                         run_dir, cfg)
 
 
@@ -125,6 +134,8 @@ def train(genotype: str | Path | Genotype | None = None, *, out: str | Path | No
     from dnas.config.train import resolve_train_config
     from dnas.retrain.run import Trainer
 
+    expect_type("genotype", genotype, str, Path, Genotype, type(None))
+    expect_type("threads", threads, int, type(None))
     set_threads(threads)
     run_dir = _run_dir(out, "dnas-train-")
     if isinstance(genotype, Genotype):  # through a file, as the command line takes it
@@ -144,6 +155,8 @@ def query(genotype: str | Path | Genotype, table: str | Path) -> dict[str, Any] 
     from dnas.benchmarks import canonical_arch, load_table
     from dnas.spaces.published import resolve_genotype
 
+    expect_type("genotype", genotype, str, Path, Genotype)
+    expect_type("table", table, str, Path)
     cell = genotype if isinstance(genotype, Genotype) else resolve_genotype(str(genotype)).genotype
     return load_table(table).get(canonical_arch(cell))
 
@@ -162,6 +175,10 @@ def compare(space: str = "nb201", methods: Sequence[str] | str = ("darts", "pr-d
     """
     from dnas.grid import Compare, parse_entry, parse_methods
 
+    expect_type("space", space, str)
+    expect_type("methods", methods, str, list, tuple)
+    expect_type("seeds", seeds, list, tuple, range)
+    expect_type("entries", entries, list, tuple)
     names = methods if isinstance(methods, str) else ",".join(methods)
     grid = [*parse_methods(names), *(parse_entry(e) for e in entries)]
     folder = _run_dir(out, "dnas-compare-")

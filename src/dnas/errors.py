@@ -16,3 +16,11 @@ class NonFiniteLossError(DnasError):
 
 class Interrupted(DnasError):
     """A run stopped on request (Ctrl-C, SIGTERM) after saving its checkpoint; the same command resumes it."""
+
+
+def expect_type(name: str, value: object, *types: type) -> None:
+    """A :class:`DnasError` unless ``value`` is one of ``types`` (``type(None)`` among them for optional
+    arguments): the Python API's arguments get a sentence, not an AttributeError deep inside."""
+    if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+        names = " or ".join("None" if t is type(None) else t.__name__ for t in types)
+        raise DnasError(f"{name} takes {names}, got {type(value).__name__}")

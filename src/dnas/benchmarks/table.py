@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dnas.errors import DnasError
+from dnas.runtime.reading import read_text
 from dnas.spaces import Genotype
 
 Value = float | int | str | None
@@ -109,7 +110,7 @@ class Table:
         if path.suffix.lower() == ".parquet":
             header, records = _read_parquet(path)
             return cls._from_records(header, records, str(path))
-        with open(path, newline="") as f:
+        with io.StringIO(read_text(path, "the benchmark table", "table"), newline="") as f:
             reader = csv.reader(f)
             header_row = next(reader, None)
             if not header_row:

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dnas.bilevel.precision import Precision
 from dnas.runtime.distributed import SINGLE, Group
 from dnas.supernet import Supernet
 
@@ -49,8 +50,11 @@ class StepContext:
 
 class BilevelProblem:
     def __init__(self, net: Supernet, alphas: nn.ParameterDict, activation: Activation,
-                 arch_regularizers: Sequence = (), group: Group = SINGLE, edge_alphas: nn.ParameterDict | None = None):
+                 arch_regularizers: Sequence = (), group: Group = SINGLE, edge_alphas: nn.ParameterDict | None = None,
+                 precision: Precision | None = None):
         self.net = net
+        #: mixed precision of the forward passes and the loss scale of the architecture step (None: float32)
+        self.precision = precision
         self.group = group  # the ranks of a data-parallel run (one process: a group of one)
         self._masks_of: tuple[Tensor, ...] = ()  # the activated weights whose masks are cached
         self._masks: dict[str, Tensor | None] | None = None
@@ -116,7 +120,15 @@ class BilevelProblem:
             activated = self.activated() if activated is None else activated
             cell_weights = self.net.per_cell(activated)
         masks = self.active_masks(activated) if activated is not None else None
-        return self.net(x, cell_weights, masks)
+        if self.precision is None or self.precision.dtype is None:
+            return self.net(x, cell_weights, masks)
+        with self.precision.autocast():
+            logits = self.net(x, cell_weights, masks)
+        return logits.float()
+
+    def scale_arch_loss(self, objective: Tensor) -> Tensor:
+        """The architecture objective times the loss scale (fp16; estimators differentiate this)."""
+        return objective if self.precision is None else self.precision.scale_arch_loss(objective)
 
     def active_masks(self, activated: Mapping[str, Tensor]) -> dict[str, Tensor | None] | None:
         """The activation's masks of the ops worth computing for these activated weights, computed once

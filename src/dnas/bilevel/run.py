@@ -9,6 +9,7 @@ from dnas.bilevel.problem import BilevelProblem
 from dnas.bilevel.step import SearchStep
 from dnas.config.search import SearchConfig
 from dnas.data import ImageDataset
+from dnas.errors import DnasError, expect_type
 from dnas.runtime.files import GENOTYPE, RESULTS
 from dnas.runtime.runner import Callback, Runner
 from dnas.spaces import Genotype
@@ -39,6 +40,8 @@ class Search(Runner[Genotype]):
 
     def __init__(self, cfg: SearchConfig, out: str | Path, progress: bool = True, *,
                  on_step: Callback | None = None, on_epoch: Callback | None = None, data: ImageDataset | None = None):
+        expect_type("Search's cfg (resolve_config's result)", cfg, SearchConfig)
+        expect_type("Search's out", out, str, Path)
         super().__init__(cfg, out, progress=progress, on_step=on_step, on_epoch=on_epoch,
                          own_files={GENOTYPE, RESULTS}, results={GENOTYPE, RESULTS})
         self.cfg: SearchConfig = cfg
@@ -55,6 +58,12 @@ class Search(Runner[Genotype]):
     @property
     def problem(self) -> BilevelProblem:
         return self.algorithm.problem
+
+    def __getattr__(self, name: str) -> Any:
+        # reached only for attributes not set yet: the algorithm exists once the search is opened
+        if name == "algorithm":
+            raise DnasError("the search is built when it is opened: call open() (or run()) first")
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def open(self) -> Search:
         """Lock the run directory, build the search and restore its checkpoint if there is one."""

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from torch.optim.lr_scheduler import CosineAnnealingLR
 
 from dnas.benchmarks import load_table, lookup
+from dnas.bilevel.precision import Precision
 from dnas.bilevel.problem import Batch, BilevelProblem, StepContext
 from dnas.components import (
     ACTIVATIONS,
@@ -45,13 +46,30 @@ from dnas.data import Augment, BatchStream, ImageDataset, class_balanced, load_d
 from dnas.diagnostics.alignment import gradient_alignment
 from dnas.diagnostics.convergence import convergence
 from dnas.diagnostics.hessian import dominant_eigenvalue
-from dnas.errors import DnasError
+from dnas.errors import DnasError, expect_type
 from dnas.runtime.distributed import SINGLE, Group
 from dnas.runtime.files import GENOTYPE, RESULTS
+from dnas.runtime.resources import parameter_bytes, refuse_unless_fits
 from dnas.runtime.runner import Observation, Position, StepOutput
 from dnas.spaces import Genotype, get_space
 from dnas.supernet import Supernet, build_supernet
+from dnas.supernet.network import op_output_floats
 from dnas.supernet.widen import apply_widening, copy_outside_ops, op_parameters, plan_widening
+
+
+def check_search_fits(cfg: SearchConfig, partial: int, device: torch.device) -> None:
+    """Stop with one sentence when the supernet's weights (with their gradients and momentum) and one
+    pass's op outputs cannot fit in ``device``'s free memory (:mod:`dnas.runtime.resources`)."""
+    space = get_space(cfg.space)
+    channels, layers = cfg.channels or space.default_channels, cfg.layers or space.default_layers
+    what = (f"a search with channels={channels}, layers={layers}, batch_size={cfg.batch_size}"
+            f"{f', image_size={cfg.image_size}' if cfg.image_size else ''}")
+    # the smallest image any built-in dataset has when image_size is not given (digits: 8 pixels)
+    outputs = op_output_floats(space, channels, layers, cfg.image_size or 8, cfg.batch_size) // partial
+    refuse_unless_fits(4 * outputs, what, "lower them", device)  # arithmetic only: before building anything
+    weights = parameter_bytes(build_supernet, space, num_classes=10, channels=channels, layers=layers,
+                              partial=partial)
+    refuse_unless_fits(3 * weights + 4 * outputs, what, "lower them", device)
 
 
 def search_data(cfg: SearchConfig) -> ImageDataset:
@@ -78,6 +96,7 @@ class SearchStep:
 
     def __init__(self, cfg: SearchConfig, *, data: ImageDataset | None = None, device: torch.device | None = None,
                  group: Group = SINGLE):
+        expect_type("SearchStep's cfg (resolve_config's result)", cfg, SearchConfig)
         self.cfg = cfg
         self.device = torch.device("cpu") if device is None else device
         self.group = group
@@ -109,6 +128,7 @@ class SearchStep:
         }
         for comp in self.components.values():
             comp.bind(self.space)
+        check_search_fits(cfg, self.progression.partial_of(0) or cfg.partial_channels, self.device)
 
         self.data = data = search_data(cfg) if data is None else data
         portion = self.schedule.train_portion or cfg.train_portion
@@ -143,8 +163,9 @@ class SearchStep:
         alphas.to(self.device)
         if edge_alphas is not None:
             edge_alphas.to(self.device)
+        self.precision = Precision(cfg.precision, self.device)
         self.problem = BilevelProblem(net, alphas, self.activation, self.arch_regularizers, group=group,
-                                      edge_alphas=edge_alphas)
+                                      edge_alphas=edge_alphas, precision=self.precision)
         self.w_opt, self.lr_schedule = self.weight_optimizer()
         self.a_opt = torch.optim.Adam(self.problem.arch, lr=cfg.a_lr, betas=(cfg.a_beta1, cfg.a_beta2),
                                       weight_decay=cfg.a_weight_decay)
@@ -253,7 +274,10 @@ class SearchStep:
         val_batch = self.group.shard(next(self.val_stream))
         self.a_opt.zero_grad(set_to_none=True)
         val_loss, val_logits = self.estimator.arch_gradient(self.problem, train_batch, val_batch, ctx)
-        self.a_opt.step()
+        scaler = self.precision.arch_scaler  # fp16: unscale, skip a step that overflowed (else a plain step)
+        scaler.unscale_(self.a_opt)
+        scaler.step(self.a_opt)
+        scaler.update()
         self.arch_steps += 1
         return _observe("val", val_loss, val_logits, val_batch[1])
 
@@ -267,17 +291,20 @@ class SearchStep:
         perturb = None if self.cfg.perturbation.name == "none" else (
             lambda activated: self.perturbation(problem, activated, train_batch, ctx))
         loss, logits, cell_weights = problem.weight_loss(train_batch, cell_gradients=need_cells, perturb=perturb)
-        loss.backward()
+        self.precision.scale_weight_loss(loss).backward()
         # a cell whose ops were all masked out computed nothing: its gradient is zero, not missing
         cell_grads = [torch.zeros_like(w) if w.grad is None else w.grad for w in cell_weights] if need_cells else []
         weights = problem.weights
         problem.mean_([*(p.grad for p in weights), *cell_grads])
+        scaler = self.precision.weight_scaler  # fp16: the gradients back to their scale (else nothing)
+        scaler.unscale_(self.w_opt)
         # the Fisher trace is of grad_w L_train alone (DARTS-PRIME), before any regularizer adds to it
         self.schedule.observe_weight_gradients([p.grad for p in weights if p.grad is not None])
         for reg in self.weight_regularizers:
             reg.add_gradient(problem, train_batch, cell_weights, cell_grads, ctx)
         nn.utils.clip_grad_norm_(weights, cfg.grad_clip)
-        self.w_opt.step()
+        scaler.step(self.w_opt)  # fp16: skipped when the gradients overflowed
+        scaler.update()
         self.activation.after_weight_step(dict(problem.alphas))
         gauges = {}
         if alignment:
@@ -354,6 +381,7 @@ class SearchStep:
             "alphas": self.problem.alphas.state_dict(),
             **({"edge_alphas": self.problem.edge_alphas.state_dict()} if self.problem.edge_alphas is not None else {}),
             "stage": self.stage,
+            **({"precision": self.precision.state_dict()} if self.cfg.precision == "fp16" else {}),
             "pruned": dict(self.pruned),
             "w_opt": self.w_opt.state_dict(),
             "a_opt": self.a_opt.state_dict(),
@@ -369,6 +397,7 @@ class SearchStep:
             with torch.random.fork_rng(devices=[]):
                 self.problem.net = self.build_net(partial)
             self.w_opt, self.lr_schedule = self.weight_optimizer()
+        self.precision.load_state_dict(state.get("precision", {}))
         self.pruned = dict(state.get("pruned", {}))
         if self.pruned:
             self.activation.restrict(self.pruned)

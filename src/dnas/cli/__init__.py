@@ -13,13 +13,14 @@ import sys
 from collections.abc import Sequence
 
 from dnas.cli import compare, report, search, train
+from dnas.cli.parser import Parser, print_error
 from dnas.errors import DnasError
 
 GROUPS = (search, train, compare, report)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dnas", description="Differentiable NAS that does not collapse.")
+    parser = Parser(prog="dnas", description="Differentiable NAS that does not collapse.")
     parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True)
     for group in GROUPS:
@@ -36,13 +37,24 @@ def _version() -> str:
 COMMANDS = {name: handler for group in GROUPS for name, handler in group.HANDLERS.items()}
 
 
+def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """The arguments, with ``key=value`` overrides accepted anywhere on the line (also after options)."""
+    args, extra = parser.parse_known_args(argv)
+    overrides = getattr(args, "overrides", None)
+    if extra and isinstance(overrides, list) and all("=" in x and not x.startswith("-") for x in extra):
+        overrides.extend(extra)
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse(parser, argv)
     try:
         return COMMANDS[args.command](args)
     except DnasError as err:
-        print(f"dnas: error: {err}", file=sys.stderr)
+        print_error(str(err))
         return 2
     except KeyboardInterrupt:
         print("dnas: interrupted", file=sys.stderr)
@@ -51,3 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - python flushes stdout at exit
         sys.stdout = sys.stderr
         return 0
+    except OSError as err:  # the system refused a path the user gave (name too long, permissions, full disk)
+        where = f" ({err.filename})" if err.filename else ""
+        print_error(f"{err.strerror or type(err).__name__}{where}; check the path and its permissions")
+        return 2

@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 
 from dnas.benchmarks.table import TABLE_ENV
+from dnas.cli.parser import Parser
 from dnas.errors import DnasError
 from dnas.grid import DEFAULT_METHODS, SlurmOptions
 from dnas.grid.compare import FLAG_KEYS
@@ -110,7 +111,7 @@ def add_subcommands(sub) -> None:
 
 def _given(args: argparse.Namespace) -> tuple[dict, list[str]]:
     """The options given on the command line (those after the first key=value item too) and the key=value items."""
-    parser = argparse.ArgumentParser(prog="dnas compare", add_help=False)
+    parser = Parser(prog="dnas compare", add_help=False)
     _compare_options(parser)
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     later = vars(parser.parse_intermixed_args(args.rest))

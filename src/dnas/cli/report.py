@@ -78,7 +78,7 @@ def draw_target(spec: str):
 
     path = Path(spec).expanduser()
     if path.is_dir() and not (path / GENOTYPE).is_file() and is_run(path):
-        genotype = read_run(path).genotype
+        genotype = read_run(path, cells_only=True).genotype
         if genotype is None:
             raise DnasError(f"the search in {path} has not finished an epoch yet: there is no cell to draw")
         return genotype, path.resolve().name
@@ -138,8 +138,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     out = Path(args.out) if args.out else default_out(args.runs)
     run_dirs = [Path(r) for r in args.runs]
-    if args.interval <= 0:
-        raise DnasError(f"--interval must be a positive number of seconds, got {args.interval}")
+    if not 0 < args.interval < 86400:  # also NaN
+        raise DnasError(f"--interval must be a number of seconds above 0 and below a day, got {args.interval}")
     if args.watch:
         try:
             path = watch(run_dirs, out, args.interval, echo=lambda line: print(line, file=sys.stderr, flush=True))

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from dnas.benchmarks.table import TABLE_ENV
+from dnas.cli.parser import Parser
 from dnas.config.base import load_config_file
 from dnas.errors import DnasError
 from dnas.runtime.threads import set_threads
@@ -62,7 +63,7 @@ TRAIN_FLAGS = ("preset", "dataset", "test_dataset", "data_root", "download", "ep
 
 def _train_rest(args: argparse.Namespace) -> tuple[dict, list[str]]:
     """Merge the options given before GENOTYPE with those (and the key=value items) after it."""
-    parser = argparse.ArgumentParser(prog="dnas train GENOTYPE", add_help=False)
+    parser = Parser(prog="dnas train GENOTYPE", add_help=False)
     _train_options(parser)
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     later = parser.parse_intermixed_args(args.rest)
@@ -113,10 +114,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     base = load_config_file(args.config) if args.config else None
     cfg, resolved = resolve_train_config(args.genotype, flags, overrides, base)
     out = Path(args.out or f"runs/train-{resolved.label}-s{cfg.seed}")
+    trainer = Trainer(cfg, resolved.genotype, out, progress=not args.quiet).open()  # refusals come before the banner
     if not args.quiet:
         print(f"dnas train: {resolved.label}, preset {cfg.preset}, dataset {cfg.dataset}, {cfg.epochs} epochs, "
               f"run directory {out}", file=sys.stderr)
-    result = Trainer(cfg, resolved.genotype, out, progress=not args.quiet).run()
+    result = trainer.run()
     assert result is not None  # only stop_after (tests) returns early
     print(f"test accuracy {100 * result['test_acc']:.2f}% ({result['test_images']} images), "
           f"{result['params'] / 1e6:.3f}M parameters, {result['multiply_adds'] / 1e6:.1f}M multiply-adds; "

@@ -75,7 +75,7 @@ class FirstOrder(Estimator):
     def arch_gradient(self, problem: BilevelProblem, train_batch: Batch, val_batch: Batch,
                       ctx: StepContext) -> tuple[Tensor, Tensor]:
         objective, logits, _ = problem.arch_objective(val_batch, ctx)
-        grads = gradients(objective, problem.arch)  # zeros for a cell type the net lacks
+        grads = gradients(problem.scale_arch_loss(objective), problem.arch)  # zeros for a cell type the net lacks
         problem.mean_(grads)
         set_grads(problem.arch, grads)
         return objective.detach(), logits.detach()

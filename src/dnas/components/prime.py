@@ -189,8 +189,10 @@ class Clamp(Activation):
                 alpha.masked_fill_(~mask, 0.0)
                 self._masks[t] = mask
         self._steps += 1
-        if self._steps % self.mask_sync_every == 0:
-            self._host = {t: m.cpu() for t, m in self._masks.items()}
+        if self._steps % self.mask_sync_every == 0:  # the host copy the supernet skips pruned ops by
+            self._host = dict(self._masks)
+            for t, mask in self._host.items():
+                self._host[t] = mask.cpu()
 
     def metrics(self) -> dict[str, float | Tensor]:
         return {f"active.{t}": float(m.sum()) for t, m in self._host.items()}  # host copies: no sync

@@ -30,6 +30,7 @@ import yaml
 
 from dnas.errors import DnasError
 from dnas.runtime.files import CONFIG
+from dnas.runtime.reading import read_yaml, shorten
 
 _INT = re.compile(r"[+-]?\d(?:_?\d)*")
 _FLOAT = re.compile(r"[+-]?(?:\d(?:_?\d)*(?:\.(?:\d(?:_?\d)*)?)?|\.\d(?:_?\d)*)(?:[eE][+-]?\d+)?")
@@ -84,6 +85,8 @@ def coerce(name: str, value: Any, annotation: Any) -> Any:
         if kind is int:
             if isinstance(value, float) and not value.is_integer():
                 raise DnasError(f"{name} takes a whole number, got {value!r}")
+            if abs(value) > 2**63 - 1:
+                raise DnasError(f"{name} takes a whole number below 2**63, got {shorten(value, 30)}")
             return int(value)
         return float(value)
     if kind is str:
@@ -126,7 +129,7 @@ class Config:
                 raise DnasError(f"{key}={value} is no longer available ({why}); remove the key")
             return
         if key not in self.field_names():
-            raise DnasError(f"unknown {self.kind} key {key!r}; keys are: {', '.join(sorted(self.field_names()))}")
+            raise DnasError(f"unknown {self.kind} key {shorten(key, 40)}{suggest(key, self.field_names())}")
         setattr(self, key, coerce(key, value, self.field_types()[key]))
 
     def to_dict(self) -> dict[str, Any]:
@@ -139,8 +142,8 @@ class Config:
     def from_dict(cls, data: dict[str, Any]):
         unknown = sorted(set(data) - set(cls.field_names()))
         if unknown:
-            raise DnasError(f"unknown config key(s) {', '.join(map(str, unknown))}; keys are: "
-                            f"{', '.join(sorted(cls.field_names()))}")
+            raise DnasError(f"unknown config key(s) {', '.join(shorten(k, 40) for k in unknown[:3])}"
+                            f"{suggest(str(unknown[0]), cls.field_names())}")
         cfg = cls()
         for key, value in data.items():
             cfg.set(key, value)
@@ -152,19 +155,22 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if path.is_dir():
         path = path / CONFIG  # a run directory
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as err:
-        raise DnasError(f"cannot read the config file {path} ({err.strerror})") from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise DnasError(f"the config file {path} is not valid YAML{where}") from None
+    data = read_yaml(path, "the config file")
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise DnasError(f"the config file {path} must hold a mapping of keys to values, not a {type(data).__name__}")
     return data
+
+
+def suggest(key: str, keys: list[str]) -> str:
+    """``"; did you mean X?"`` for the closest of ``keys`` (or where to find them all)."""
+    import difflib
+
+    close = difflib.get_close_matches(str(key), keys, n=2, cutoff=0.6)
+    if close:
+        return f"; did you mean {' or '.join(close)}?"
+    return "; `dnas methods --show NAME` lists every key of a search, `dnas train --help` those of training"
 
 
 def split_override(text: str) -> tuple[str, Any]:

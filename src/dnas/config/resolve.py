@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from dnas.bilevel.methods import METHODS
+from dnas.bilevel.precision import check_precision
 from dnas.components import ACTIVATIONS, GUARDS, PROGRESSIONS, SLOTS
-from dnas.config.base import parse_value
+from dnas.config.base import parse_value, suggest
 from dnas.config.search import (
     LIST_SLOTS,
     ComponentConfig,
@@ -16,8 +17,10 @@ from dnas.config.search import (
     build_component,
     resolve_component,
 )
-from dnas.errors import DnasError
+from dnas.errors import DnasError, expect_type
 from dnas.runtime.metrics import SINKS
+from dnas.runtime.reading import shorten
+from dnas.runtime.resources import MAX_SEED
 from dnas.spaces import get_space
 
 
@@ -26,11 +29,16 @@ def resolve_config(flags: dict[str, Any] | None = None, overrides: list[str] | N
     """``base``: the keys of a ``--config`` file (a run's own ``config.yaml`` replays that run);
     ``flags``: explicit settings (e.g. from CLI options; None values are ignored);
     ``overrides``: ``key=value`` strings, applied last."""
+    expect_type("flags", flags, dict, type(None))
+    expect_type("overrides", overrides, list, tuple, type(None))
+    expect_type("base", base, dict, type(None))
+    if overrides and not all(isinstance(o, str) for o in overrides):
+        raise DnasError("overrides takes a list of key=value strings")
     base = dict(base or {})
     unknown = sorted(set(base) - set(SearchConfig.field_names()))
     if unknown:
-        raise DnasError(f"unknown config key(s) {', '.join(map(str, unknown))} in the config file; keys are: "
-                        f"{', '.join(sorted(SearchConfig.field_names()))}")
+        raise DnasError(f"unknown config key(s) {', '.join(shorten(k, 40) for k in unknown[:3])} in the config file"
+                        f"{suggest(str(unknown[0]), SearchConfig.field_names())}")
     flags = {k: v for k, v in (flags or {}).items() if v is not None}
     overrides = list(overrides or [])
     picked: dict[str, Any] = {k: base[k] for k in ("space", "method") if k in base}
@@ -100,7 +108,7 @@ def validate(cfg: SearchConfig) -> None:
          f"a_beta1 and a_beta2 must lie in [0, 1), got {cfg.a_beta1} and {cfg.a_beta2}"),
         (cfg.w_weight_decay >= 0 and cfg.a_weight_decay >= 0, "weight decays must be >= 0"),
         (cfg.w_lr_min >= 0, f"w_lr_min must be >= 0, got {cfg.w_lr_min}"),
-        (cfg.seed >= 0, f"seed must be >= 0, got {cfg.seed}"),
+        (0 <= cfg.seed <= MAX_SEED, f"seed must lie in 0..2**32-1, got {cfg.seed}"),
         (cfg.crop_padding is None or cfg.crop_padding >= 0, "crop_padding must be >= 0"),
         (cfg.cutout >= 0, f"cutout must be >= 0, got {cfg.cutout}"),
         (cfg.checkpoint_every >= 0, "checkpoint_every must be >= 0 (0: at epoch ends only)"),
@@ -125,6 +133,7 @@ def validate(cfg: SearchConfig) -> None:
         raise DnasError(f"the {cfg.space} space needs layers >= 3 so that it has normal and reduction cells, "
                         f"got {cfg.layers}")
     _validate_partial_channels(cfg)
+    check_precision(cfg.precision, cfg.estimator.name, [r.name for r in cfg.weight_regularizers])
     if not 0 <= cfg.warmup_epochs < cfg.epochs:
         raise DnasError(f"warmup_epochs must lie in [0, epochs): {cfg.warmup_epochs} warm-up epochs of {cfg.epochs} "
                         f"leave no architecture step; set warmup_epochs=N with N < {cfg.epochs}")

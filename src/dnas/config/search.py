@@ -18,9 +18,10 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from dnas.config.base import Config, coerce, split_override
+from dnas.config.base import Config, coerce, split_override, suggest
 from dnas.errors import DnasError
 from dnas.registry import keyword_defaults
+from dnas.runtime.reading import shorten
 
 LIST_SLOTS = ("weight_regularizers", "arch_regularizers")
 SINGLE_SLOTS = ("activation", "schedule", "estimator", "discretizer", "perturbation", "auxiliary", "progression",
@@ -50,11 +51,7 @@ class SearchConfig(Config):
     """Everything that defines a search (``config.yaml`` of a search run)."""
 
     kind: ClassVar[str] = "search"
-    removed: ClassVar[dict[str, tuple[Any, str]]] = {
-        # bfloat16 autocast of the forward passes: faster on CPUs with bf16 units, but its searches
-        # end on other cells than float32's, far more often than a float32 change of rounding does (README, speed)
-        "precision": ("fp32", "bf16 searches do not decide like float32 ones, README: speed"),
-    }
+    removed: ClassVar[dict[str, tuple[Any, str]]] = {}
 
     # what to search
     space: str = "nb201"
@@ -109,6 +106,7 @@ class SearchConfig(Config):
     log: str = "jsonl"  # metric sinks: jsonl, or tensorboard (JSON lines and TensorBoard events)
     checkpoint_every: int = 100  # steps between mid-epoch checkpoints (0: end of epoch only)
     device: str = "cpu"
+    precision: str = "fp32"  # bf16 or fp16: mixed-precision forward passes (dnas.bilevel.precision)
 
     def set(self, key: str, value: Any) -> None:
         """A top-level field (component slots take a name, a list of names, or a component mapping)."""
@@ -140,7 +138,7 @@ def apply_override(cfg: SearchConfig, key: str, value: Any) -> None:
     """Apply one ``key=value`` override (see the module docstring for the key forms)."""
     head, _, rest = key.partition(".")
     if head not in cfg.field_names() and not (head in cfg.removed and not rest):
-        raise DnasError(f"unknown override key {key!r}; top-level keys are: {', '.join(sorted(cfg.field_names()))}")
+        raise DnasError(f"unknown override key {shorten(key, 40)}{suggest(head, cfg.field_names())}")
     if not rest:
         cfg.set(head, value)
         return

@@ -28,13 +28,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import yaml
-
-from dnas.config.base import Config, split_override
+from dnas.config.base import Config, split_override, suggest
 from dnas.errors import DnasError
 from dnas.retrain.network import check_genotype, family_of
 from dnas.runtime.files import CONFIG
 from dnas.runtime.metrics import SINKS
+from dnas.runtime.reading import read_yaml, shorten
+from dnas.runtime.resources import MAX_SEED
 from dnas.spaces.published import ResolvedGenotype, resolve_genotype
 
 LR_SCHEDULES = ("cosine", "cosine-step", "exponential")
@@ -123,8 +123,8 @@ def resolve_train_config(genotype: str | None, flags: dict[str, Any] | None = No
     base = dict(base or {})
     unknown = sorted(set(base) - set(TrainConfig.field_names()))
     if unknown:
-        raise DnasError(f"unknown config key(s) {', '.join(map(str, unknown))} in the config file; keys are: "
-                        f"{', '.join(sorted(TrainConfig.field_names()))}")
+        raise DnasError(f"unknown config key(s) {', '.join(shorten(k, 40) for k in unknown[:3])} in the config file"
+                        f"{suggest(str(unknown[0]), TrainConfig.field_names())}")
     genotype = genotype if genotype is not None else base.get("genotype")
     if not genotype:
         raise DnasError("give the cell to train: a genotype.json, a published name or an NB201 arch string")
@@ -147,8 +147,8 @@ def resolve_train_config(genotype: str | None, flags: dict[str, Any] | None = No
             cfg.set(key, value)
     given = set(flags) | {k for k, _ in items} | set(base)
     if "dataset" not in given and resolved.search_dir is not None:
-        search_cfg = yaml.safe_load((resolved.search_dir / CONFIG).read_text()) or {}
-        if search_cfg.get("dataset"):
+        search_cfg = read_yaml(resolved.search_dir / CONFIG, "the search's configuration") or {}
+        if isinstance(search_cfg, dict) and search_cfg.get("dataset"):
             cfg.dataset = search_cfg["dataset"]
             if "data_root" not in given:
                 cfg.data_root = search_cfg.get("data_root")
@@ -184,7 +184,7 @@ def validate(cfg: TrainConfig, family: str) -> None:
         (cfg.crop_padding is None or cfg.crop_padding >= 0, "crop_padding must be >= 0"),
         (cfg.cutout >= 0, f"cutout must be >= 0, got {cfg.cutout}"),
         (cfg.color_jitter >= 0 and 0 <= cfg.hue <= 0.5, "color_jitter must be >= 0 and hue in [0, 0.5]"),
-        (cfg.seed >= 0, f"seed must be >= 0, got {cfg.seed}"),
+        (0 <= cfg.seed <= MAX_SEED, f"seed must lie in 0..2**32-1, got {cfg.seed}"),
         (cfg.log in SINKS, f"log must be one of {', '.join(SINKS)}, got {cfg.log!r}"),
     ]
     for ok, message in checks:

@@ -40,6 +40,7 @@ API::
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -53,8 +54,11 @@ from dnas.errors import DnasError
 from dnas.grid.entries import Entry, check_overrides, check_seeds
 from dnas.grid.run import Run
 from dnas.grid.slurm import SlurmExecutor, SlurmOptions
-from dnas.report.compare import RUNS, GridReport, Report
+from dnas.report.compare import GRID_OUTPUTS, RUNS, GridReport, Report
 from dnas.runtime.files import CONFIG
+from dnas.runtime.ownership import OutputFolder
+from dnas.runtime.reading import read_yaml, shorten
+from dnas.runtime.resources import MAX_THREADS, check_threads
 
 #: flags passed to ``resolve_config`` for every run (None: not given)
 FLAG_KEYS = ("dataset", "data_root", "download", "epochs", "batch_size", "device")
@@ -103,8 +107,15 @@ class Compare:
         check_seeds(self.seeds, ",".join(map(str, self.seeds)))
         if (jobs is not None and jobs < 1) or (threads is not None and threads < 1):
             raise DnasError(f"--jobs and --threads must be at least 1, got {jobs} and {threads}")
-        if self.out.exists() and not self.out.is_dir():
-            raise DnasError(f"--out {self.out} is a file; give a directory")
+        if threads is not None:
+            check_threads(threads)
+        most = MAX_THREADS if slurm is not None else max(64, 4 * (os.cpu_count() or 1))
+        if jobs is not None and jobs > most:
+            raise DnasError(f"--jobs {shorten(jobs, 20)} is more runs at once than "
+                            f"{'a Slurm array takes' if slurm is not None else 'this machine can hold'}; "
+                            f"give at most {most}")
+        self.folder = OutputFolder(self.out, "comparison", legacy=_is_grid_folder)
+        self.folder.check([DESCRIPTION, *GRID_OUTPUTS])
         check_overrides(self.overrides, "common overrides")
         self.report = GridReport(self.space, self.entries, self.seeds, self.out, overrides=self.overrides,
                                  table=table, echo=self.echo)
@@ -132,12 +143,12 @@ class Compare:
         if not saved_file.is_file():
             return run
         try:
-            saved = yaml.safe_load(saved_file.read_text())
+            saved = read_yaml(saved_file, "the run's configuration")
             if not isinstance(saved, dict):
-                raise ValueError("not a mapping")
-        except (OSError, ValueError, yaml.YAMLError) as err:
-            self.unusable[run.name] = (f"{saved_file} cannot be read ({type(err).__name__}), so the run cannot be "
-                                       f"checked against this grid; delete {run.out} to run it again")
+                raise DnasError(f"{saved_file} does not hold a configuration")
+        except DnasError as err:
+            self.unusable[run.name] = (f"{err}, so the run cannot be checked against this grid; delete {run.out} "
+                                       "to run it again")
             return run
         # the table only feeds the per-epoch log: a run made with another table (or none) is reused
         cfg.benchmark_table = saved.get("benchmark_table")
@@ -160,6 +171,7 @@ class Compare:
         """Write ``compare.yaml``, run (or resume) every unfinished run, then write and return the report."""
         from dnas.runtime.atomic import atomic_write_text
 
+        self.folder.reserve([DESCRIPTION, *GRID_OUTPUTS])
         atomic_write_text(self.out / DESCRIPTION, yaml.safe_dump(self.description(), sort_keys=False))
         self.status = {}
         todo = [r for r in self.runs if not r.finished and r.name not in self.unusable]
@@ -246,3 +258,12 @@ def load_description(path: str | Path) -> dict[str, Any]:
         settings["overrides"] = overrides
     settings["flags"] = {k: data[k] for k in FLAG_KEYS if data.get(k) is not None}
     return settings
+
+
+def _is_grid_folder(folder: Path) -> bool:
+    """A grid folder of a dnas that kept no list of its files: its compare.yaml describes a grid."""
+    try:
+        data = read_yaml(folder / DESCRIPTION, "the grid's description")
+    except DnasError:
+        return False
+    return isinstance(data, dict) and "space" in data and isinstance(data.get("entries"), list)

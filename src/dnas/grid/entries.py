@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from dnas.errors import DnasError
+from dnas.runtime.reading import shorten
+from dnas.runtime.resources import MAX_SEED
 
 #: the presets ``dnas compare`` runs when no entry is given
 DEFAULT_METHODS = ("darts", "pr-darts", "lambda-darts", "darts-prime", "amended-darts")
@@ -115,14 +117,14 @@ def parse_methods(text: str) -> list[Entry]:
 def parse_seeds(text: str) -> list[int]:
     """``0,1,2``: distinct non-negative integers."""
     try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
+        seeds = [int(s) for s in text.split(",")]
     except ValueError:
-        raise DnasError(f"--seeds takes comma-separated integers such as 0,1,2, got {text!r}") from None
+        raise DnasError(f"--seeds takes comma-separated integers such as 0,1,2, got {shorten(text, 40)}") from None
     check_seeds(seeds, repr(text))
     return seeds
 
 
 def check_seeds(seeds: Sequence[int], shown: str) -> None:
-    if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds) \
+    if not seeds or any(isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= MAX_SEED for s in seeds) \
             or len(set(seeds)) != len(seeds):
-        raise DnasError(f"--seeds takes distinct non-negative integers such as 0,1,2, got {shown}")
+        raise DnasError(f"--seeds takes distinct integers from 0 to 2**32-1 such as 0,1,2, got {shorten(shown, 40)}")

@@ -3,10 +3,11 @@
 **Workers** (``jobs > 1``): one ``spawn``-ed process per run, at most ``jobs`` at a time, each with
 ``threads`` torch threads. Nothing outlives the grid:
 
-- every worker puts itself in a process group of its own, so Ctrl-C at the terminal (or SIGTERM)
-  reaches only the grid, which asks each running search to checkpoint and stop (SIGINT, sent again
-  every half second until the worker has exited, since a worker that is still starting has no
-  handler yet) and then stops with one sentence; the next call resumes the runs;
+- every worker starts with SIGINT ignored and then puts itself in a process group of its own, so
+  Ctrl-C at the terminal (or SIGTERM) reaches only the grid, which asks each running search to
+  checkpoint and stop (SIGINT, sent again every half second until the worker has exited, since a
+  worker that is still starting ignores it) and then stops with one sentence; the next call resumes
+  the runs;
 - every worker runs a watchdog thread that polls ``os.getppid()``: when the grid process dies,
   even by ``kill -9``, the worker interrupts its own search (which checkpoints) and exits, at the
   latest :data:`ORPHAN_GRACE` seconds later.
@@ -92,7 +93,13 @@ def _start(context, run: Run, threads: int) -> _Worker:
     receive, send = context.Pipe(duplex=False)
     process = context.Process(target=_work, args=(send, os.getpid(), threads, run.cfg, str(run.out)),
                               name=f"dnas-{run.name}")
-    process.start()
+    # the worker starts with SIGINT ignored (inherited, and kept by Python at start-up), so that a Ctrl-C
+    # while it imports is not a KeyboardInterrupt traceback; _work takes SIGINT back once it can stop cleanly
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        process.start()
+    finally:
+        signal.signal(signal.SIGINT, previous)
     send.close()  # the worker holds the sending end
     return _Worker(run, process, receive)
 
@@ -135,6 +142,7 @@ def _work(outcome: Connection, parent: int, threads: int, cfg: SearchConfig, out
     """The body of a worker: its own process group, a watchdog on the grid process, one search."""
     if hasattr(os, "setpgid"):
         os.setpgid(0, 0)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # ignored until here (see _start)
     threading.Thread(target=_watch, args=(parent,), daemon=True, name="dnas-watchdog").start()
     try:
         import torch

@@ -29,6 +29,7 @@ from typing import Any
 
 from dnas.errors import DnasError, Interrupted
 from dnas.grid.run import Done, Run, execute
+from dnas.runtime.reading import read_json
 
 INSTALL_HINT = 'the Slurm executor needs submitit: pip install "dnas[cluster]" (or pip install submitit)'
 JOBS = "jobs.json"
@@ -154,13 +155,13 @@ class SlurmExecutor:
     def _recorded(self) -> dict[str, str]:
         """The job of each run from earlier calls (none when they used another cluster)."""
         path = self.folder / JOBS
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
+        if not path.exists():
             return {}
-        except (OSError, ValueError) as err:
-            raise DnasError(f"{path} cannot be read ({type(err).__name__}); delete it (jobs still queued are then "
-                            "submitted again) or choose another --out") from None
+        try:
+            data = read_json(path, "the record of submitted jobs")
+        except DnasError as err:
+            raise DnasError(f"{err}; delete it (jobs still queued are then submitted again) or choose another "
+                            "--out") from None
         if not isinstance(data, dict) or data.get("cluster") != self.options.cluster:
             return {}
         return {str(k): str(v) for k, v in dict(data.get("jobs") or {}).items()}

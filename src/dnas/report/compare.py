@@ -40,11 +40,15 @@ from dnas.report.tables import (
     write_summary_csv,
 )
 from dnas.runtime.files import CONFIG, RESULTS, read_metrics
+from dnas.runtime.reading import read_json
 
 if TYPE_CHECKING:
     from dnas.benchmarks.table import Table
 
 RUNS = "runs"
+#: what the report of a grid writes into its folder (besides the run directories under runs/)
+GRID_OUTPUTS = ("per_run.csv", "summary.csv", "curves.csv", "report.md", "accuracy_vs_epoch.png",
+                "skips_vs_epoch.png", "index.html", "reports")
 DECISION_NOTE = (f"the least decided cell type of the final architecture weights (smallest mean top-1 − top-2 op "
                  f"strength per edge, largest normalised entropy); a margin below {UNDECIDED_MARGIN} is "
                  "**undecided**.")
@@ -177,7 +181,7 @@ class GridReport:
     def _read_results(self, run: Run, record: RunRecord) -> None:
         from dnas.spaces import Genotype
 
-        results = json.loads((run.out / RESULTS).read_text())
+        results = read_json(run.out / RESULTS, "the run's results")
         genotype = Genotype.from_dict(results["genotype"])
         record.arch = arch_text(genotype)
         record.skip_connect = int(results["skip_connect"])

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dnas.errors import DnasError
+from dnas.runtime.ownership import check_file_is_ours, is_marked_png, is_marked_svg, marked_png, marked_svg
 from dnas.spaces import PARAMETER_FREE_OPS, Genotype, get_space
 
 #: one colour per op, shared by drawings and trajectory charts
@@ -395,13 +396,14 @@ def draw_genotype(genotype: Genotype, out: str | Path, engine: str = "auto") -> 
         raise DnasError(PNG_HINT)
     graphs = cell_graphs(genotype)
     paths = drawing_paths(out, list(graphs))
+    for path in paths.values():  # a file there that dnas did not draw is the user's: refuse before writing
+        check_file_is_ours(path, is_marked_png if fmt == "png" else is_marked_svg, "drawing")
     data = {}
     for cell_type, graph in graphs.items():  # render everything before writing anything
         if fmt == "png":
-            data[cell_type] = render_graphviz(graph, "png")
+            data[cell_type] = marked_png(render_graphviz(graph, "png"))
         else:
-            svg = render_svg(graph, engine)
-            data[cell_type] = ('<?xml version="1.0" encoding="UTF-8" standalone="no"?>\n' + svg + "\n").encode()
+            data[cell_type] = marked_svg(render_svg(graph, engine)).encode()
     for cell_type, path in paths.items():
         atomic_write_bytes(path, data[cell_type])
     return list(paths.values())

@@ -43,6 +43,7 @@ from dnas.report.draw import cell_graphs, genotype_edges, is_parameter_free, nod
 from dnas.report.run import RunHistory, is_run, read_run
 from dnas.report.svgchart import Line, Rule, line_chart
 from dnas.runtime.atomic import atomic_write_text
+from dnas.runtime.ownership import OutputFolder
 from dnas.spaces import Genotype
 
 RUN_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
@@ -390,11 +391,27 @@ def _row_label(run: RunHistory) -> str:
     return str(run.config.get("method"))
 
 
-def _check_out(out: Path) -> None:
+def _written_by_dnas(folder: Path) -> bool:
+    """A report folder of a dnas that kept no list of its files: its index.html is a dnas page."""
+    try:
+        with open(folder / INDEX, "rb") as handle:
+            head = handle.read(4096)
+    except OSError:
+        return False
+    return b"<title>dnas " in head and b'<p class="meta">dnas ' in head
+
+
+def report_folder(out: Path) -> OutputFolder:
+    """The folder of ``dnas report``'s index.html, under the ownership rule."""
     if out.exists() and not out.is_dir():
         raise DnasError(f"--out {out} is a file; give a folder for the report's index.html")
     if is_run(out):
         raise DnasError(f"--out {out} is a search run directory; write the report to a folder of its own")
+    return OutputFolder(out, "report", legacy=_written_by_dnas)
+
+
+def _check_out(out: Path) -> None:
+    report_folder(out).reserve([INDEX])
 
 
 def write_report(runs: Sequence[RunHistory], out: str | Path, refresh: int | None = None) -> Path:

@@ -10,18 +10,17 @@ as its epoch records go.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from dnas.components.activations import ACTIVATIONS
 from dnas.diagnostics.convergence import convergence, least_decided
 from dnas.errors import DnasError
 from dnas.runtime.files import CONFIG, ENV, METRICS, RESULTS, read_metrics
-from dnas.spaces import Genotype, SearchSpace, get_space
+from dnas.runtime.reading import read_json, read_yaml
+from dnas.spaces import SPACES, Genotype, SearchSpace, get_space
 
 
 @dataclass
@@ -98,8 +97,8 @@ class RunHistory:
 
 def _json(path: Path) -> dict[str, Any] | None:
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+        data = read_json(path, "the run file")
+    except DnasError:
         return None
     return data if isinstance(data, dict) else None
 
@@ -109,8 +108,9 @@ def is_run(path: str | Path) -> bool:
     return (path / CONFIG).is_file() and (path / METRICS).exists()
 
 
-def read_run(path: str | Path) -> RunHistory:
-    """Parse the run directory ``path`` (see the module docstring)."""
+def read_run(path: str | Path, cells_only: bool = False) -> RunHistory:
+    """Parse the run directory ``path`` (see the module docstring); ``cells_only``: only the derived cells
+    are needed (``dnas draw``), not the strengths and decisions the reports show."""
     path = Path(path)
     if not path.is_dir():
         raise DnasError(f"{path} is not a directory; give the run directory of a search (its --out)")
@@ -120,19 +120,45 @@ def read_run(path: str | Path) -> RunHistory:
     if not is_run(path):
         raise DnasError(f"{path} is not a search run directory (it has no config.yaml and metrics.jsonl); give the "
                         "--out of a `dnas search`")
-    try:
-        config = yaml.safe_load((path / CONFIG).read_text()) or {}
-    except yaml.YAMLError as err:
-        raise DnasError(f"{path / CONFIG} is not valid YAML ({err.__class__.__name__}); is it a dnas run?") \
-            from None
-    if not isinstance(config, dict) or "space" not in config:
+    config = read_yaml(path / CONFIG, "the run's configuration") or {}
+    activation = config.get("activation") if isinstance(config, dict) else None
+    if not isinstance(config, dict) or config.get("space") not in SPACES.names() or not (
+            cells_only or isinstance(activation, dict) and activation.get("name") in ACTIVATIONS.names()):
         raise DnasError(f"{path / CONFIG} is not the configuration of a dnas search")
+    space = get_space(config["space"])
     records = read_metrics(path)
+    epochs = [r for r in records if r.get("kind") == "epoch"]
+    usable = [r for r in epochs if _usable(r, space, cells_only)]
+    if epochs and not usable:
+        raise DnasError(f"no epoch record of {path / METRICS} fits the {space.name} space of its config.yaml; was the "
+                        "configuration edited, or the records?")
     results = _json(path / RESULTS)
-    return RunHistory(path=path, config=config, env=_json(path / ENV) or {},
-                      epochs=[r for r in records if r.get("kind") == "epoch"],
-                      steps=[r for r in records if r.get("kind") == "step"],
-                      results=results if results is not None and "genotype" in results else None)
+    return RunHistory(path=path, config=config, env=_json(path / ENV) or {}, epochs=usable,
+                      steps=[r for r in records if r.get("kind") == "step" and isinstance(r.get("step"), int)],
+                      results=results if results is not None and _usable(results, space, cells_only) else None)
+
+
+def _usable(record: dict[str, Any], space: SearchSpace, cells_only: bool = False) -> bool:
+    """Whether an epoch record (or ``results.json``) holds what the report reads, for ``space``: a valid
+    genotype of it and one strength per op of every edge, or its margin and entropy per cell type (a
+    record that does not is skipped, as a line half-written by a killed process is)."""
+    try:
+        if Genotype.from_dict(record["genotype"]).space != space.name:
+            return False
+        if cells_only:
+            return True
+        if "strengths" not in record:  # a record that carries its decision needs no strengths
+            return all(isinstance(record[key], dict) and set(space.cells) <= set(record[key])
+                       for key in ("margin", "entropy"))
+        strengths = record["strengths"]
+        for cell_type, topo in space.cells.items():
+            rows = strengths[cell_type]
+            if len(rows) != topo.num_edges or any(
+                    len(row) != topo.ops_per_edge or not all(isinstance(v, int | float) for v in row) for row in rows):
+                return False
+    except (DnasError, KeyError, TypeError, ValueError):
+        return False
+    return True
 
 
 def run_signature(path: str | Path) -> tuple:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from dnas.config.train import TrainConfig
+from dnas.errors import expect_type
 from dnas.retrain.network import check_genotype
 from dnas.retrain.step import TrainStep
 from dnas.runtime.files import GENOTYPE, RESULT
@@ -32,6 +33,9 @@ class Trainer(Runner[dict[str, Any]]):
     epoch_meter = True
 
     def __init__(self, cfg: TrainConfig, genotype: Genotype, out: str | Path, progress: bool = True):
+        expect_type("Trainer's cfg (resolve_train_config's result)", cfg, TrainConfig)
+        expect_type("Trainer's genotype", genotype, Genotype)
+        expect_type("Trainer's out", out, str, Path)
         check_genotype(genotype)
         super().__init__(cfg, out, progress=progress, own_files={GENOTYPE, RESULT}, results={RESULT},
                          start_files={GENOTYPE: genotype.to_dict()})

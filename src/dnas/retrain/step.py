@@ -28,6 +28,7 @@ from dnas.retrain.counting import count_multiply_adds, count_parameters
 from dnas.retrain.network import EvalNetwork, build_eval_network, check_genotype
 from dnas.runtime.distributed import SINGLE, Group
 from dnas.runtime.files import RESULT
+from dnas.runtime.resources import parameter_bytes, refuse_unless_fits
 from dnas.runtime.runner import Observation, Position, StepOutput
 from dnas.spaces import Genotype
 
@@ -89,10 +90,16 @@ class TrainStep:
                                   augment=augment, device=self.device, part="training set")
         self.steps_per_epoch = self.stream.batches_per_epoch
         self.epochs = cfg.epochs
-        self.net: EvalNetwork = build_eval_network(
-            genotype, num_classes=data.num_classes, in_channels=data.channels, channels=cfg.channels,
-            layers=cfg.layers, auxiliary=cfg.auxiliary, stem=cfg.stem,
-        ).to(self.device)
+        def build() -> EvalNetwork:
+            return build_eval_network(genotype, num_classes=data.num_classes, in_channels=data.channels,
+                                      channels=cfg.channels, layers=cfg.layers, auxiliary=cfg.auxiliary, stem=cfg.stem)
+
+        # lower bounds: the weights with their gradients and momentum, and the stem's output (C x H x W per image)
+        stem_floats = cfg.batch_size * (cfg.channels or 16) * data.image_size ** 2
+        refuse_unless_fits(3 * parameter_bytes(build) + 4 * stem_floats,
+                           f"training with channels={cfg.channels}, layers={cfg.layers}, batch_size={cfg.batch_size}",
+                           "lower them", self.device)
+        self.net: EvalNetwork = build().to(self.device)
         self.params = count_parameters(self.net)
         self.multiply_adds = count_multiply_adds(self.net, (data.channels, data.image_size, data.image_size))
         self.optimizer = torch.optim.SGD(self.net.parameters(), lr=cfg.lr, momentum=cfg.momentum,

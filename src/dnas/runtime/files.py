@@ -12,6 +12,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from dnas.errors import expect_type
+from dnas.runtime.reading import read_bytes
+
 LOCK = ".lock"
 CONFIG = "config.yaml"
 ENV = "env.json"
@@ -27,11 +30,12 @@ def read_metrics(run_dir: str | Path, kind: str | None = None) -> list[dict[str,
     """The records of ``RUN/metrics.jsonl`` in order (of one ``kind``, ``step`` or ``epoch``, if given;
     none if the file does not exist). A line that is not a JSON object (the last line of a process
     killed while writing it) is skipped."""
+    expect_type("run_dir", run_dir, str, Path)
     path = Path(run_dir) / METRICS
-    if not path.is_file():
+    if not path.exists():
         return []
     records = []
-    for line in path.read_bytes().splitlines():
+    for line in read_bytes(path, "the metrics file", "metrics").splitlines():
         try:
             record = json.loads(line)
         except ValueError:  # also UnicodeDecodeError

@@ -27,9 +27,11 @@ killed at any instant is resumed by the same command to the bit-identical result
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
+import stat
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -43,6 +45,7 @@ from dnas.runtime.distributed import SINGLE, Group
 from dnas.runtime.environment import environment
 from dnas.runtime.files import CHECKPOINT, CONFIG, ENV, LOCK, METRICS, TENSORBOARD
 from dnas.runtime.metrics import MetricsLog, NullLog
+from dnas.runtime.reading import read_json, read_yaml, shorten
 
 #: version of the checkpoint layout (3: the meters of the shared runner; 2 is read and converted)
 CHECKPOINT_FORMAT = 3
@@ -81,6 +84,7 @@ class RunDir:
         self.resume_free = set(resume_free)
         self.defaults = dict(defaults or {})  # the configuration's defaults (see config_differences)
         self.created = False
+        self._made_tensorboard = False  # this start made RUN/tensorboard (a failed start removes it)
         self._lock_fd: int | None = None
         self._metrics: MetricsLog | None = None
 
@@ -101,7 +105,14 @@ class RunDir:
                 break
         if not path.is_dir():
             return
-        names = [n for n in self._listing() if n not in (LOCK, TENSORBOARD) and not is_temporary(n, self.own_files)]
+        listing = self._listing()
+        lock = path / LOCK
+        if lock.is_symlink() or (lock.exists() and not lock.is_file()):
+            raise DnasError(f"{lock} is not a regular file (a link or a folder); dnas will not write through it: "
+                            "remove it or choose another --out")
+        # tensorboard/ is ours only beside our config.yaml: without it, a folder of that name is the user's
+        ours = (LOCK, TENSORBOARD) if CONFIG in listing else (LOCK,)
+        names = [n for n in listing if n not in ours and not is_temporary(n, self.own_files)]
         foreign = [n for n in names if n not in self.own_files]
         if foreign:
             raise DnasError(f"--out {path} already holds other files ({', '.join(foreign[:3])}); choose an empty "
@@ -132,7 +143,11 @@ class RunDir:
             if not self.path.is_dir():
                 self.path.mkdir(parents=True)
                 self.created = True
-            fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+            # O_NOFOLLOW: a .lock made a link after the check is not followed (ELOOP)
+            fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                raise OSError(errno.EINVAL, "its .lock is not a regular file")
         except OSError as err:
             raise DnasError(f"cannot create the run directory {self.path} ({err.strerror}); check the path and "
                             "its permissions") from None
@@ -170,7 +185,8 @@ class RunDir:
             return
         for name in (*self.own_files, LOCK):
             (self.path / name).unlink(missing_ok=True)
-        shutil.rmtree(self.path / TENSORBOARD, ignore_errors=True)
+        if self._made_tensorboard:
+            shutil.rmtree(self.path / TENSORBOARD, ignore_errors=True)
 
     # ----- files ---------------------------------------------------------------------------------------
     def file(self, name: str) -> Path:
@@ -185,7 +201,7 @@ class RunDir:
             atomic_write_text(self.path / name, text)
 
     def read_json(self, name: str) -> Any:
-        return json.loads((self.path / name).read_text())
+        return read_json(self.path / name, f"the run's {name}")
 
     def write_json(self, name: str, data: Any) -> None:
         self.write_text(name, json.dumps(data, indent=2) + "\n")
@@ -221,8 +237,12 @@ class RunDir:
             raise DnasError(f"checkpoint {path} is unreadable or corrupt ({type(err).__name__}); delete it to start "
                             "the run from scratch, or choose another --out") from None
         if state.get("kind") != self.kind:
-            raise DnasError(f"{self.path} holds a run of another kind ({state.get('kind')}), not a {self.noun}; "
+            raise DnasError(f"{self.path} holds a run of another kind ({shorten(state.get('kind'), 20)}), not a "
+                            f"{self.noun}; choose another --out")
+        if not isinstance(state.get("config"), dict):
+            raise DnasError(f"checkpoint {path} holds no configuration; delete it to start the run from scratch, or "
                             "choose another --out")
+        self._check_config_file(state["config"])
         differ = config_differences(state["config"], config, self.resume_free, self.defaults)
         differ += differences(state) if differences is not None else []
         if differ:
@@ -237,10 +257,26 @@ class RunDir:
                             f" resume with --threads {state['threads']} (results depend on the thread count)")
         return state
 
+    def _check_config_file(self, saved: Mapping[str, Any]) -> None:
+        """Refuse a ``config.yaml`` that no longer describes the run (edited by hand since it started)."""
+        path = self.path / CONFIG
+        try:
+            on_disk = read_yaml(path, "the run's configuration")
+            if not isinstance(on_disk, dict):
+                raise DnasError(f"{path} does not hold a configuration")
+        except DnasError as err:
+            raise DnasError(f"{err}; it must describe the run: restore it or choose another --out") from None
+        changed = config_differences(saved, on_disk, (), self.defaults)
+        if changed:
+            raise DnasError(f"{path} was changed after the run started ({', '.join(changed[:5])}); restore it (the "
+                            "checkpoint holds the run's configuration) or choose another --out")
+
     # ----- metrics -------------------------------------------------------------------------------------
     def metrics(self, resume_offset: int | None, sinks: str = "jsonl", purge_step: int = 0) -> MetricsLog:
         if not self.group.main:
             return NullLog()
+        if sinks == "tensorboard" and not (self.path / TENSORBOARD).exists():
+            self._made_tensorboard = True
         self._metrics = MetricsLog(self.path / METRICS, resume_offset,
                                    tensorboard=self.path / TENSORBOARD if sinks == "tensorboard" else None,
                                    purge_step=purge_step)

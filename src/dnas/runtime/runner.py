@@ -39,6 +39,7 @@ from dnas.runtime.allocator import retain_freed_memory
 from dnas.runtime.distributed import Group
 from dnas.runtime.distributed import setup as setup_distributed
 from dnas.runtime.environment import resolve_device, rng_state, set_rng_state
+from dnas.runtime.files import CHECKPOINT
 from dnas.runtime.progress import progress_bar
 from dnas.runtime.rundir import RunDir
 from dnas.runtime.signals import GracefulStop
@@ -171,6 +172,7 @@ def upgrade_checkpoint(state: dict[str, Any]) -> dict[str, Any]:
 #: ``callback(runner, record)``: called with every logged step record / every epoch record
 Callback = Callable[[Any, dict[str, Any]], None]
 R = TypeVar("R")
+RunnerT = TypeVar("RunnerT", bound="Runner[Any]")
 
 
 class Runner(Generic[R]):
@@ -245,7 +247,7 @@ class Runner(Generic[R]):
         return self.elapsed + (time.perf_counter() - self._t0 if self._t0 is not None else 0.0)
 
     # ----- lifecycle -------------------------------------------------------------------------------------
-    def open(self) -> Runner[R]:
+    def open(self: RunnerT) -> RunnerT:
         """Lock the run directory, build the algorithm and restore the checkpoint if there is one."""
         if self._opened:
             return self
@@ -261,7 +263,12 @@ class Runner(Generic[R]):
                 for name, data in self.start_files.items():
                     self.run_dir.write_json(name, data)
             else:
-                self._restore(upgrade_checkpoint(state))
+                try:
+                    self._restore(upgrade_checkpoint(state))
+                except (KeyError, IndexError, TypeError, ValueError, AttributeError, RuntimeError) as err:
+                    raise DnasError(f"checkpoint {self.run_dir.file(CHECKPOINT)} does not hold a complete "
+                                    f"{self.noun} state ({type(err).__name__}); delete it to start the run from "
+                                    "scratch, or choose another --out") from None
                 self.ended_early = self.task.finished_early()
             self.log = self.run_dir.metrics(None if state is None else state["metrics_offset"], self.cfg.log,
                                             purge_step=self.global_step)
@@ -440,6 +447,12 @@ class Runner(Generic[R]):
         })
 
     def _restore(self, state: dict[str, Any]) -> None:
+        steps = self.task.steps_per_epoch
+        position = (state["epoch"], state["step"], state["global_step"])
+        if not all(type(v) is int for v in position) or not (
+                0 <= state["epoch"] <= self.cfg.epochs and 0 <= state["step"] <= steps
+                and state["global_step"] == state["epoch"] * steps + state["step"]):
+            raise ValueError("its position is not a position of this run")
         self.task.load_state_dict(state)
         set_rng_state(state["rng"])
         self.epoch, self.step_in_epoch = state["epoch"], state["step"]

@@ -15,10 +15,28 @@ from pathlib import Path
 
 from dnas.errors import DnasError
 from dnas.runtime.atomic import atomic_write_text
-from dnas.spaces.base import PARAMETER_FREE_OPS
+from dnas.runtime.reading import read_json, shorten
+from dnas.spaces.base import PARAMETER_FREE_OPS, SPACES, get_space
 from dnas.spaces.nb201 import NB201_OPS
 
 Pair = tuple[str, int]
+
+
+def _pair(item: object) -> Pair:
+    """``[op, input]`` of a genotype file as a pair (an op name and a node index)."""
+    if not isinstance(item, list | tuple) or len(item) != 2:
+        raise ValueError(f"{shorten(item)} is not an [op, input] pair")
+    op, src = item
+    if not isinstance(op, str):
+        raise ValueError(f"the op {shorten(op)} is not a name")
+    return op, _index(src)
+
+
+def _index(value: object) -> int:
+    """A node index of a genotype file (an integer, not a boolean or a fraction)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+        raise ValueError(f"{shorten(value)} is not a node index")
+    return int(value)
 
 
 @dataclass(frozen=True)
@@ -89,24 +107,55 @@ class Genotype:
             if space == "nb201" and "arch_str" in data:
                 return cls.from_arch_str(data["arch_str"])
             cell_types = [k for k in data if k not in ("space", "arch_str") and not k.endswith("_concat")]
-            cells = {t: tuple((str(op), int(src)) for op, src in data[t]) for t in cell_types}
-            concat = {t: tuple(int(i) for i in data[f"{t}_concat"]) for t in cell_types if f"{t}_concat" in data}
-        except (KeyError, TypeError, ValueError) as err:
-            raise DnasError(f"not a dnas genotype ({err!r}); expected the JSON that dnas search writes") from None
-        return cls(space=space, cells=cells, concat=concat)
+            cells = {t: tuple(_pair(item) for item in data[t]) for t in cell_types}
+            concat = {t: tuple(_index(i) for i in data[f"{t}_concat"]) for t in cell_types if f"{t}_concat" in data}
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise DnasError(f"not a dnas genotype ({type(err).__name__} {shorten(str(err))}); expected the JSON that "
+                            "dnas search writes") from None
+        genotype = cls(space=str(space), cells=cells, concat=concat)
+        genotype.validate()
+        return genotype
+
+    def validate(self) -> None:
+        """Raise :class:`DnasError` unless the cells fit the space: its cell types, ops and node count
+        (NB201: one op per edge in edge order; DARTS family: two (op, input) pairs per node, each input
+        an earlier node, the concatenated nodes among them)."""
+        if self.space not in SPACES.names():
+            raise DnasError(f"the genotype names the search space {shorten(self.space)}, which dnas does not know; "
+                            f"spaces are {', '.join(SPACES.names())}")
+        space = get_space(self.space)
+        if set(self.cells) != set(space.cells):
+            raise DnasError(f"a {space.name} genotype has the cells {', '.join(space.cells)}, not "
+                            f"{', '.join(shorten(t, 20) for t in self.cells) or 'none'}")
+        for cell_type, pairs in self.cells.items():
+            ops = set(space.cells[cell_type].op_names) | {"none"}
+            bad = sorted({op for op, _ in pairs if op not in ops})
+            if bad:
+                raise DnasError(f"unknown op(s) {', '.join(shorten(op, 30) for op in bad[:3])} in the {cell_type} cell "
+                                f"of a {space.name} genotype; its ops are {', '.join(sorted(ops))}")
+            if space.family == "nb201":
+                expected = [src for node in (1, 2, 3) for src in range(node)]
+                if [src for _, src in pairs] != expected:
+                    raise DnasError("an nb201 genotype lists 6 (op, input) pairs in edge order: inputs "
+                                    f"{expected}, not {[src for _, src in pairs][:12]}")
+                continue
+            if not pairs or len(pairs) % 2 or len(pairs) > 64:
+                raise DnasError(f"the {cell_type} cell has {len(pairs)} (op, input) pairs; expected two per node "
+                                "(at most 32 nodes)")
+            for k, (_, src) in enumerate(pairs):
+                if not 0 <= src < 2 + k // 2:
+                    raise DnasError(f"pair {k} of the {cell_type} cell reads node {src}, which does not exist yet")
+            nodes = 2 + len(pairs) // 2
+            concat = self.concat.get(cell_type, ())
+            if any(not 0 <= i < nodes for i in concat):
+                raise DnasError(f"the {cell_type} concat names nodes outside 0..{nodes - 1}")
 
     def save(self, path: str | Path) -> None:
         atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> Genotype:
-        path = Path(path)
-        if not path.is_file():
-            raise DnasError(f"genotype file {str(path)!r} does not exist; pass the genotype.json of a search")
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise DnasError(f"cannot read genotype {str(path)!r} as JSON ({err}); is it a genotype.json?") from None
+        data = read_json(path, "genotype file", "genotype")
         if not isinstance(data, dict):
             raise DnasError(f"{str(path)!r} does not hold a genotype object")
         return cls.from_dict(data)

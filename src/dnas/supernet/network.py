@@ -179,3 +179,20 @@ def copy_into_reference(fused: Supernet, reference: Supernet) -> None:
     reference.load_state_dict(outside_nodes, strict=False)
     for f_nodes, r_nodes in node_pairs:
         r_nodes.copy_from(f_nodes)
+
+
+def op_output_floats(space: SearchSpace, channels: int, layers: int, image_size: int, batch: int) -> int:
+    """A lower bound of the floats one forward pass of the supernet keeps for backward: one output per
+    (edge, computed op) of every cell, ``batch x C x H x W`` at the cell's width and resolution."""
+    ops = max(sum(op != "none" for op in edge) for topo in space.cells.values() for edge in topo.edge_ops)
+    edges = max(topo.num_edges for topo in space.cells.values())
+    total = 0
+    if space.family == "nb201":
+        for stage in range(3):
+            total += layers * (channels << stage) * (image_size >> stage) ** 2
+    else:
+        reduced = 0
+        for i in range(layers):
+            reduced += i in {layers // 3, 2 * layers // 3}
+            total += (channels << reduced) * (image_size >> reduced) ** 2
+    return batch * edges * ops * total
