@@ -23,7 +23,9 @@ from dnas.config.train import resolve_train_config
 from dnas.errors import DnasError
 from dnas.retrain.run import Trainer
 
-TINY = ["channels=4", "layers=1", "max_images=192", "log_every=2", "checkpoint_every=3"]
+#: DNAS_TEST_DEVICE=cuda: the same runs on CUDA devices over NCCL (tests/test_device.py)
+DEVICE = os.environ.get("DNAS_TEST_DEVICE", "cpu")
+TINY = ["channels=4", "layers=1", "max_images=192", "log_every=2", "checkpoint_every=3", f"device={DEVICE}"]
 METHODS = {
     "darts": [],
     "darts-2nd": ["estimator.hvp=fd"],
@@ -84,7 +86,7 @@ def main() -> None:
         cfg, resolved = resolve_train_config("|nor_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|+|skip_connect~0|none~1|"
                                              "avg_pool_3x3~2|", {"dataset": "digits", "epochs": 2},
                                              ["channels=4", "layers=1", "batch_size=32", "max_images=128",
-                                              "max_test_images=64", "log_every=2"])
+                                              "max_test_images=64", "log_every=2", f"device={DEVICE}"])
         trainer = Trainer(cfg, resolved.genotype, out / "train", progress=False)
         result = trainer.run()
         step = trainer.algorithm
