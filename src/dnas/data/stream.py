@@ -13,10 +13,16 @@ from dnas.data.datasets import ImageDataset
 from dnas.errors import DnasError
 
 
-def _derived_seed(*parts: object) -> int:
+def derived_seed(*parts: object) -> int:
     """A 63-bit seed derived from ``parts`` (stable across runs and platforms)."""
     digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 1
+
+
+def epoch_order(indices: torch.Tensor, seed: int, epoch: int) -> torch.Tensor:
+    """``indices`` in the order epoch ``epoch`` of a stream seeded with ``seed`` visits them."""
+    generator = torch.Generator().manual_seed(derived_seed(seed, epoch))
+    return indices[torch.randperm(len(indices), generator=generator)]
 
 
 class BatchStream:
@@ -66,15 +72,13 @@ class BatchStream:
         self._std = (
             torch.tensor(data.std, dtype=torch.float32, device=self.device).view(shape).clamp(min=1e-8)
         )
-        self._generator = torch.Generator().manual_seed(_derived_seed(seed, "augment"))
+        self._generator = torch.Generator().manual_seed(derived_seed(seed, "augment"))
         self._order: torch.Tensor | None = None
         self._order_epoch = -1
 
     def _epoch_order(self) -> torch.Tensor:
         if self._order_epoch != self.epoch:
-            generator = torch.Generator().manual_seed(_derived_seed(self.seed, self.epoch))
-            perm = torch.randperm(len(self.indices), generator=generator)
-            self._order = self.indices[perm].to(self.device)
+            self._order = epoch_order(self.indices, self.seed, self.epoch).to(self.device)
             self._order_epoch = self.epoch
         assert self._order is not None
         return self._order
@@ -118,6 +122,9 @@ class BatchStream:
                     f"The saved batch stream has {key}={int(state[key])} but this one has {mine}: "
                     "resume with the same data, seed and batch size as the interrupted run."
                 )
+        if state.get("streamed"):
+            raise DnasError("The saved batch stream read its images lazily (streamed) but this run holds them in "
+                            "memory: resume with data_mode=stream, as the interrupted run chose.")
         position = int(state["position"])
         if not 0 <= position < self.batches_per_epoch:
             raise DnasError(
