@@ -123,10 +123,10 @@ def test_zip_members_beyond_the_cap_are_refused_by_declared_and_by_actual_size(t
     padded = _png_bytes() + b"\0" * 20_000  # PNG decoders ignore trailing bytes
     archive = _zip(tmp_path / "big.zip", {"a/0.png": padded, "b/0.png": _png_bytes()})
     monkeypatch.setenv("DNAS_MAX_FILE_BYTES", "10K")
-    message = _one_sentence(lambda: load_dataset(str(archive)), "declares 20.1 KB, more than 10.2 KB")
+    message = _one_sentence(lambda: load_dataset(str(archive)), "more than 10.0 KiB")
     assert "DNAS_MAX_FILE_BYTES" in message
     monkeypatch.delenv("DNAS_MAX_FILE_BYTES")
-    # a member that declares 40 bytes but inflates to 20 KB: the reader stops after 41 bytes
+    # a member that declares 40 bytes but inflates to 20 KiB: the reader stops after 41 bytes
     _patch_central(archive, 24, "<I", 40)
     _one_sentence(lambda: load_dataset(str(archive), mode="stream").load(0), "expands beyond the 40 bytes")
     _one_sentence(lambda: load_dataset(str(archive), mode="memory"), "expands beyond the 40 bytes")
@@ -160,19 +160,19 @@ def _csv_gz(path: Path, rows: int, label: int = 3) -> Path:
 
 
 def test_gzip_beyond_the_cap_is_refused_by_its_trailer_and_while_reading(tmp_path, monkeypatch):
-    path = _csv_gz(tmp_path / "big.csv.gz", rows=2000)  # 68 KB of text, a few hundred bytes compressed
+    path = _csv_gz(tmp_path / "big.csv.gz", rows=2000)  # 68 KB of text (66.4 KiB), a few hundred bytes compressed
     monkeypatch.setenv("DNAS_MAX_FILE_BYTES", "16K")
-    _one_sentence(lambda: load_dataset(str(path)), "declares 68.0 KB, more than 16.4 KB")
+    _one_sentence(lambda: load_dataset(str(path)), "declares 66.4 KiB, more than 16.0 KiB")
     raw = bytearray(path.read_bytes())
     raw[-4:] = (100).to_bytes(4, "little")  # ISIZE lies: 100 bytes
     path.write_bytes(bytes(raw))
-    _one_sentence(lambda: load_dataset(str(path)), "expands to more than 16.4 KB")
+    _one_sentence(lambda: load_dataset(str(path)), "expands to more than 16.0 KiB")
     idx = tmp_path / "idx"
     idx.mkdir()
     with gzip.open(idx / "train-images-idx3-ubyte.gz", "wb") as f:
         f.write((0x803).to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in (1000, 28, 28)) + bytes(784000))
     (idx / "train-labels-idx1-ubyte").write_bytes((0x801).to_bytes(4, "big") + (1000).to_bytes(4, "big") + bytes(1000))
-    _one_sentence(lambda: load_dataset(str(idx)), "more than 16.4 KB")
+    _one_sentence(lambda: load_dataset(str(idx)), "more than 16.0 KiB")
 
 
 # ----------------------------------------------------------------------------------- images
@@ -206,15 +206,15 @@ def test_the_pixel_cap_can_be_lowered(tmp_path, monkeypatch):
 
 
 def test_many_large_images_are_estimated_before_allocating(tmp_path, monkeypatch):
-    folder = _folder(tmp_path / "imgs", classes=2, per_class=5, size=(64, 64))  # 10 x 3 x 64 x 64 = 122.9 KB
-    monkeypatch.setenv("DNAS_MEMORY_LIMIT", "100K")  # a dataset may take half: 51.2 KB
+    folder = _folder(tmp_path / "imgs", classes=2, per_class=5, size=(64, 64))  # 10 x 3 x 64 x 64 = 120 KiB
+    monkeypatch.setenv("DNAS_MEMORY_LIMIT", "100K")  # a dataset may take half: 50 KiB
     message = _one_sentence(lambda: load_dataset(str(folder), root=str(tmp_path / "c"), mode="memory"),
-                            "would take about 122.9 KB in memory, more than the 51.2 KB")
-    assert "102.4 KB this process may use (DNAS_MEMORY_LIMIT" in message and "data_mode=stream" in message
+                            "would take about 120.0 KiB in memory, more than the 50.0 KiB")
+    assert "(half of the 100.0 KiB DNAS_MEMORY_LIMIT allows)" in message and "data_mode=stream" in message
     auto = load_dataset(str(folder), root=str(tmp_path / "c"), mode="auto")
     assert isinstance(auto, LazyImageDataset) and auto.loading["mode"] == "stream"
     assert auto.loading["estimated_bytes"] == 10 * 3 * 64 * 64 and "more than the" in auto.loading["reason"]
-    assert format_bytes(auto.loading["estimated_bytes"]) == "122.9 KB"
+    assert format_bytes(auto.loading["estimated_bytes"]) == "120.0 KiB"
 
 
 # ----------------------------------------------------------------------------------- labels
@@ -287,7 +287,7 @@ def test_hostile_tar_shards_are_refused(tmp_path, monkeypatch):
     _one_sentence(lambda: load_dataset(str(tmp_path / "missing.tar")), "has no label (.cls) member")
     _shard(tmp_path / "big.tar", [*good, ("s9", _png_bytes() + bytes(30_000), b"1")])
     monkeypatch.setenv("DNAS_MAX_FILE_BYTES", "20K")
-    _one_sentence(lambda: load_dataset(str(tmp_path / "big.tar")), "declares 30.1 KB, more than 20.5 KB")
+    _one_sentence(lambda: load_dataset(str(tmp_path / "big.tar")), "more than 20.0 KiB")
 
 
 # ----------------------------------------------------------------------------------- the command line

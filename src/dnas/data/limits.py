@@ -88,8 +88,9 @@ def max_classes() -> int:
 
 
 def format_bytes(n: float) -> str:
-    """``n`` bytes for people: ``1.9 GB``, ``640.0 MB``, ``12 KB`` (powers of 1000)."""
-    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+    """``n`` bytes for people, in the units of the environment variables: ``1.9 GiB``, ``640.0 MiB``,
+    ``12.0 KiB`` (powers of 1024)."""
+    for unit, size in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
         if n >= size:
             return f"{n / size:.1f} {unit}"
     return f"{int(n)} bytes"
@@ -300,7 +301,9 @@ def memory_budget() -> tuple[int, str]:
     and a phrase that explains the figure."""
     memory, source = available_memory()
     budget = int(memory * MEMORY_SHARE)
-    return budget, f"half of the {format_bytes(memory)} this process may use ({source}; {MEMORY_ENV} sets it)"
+    if source == MEMORY_ENV:
+        return budget, f"half of the {format_bytes(memory)} {MEMORY_ENV} allows"
+    return budget, f"half of the {format_bytes(memory)} this process may use: {source}; {MEMORY_ENV} sets it"
 
 
 def fits(estimate: int) -> bool:

@@ -112,6 +112,9 @@ class BatchStream:
 
     def load_state_dict(self, state: dict) -> None:
         """Continue exactly where the stream that produced ``state`` stopped."""
+        if state.get("streamed"):
+            raise DnasError("The saved batch stream read its images lazily (streamed) but this run holds them in "
+                            "memory: resume with data_mode=stream, as the interrupted run chose.")
         for key, mine in (
             ("seed", self.seed),
             ("num_indices", len(self.indices)),
@@ -122,9 +125,6 @@ class BatchStream:
                     f"The saved batch stream has {key}={int(state[key])} but this one has {mine}: "
                     "resume with the same data, seed and batch size as the interrupted run."
                 )
-        if state.get("streamed"):
-            raise DnasError("The saved batch stream read its images lazily (streamed) but this run holds them in "
-                            "memory: resume with data_mode=stream, as the interrupted run chose.")
         position = int(state["position"])
         if not 0 <= position < self.batches_per_epoch:
             raise DnasError(
