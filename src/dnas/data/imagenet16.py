@@ -6,7 +6,7 @@ NAS-Bench-201 uses them (D-X-Y/AutoDL-Projects ``xautodl/datasets/DownsampledIma
     FOLDER/train_data_batch_1 ... train_data_batch_10   the 1,281,167 training images
     FOLDER/val_data                                     the 50,000 validation images
 
-Each file is a Python pickle of a dict: ``data``, a uint8 array ``(N, 3072)`` of planar
+Each file is a Python pickle of a dict: ``data``, a uint8 array ``(N, 768)`` of planar
 channel-first rows (256 red values, then 256 green, then 256 blue, each row by row); ``labels``,
 a list of N class ids 1..1000 (the line order of ILSVRC's ``map_clsloc.txt``); the training
 files also hold ``mean``, which is not used.

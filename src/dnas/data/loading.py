@@ -96,9 +96,9 @@ def load_dataset(spec: str, *, split: str = "train", download: bool = False, roo
         raise DnasError(f"data_mode must be one of {', '.join(MODES)}, got {mode!r}")
     data_root = resolve_root(root)
     if spec == "digits":
-        return _whole(load_digits(split), mode)
+        return _whole(lambda: load_digits(split), mode, spec)
     if spec in DOWNLOADS:
-        return _whole(load_named_cifar(spec, split, download, data_root), mode)
+        return _whole(lambda: load_named_cifar(spec, split, download, data_root), mode, spec)
     classes = imagenet16_classes(spec)
     if classes is not None:
         folder = data_root / IMAGENET16_FOLDER
@@ -106,7 +106,7 @@ def load_dataset(spec: str, *, split: str = "train", download: bool = False, roo
             raise DnasError(f"{spec} is not in {folder}: ImageNet16 (train_data_batch_1 .. 10 and val_data, the files "
                             "NAS-Bench-201 uses) cannot be downloaded automatically; put them there or give the "
                             "folder's path as the dataset")
-        return _whole(load_imagenet16(folder, split, classes), mode)
+        return _whole(lambda: load_imagenet16(folder, split, classes), mode, spec)
     if "{" in spec:
         shards = expand_shards(spec)
         if shards is not None:
@@ -125,7 +125,7 @@ def load_dataset(spec: str, *, split: str = "train", download: bool = False, roo
     if lower.endswith(".tar"):
         return _from_listing(TarShardListing([path], path.stem), data_root, mode)
     if lower.endswith((".csv", ".csv.gz")):
-        return _whole(load_csv(path, split), mode)
+        return _whole(lambda: load_csv(path, split), mode, str(path))
     raise DnasError(f"Cannot read {path} as a dataset: give {_ACCEPTED}.")
 
 
@@ -141,11 +141,11 @@ def _load_directory(path: Path, split: str, data_root: Path, mode: str) -> Image
     tar shards, or an image folder."""
     found = cifar_folder(path)
     if found is not None:
-        return _whole(load_cifar_folder(found[0], found[1], split), mode)
+        return _whole(lambda: load_cifar_folder(found[0], found[1], split), mode, str(path))
     if is_imagenet16_folder(path):
-        return _whole(load_imagenet16(path, split, 120), mode)
+        return _whole(lambda: load_imagenet16(path, split, 120), mode, str(path))
     if is_idx_folder(path):
-        return _whole(load_idx_folder(path, split), mode)
+        return _whole(lambda: load_idx_folder(path, split), mode, str(path))
     if (path / "train").is_dir() and _has_subfolders(path / "train"):
         names = ("train",) if split == "train" else ("val", "test")
         part = next((path / n for n in names if (path / n).is_dir()), None)
@@ -159,11 +159,12 @@ def _load_directory(path: Path, split: str, data_root: Path, mode: str) -> Image
     return _from_listing(FolderListing(path), data_root, mode)
 
 
-def _whole(data: ImageDataset, mode: str) -> ImageDataset:
+def _whole(read: Callable[[], ImageDataset], mode: str, what: str) -> ImageDataset:
     """A format read whole: in memory, whatever ``auto`` would pick; refused when streaming is forced."""
     if mode == "stream":
-        raise DnasError(f"{data.name} is in a format read whole into memory (CIFAR, ImageNet16, IDX, CSV, digits); "
+        raise DnasError(f"{what} is in a format read whole into memory (CIFAR, ImageNet16, IDX, CSV, digits); "
                         "data_mode=stream applies to image folders, zips and tar shards: use data_mode=auto or memory")
+    data = read()
     data.loading = {"mode": "memory", "reason": "a format read whole", "images": len(data),
                     "bytes": data.images.numel()}
     return data
@@ -284,24 +285,27 @@ def load_search_data(dataset: str, *, download: bool = False, root: str | None =
 def _nb201_search_data(train: Images, spec: str, load_test: Callable[[], Images]) -> Images:
     """``train`` with the search split of NAS-Bench-201's split file (see :mod:`dnas.data.nb201_splits`)."""
     split = find_split_file(spec, train.name)
-    if not split.published:
-        warnings.warn(f"{split.path} differs from NAS-Bench-201's published {split.path.name} (md5): the search is "
-                      "not NAS-Bench-201's protocol", stacklevel=3)
     if not isinstance(train, ImageDataset):
         raise DnasError("NAS-Bench-201's split files apply to its datasets (CIFAR-10, CIFAR-100, ImageNet16-120), "
                         "which are held in memory")
+    data: Images
     if not split.uses_test_set:
         assert split.train is not None and split.valid is not None
         what = f"the training set of {train.name}"
-        return with_parts(train, check_range(split.train, len(train), what, split.path),
+        data = with_parts(train, check_range(split.train, len(train), what, split.path),
                           check_range(split.valid, len(train), what, split.path))
-    test = load_test()
-    assert split.xvalid is not None and isinstance(test, ImageDataset)
-    xvalid = check_range(split.xvalid, len(test), f"the test set of {train.name}", split.path)
-    images = torch.cat([train.images, test.images[xvalid]])
-    labels = torch.cat([train.labels, test.labels[xvalid]])
-    data = ImageDataset.from_tensors(images, labels, train.classes, train.name)
-    data.split = (torch.arange(len(train)), len(train) + torch.arange(len(xvalid)))
-    data.loading = {**train.loading, "split": f"NAS-Bench-201 {split.path.name}: weights on the training set, the "
-                                               "architecture on the xvalid part of the test set"}
+        protocol = "weights on its train part, the architecture on its valid part of the training set"
+    else:
+        test = load_test()
+        assert split.xvalid is not None and isinstance(test, ImageDataset)
+        xvalid = check_range(split.xvalid, len(test), f"the test set of {train.name}", split.path)
+        images = torch.cat([train.images, test.images[xvalid]])
+        labels = torch.cat([train.labels, test.labels[xvalid]])
+        data = ImageDataset.from_tensors(images, labels, train.classes, train.name)
+        data.split = (torch.arange(len(train)), len(train) + torch.arange(len(xvalid)))
+        protocol = "weights on the training set, the architecture on the xvalid part of the test set"
+    data.loading = {**train.loading, "split": f"NAS-Bench-201 {split.path.name}: {protocol}"}
+    if not split.published:
+        warnings.warn(f"{split.path} differs from NAS-Bench-201's published {split.path.name} (md5): the search is "
+                      "not NAS-Bench-201's protocol", stacklevel=3)
     return data
