@@ -95,6 +95,13 @@ def test_an_image_turned_into_a_fifo_after_listing_is_refused_when_streamed(tmp_
     _one_sentence(lambda: data.load(5), "2.png is a FIFO")
 
 
+def test_a_large_cap_is_not_allocated_up_front(tmp_path, monkeypatch):
+    monkeypatch.setenv("DNAS_MAX_FILE_BYTES", "1T")  # reading up to the cap would ask for a terabyte at once
+    folder = _folder(tmp_path / "imgs")
+    assert len(load_dataset(str(folder), mode="stream")) == 6
+    assert len(load_dataset(str(folder), root=str(tmp_path))) == 6
+
+
 # ----------------------------------------------------------------------------------- zip archives
 
 

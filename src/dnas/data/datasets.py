@@ -128,19 +128,37 @@ def resize_images(images: torch.Tensor, size: int, crop_fraction: float = 1.0) -
     return out.round_().clamp_(0, 255).to(torch.uint8)
 
 
+class ChannelMoments:
+    """Running per-channel sums of uint8 pixel values and their squares (float64: exact for any realistic
+    count, so the statistics do not depend on how the images are grouped)."""
+
+    def __init__(self, channels: int):
+        self.total = torch.zeros(channels, dtype=torch.float64)
+        self.squares = torch.zeros(channels, dtype=torch.float64)
+        self.count = 0
+
+    def add(self, images: torch.Tensor) -> None:
+        """Add uint8 ``(N, C, H, W)`` images, a few at a time (about 32 MB of float64 each)."""
+        per_image = max(images[0].numel(), 1) if len(images) else 1
+        for chunk in images.split(max(1, (1 << 22) // per_image)):
+            x = chunk.to(torch.float64)
+            self.total += x.sum(dim=(0, 2, 3))
+            self.squares += x.square().sum(dim=(0, 2, 3))
+        self.count += images.numel() // max(images.shape[1], 1)
+
+    def stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Per-channel mean and (population) standard deviation of the pixels / 255."""
+        count = max(self.count, 1)
+        mean = self.total / count
+        var = (self.squares / count - mean.square()).clamp_(min=0)
+        return tuple((mean / 255).tolist()), tuple((var.sqrt() / 255).tolist())
+
+
 def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and (population) std of ``images / 255``, exact, in bounded memory."""
-    channels = images.shape[1]
-    total = torch.zeros(channels, dtype=torch.float64)
-    squares = torch.zeros(channels, dtype=torch.float64)
-    for chunk in images.split(2048):
-        x = chunk.to(torch.float64)
-        total += x.sum(dim=(0, 2, 3))
-        squares += x.square().sum(dim=(0, 2, 3))
-    count = max(images.numel() // max(channels, 1), 1)
-    mean = total / count
-    var = (squares / count - mean.square()).clamp_(min=0)
-    return tuple((mean / 255).tolist()), tuple((var.sqrt() / 255).tolist())
+    moments = ChannelMoments(images.shape[1])
+    moments.add(images)
+    return moments.stats()
 
 
 # ----------------------------------------------------------------------------------------- entry points

@@ -137,12 +137,16 @@ def read_file(path: str | Path, what: str = "dataset file") -> bytes:
     cap = max_file_bytes()
     try:
         with open(path, "rb") as handle:
-            data = handle.read(cap + 1)
+            parts = [handle.read(size + 1)]  # a byte more than measured shows a file that is growing
+            total = len(parts[0])
+            while total > size and total <= cap and (chunk := handle.read(_CHUNK)):
+                parts.append(chunk)
+                total += len(chunk)
     except OSError as e:
         raise DnasError(f"Cannot read {path} ({e.strerror}): check the file.") from None
-    if len(data) > cap:
+    if total > cap:
         raise DnasError(f"{path} grew beyond {_file_cap_advice()}.")
-    return data
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 class _Capped(io.RawIOBase):

@@ -48,7 +48,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from dnas.data.augment import Augment, inception_boxes
-from dnas.data.datasets import channel_stats, decode_image, resize_images
+from dnas.data.datasets import ChannelMoments, decode_image, resize_images
 from dnas.data.limits import open_image
 from dnas.data.listing import Listing
 from dnas.data.stream import derived_seed, epoch_order
@@ -145,10 +145,10 @@ class LazyImageDataset:
             keys = [(p, None) for p in positions]
             chunks = [keys[i:i + 64] for i in range(0, len(keys), 64)]
             loader = _loader(self, chunks, workers=min(workers, len(chunks)), pin=False, seed=0)
-            images = []
+            moments = ChannelMoments(self.channels)
             for batch in loader:
-                images.append(_checked(batch)[0])
-            self._stats = channel_stats(torch.cat(images))
+                moments.add(_checked(batch)[0])
+            self._stats = moments.stats()
         return self._stats
 
     def describe(self, position: int) -> str:
