@@ -8,19 +8,22 @@ and the peak memory of a pass over an image folder several times larger than the
    about 200 KB each) until it holds ``--gigabytes``; to keep the generation short, 256 distinct
    images are encoded and their bytes written under many names (decoding costs the same).
 2. Loader throughput: the ``darts-imagenet`` training stream (Inception crop of the original to
-   224 x 224 in the workers, flip and colour jitter on the batch), images per second over
-   ``--batches`` batches after two warm-up batches, for each worker count, interleaved, in a fresh
-   process each, ``--repeats`` times (median). Files are read from the page cache (the folder was
-   just written): this measures decoding, not the disk.
+   224 x 224 in the workers, flip and colour jitter on the batch in the main process), images per
+   second over ``--batches`` batches after two warm-up batches, for each worker count, interleaved,
+   in a fresh process each, ``--repeats`` times (median); also the workers' part alone (decoding and
+   crop, no batch augmentation), and the time of the mean/std sample a stream starts with. Files are
+   read from the page cache (the folder was just written): this measures decoding, not the disk.
 3. The step's consumption: images per second of one SGD step of the preset's network (DARTS_V2,
    14 cells, C=48, ImageNet stem) at ``--step-batch`` on random 224 x 224 images, in a fresh
    process, the median of 3 after one warm-up. The loader keeps up when its rate is above this.
 4. Peak memory: one epoch over the whole folder (``data_mode=auto`` with ``DNAS_MEMORY_LIMIT`` =
-   ``--memory-limit``, which must choose streaming; 2 workers) in a process whose address space is
-   capped at ``--memory-limit`` (``RLIMIT_AS``, inherited by its workers). The parent samples the
-   proportional set size (PSS: shared pages divided among their users) of the process and its
-   workers every 0.2 s and reports the peak of their sum, with the peak RSS of the main process.
-   ``data_mode=memory`` is tried first and must refuse with its estimate.
+   ``--memory-limit``, which must choose streaming; 2 workers; Inception crop and flip, the batch
+   colour jitter left out to keep the pass short) in a process whose private writable memory is
+   capped at ``--memory-limit`` (``RLIMIT_DATA``, inherited by each of its workers; ``RLIMIT_AS``
+   would count the address space torch's libraries reserve). The parent samples the proportional
+   set size (PSS: shared pages divided among their users) of the process and its workers every
+   0.2 s and reports the peak of their sum, with the peak RSS of the main process and of the
+   largest worker. ``data_mode=memory`` is tried first and must refuse with its estimate.
 
 The load average (``/proc/loadavg``) is printed before and after: figures taken while other jobs run
 are noisy.
@@ -85,6 +88,10 @@ def _augment():
 
 
 def throughput(spec: dict) -> dict:
+    """Images per second of two streams: the decoding and Inception crop alone (the workers' part), and the
+    whole training stream (plus flip and colour jitter of each batch in the main process)."""
+    import dataclasses
+
     import torch
 
     from dnas.data import StreamedBatches, load_dataset
@@ -92,17 +99,20 @@ def throughput(spec: dict) -> dict:
     torch.set_num_threads(1)
     data = load_dataset(spec["folder"], mode="stream").resized(224, 0.875)
     start = time.perf_counter()
-    stream = StreamedBatches(data, torch.arange(len(data)), spec["batch_size"], seed=0, augment=_augment(),
-                             workers=spec["workers"])
-    stats_seconds = time.perf_counter() - start
-    next(stream)
-    next(stream)
-    start = time.perf_counter()
-    for _ in range(spec["batches"]):
+    data.statistics(spec["workers"])
+    out = {"stats_seconds": time.perf_counter() - start}
+    crop_only = dataclasses.replace(_augment(), flip=False, color_jitter=0.0, hue=0.0)
+    for name, augment in (("decode_per_s", crop_only), ("stream_per_s", _augment())):
+        stream = StreamedBatches(data, torch.arange(len(data)), spec["batch_size"], seed=0, augment=augment,
+                                 workers=spec["workers"])
         next(stream)
-    seconds = time.perf_counter() - start
-    stream.close()
-    return {"images_per_s": spec["batches"] * spec["batch_size"] / seconds, "stats_seconds": stats_seconds}
+        next(stream)
+        start = time.perf_counter()
+        for _ in range(spec["batches"]):
+            next(stream)
+        out[name] = spec["batches"] * spec["batch_size"] / (time.perf_counter() - start)
+        stream.close()
+    return out
 
 
 def step(spec: dict) -> dict:
@@ -131,6 +141,8 @@ def step(spec: dict) -> dict:
 
 
 def epoch(spec: dict) -> dict:
+    import dataclasses
+
     import torch
 
     from dnas.data import StreamedBatches, load_dataset
@@ -145,7 +157,8 @@ def epoch(spec: dict) -> dict:
     data = load_dataset(spec["folder"], mode="auto")
     loading = dict(data.loading)
     data = data.resized(224, 0.875)
-    stream = StreamedBatches(data, torch.arange(len(data)), spec["batch_size"], seed=0, augment=_augment(),
+    augment = dataclasses.replace(_augment(), color_jitter=0.0, hue=0.0)
+    stream = StreamedBatches(data, torch.arange(len(data)), spec["batch_size"], seed=0, augment=augment,
                              workers=2, drop_last=False)
     start = time.perf_counter()
     for _ in range(stream.batches_per_epoch):
@@ -187,11 +200,11 @@ def _tree(pid: int) -> list[int]:
     return out
 
 
-def run(kind: str, spec: dict, env: dict | None = None, address_space: int | None = None) -> tuple[dict, float]:
+def run(kind: str, spec: dict, env: dict | None = None, data_limit: int | None = None) -> tuple[dict, float]:
     """Run a worker in a fresh interpreter; returns its JSON and the peak summed PSS (MiB) of its tree."""
     def limit() -> None:
-        if address_space:
-            resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
+        if data_limit:
+            resource.setrlimit(resource.RLIMIT_DATA, (data_limit, data_limit))
 
     proc = subprocess.Popen([sys.executable, SCRIPT, "--worker", kind, json.dumps(spec)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})}, preexec_fn=limit)
@@ -247,41 +260,45 @@ def main() -> None:
             count, size = make_folder(folder, args.gigabytes)
             print(f"generated {count} images, {size / 2**30:.2f} GiB on disk, in {time.perf_counter() - start:.0f} s")
 
-        rates: dict[int, list[float]] = {}
-        stats = []
+        rates: dict[int, list[dict]] = {}
         for _ in range(args.repeats):
             for w in [int(v) for v in args.workers.split(",")]:
                 result, _ = run("throughput", {"folder": str(folder), "workers": w, "batches": args.batches,
                                                "batch_size": args.batch_size})
-                rates.setdefault(w, []).append(result["images_per_s"])
-                stats.append(result["stats_seconds"])
+                rates.setdefault(w, []).append(result)
         step_result, _ = run("step", {"batch_size": args.step_batch, "threads": args.step_threads})
         consumed = step_result["images_per_s"]
 
+        def median(w: int, key: str) -> float:
+            return statistics.median(r[key] for r in rates[w])
+
+        first = min(rates)
+        print(f"loader: darts-imagenet training stream at 224 px, batch {args.batch_size}, one torch thread per "
+              f"process, median of {args.repeats} runs of {args.batches} batches (load now {load()})")
+        print("| workers | decode + Inception crop, images/s | vs 0 workers | whole stream (+ flip, colour jitter "
+              "on the batch), images/s | vs 0 workers | whole stream vs the step's consumption | mean/std sample "
+              "(512 images), s |")
+        print("|---|---|---|---|---|---|---|")
+        for w in rates:
+            decode, whole = median(w, "decode_per_s"), median(w, "stream_per_s")
+            print(f"| {w} | {decode:.0f} | {decode / median(first, 'decode_per_s'):.2f}x | {whole:.0f} | "
+                  f"{whole / median(first, 'stream_per_s'):.2f}x | {whole / consumed:.0f}x | "
+                  f"{median(w, 'stats_seconds'):.1f} |")
+        print(f"\nstep: DARTS_V2 darts-imagenet network (14 cells, C=48), batch {args.step_batch}, "
+              f"{args.step_threads} threads: {consumed:.2f} images/s\n", flush=True)
+
         limit = parse_bytes(args.memory_limit)
         epoch_result, peak_pss = run("epoch", {"folder": str(folder), "batch_size": args.batch_size},
-                                     env={"DNAS_MEMORY_LIMIT": args.memory_limit}, address_space=limit)
-        print(f"load average after: {load()}\n")
-
-        base = statistics.median(rates[min(rates)])
-        print(f"loader: darts-imagenet training stream at 224 px, batch {args.batch_size}, one torch thread per "
-              f"process; mean/std sample of 512 images took {statistics.median(stats):.1f} s per stream")
-        print("| workers | images/s (median of runs) | runs | vs 0 workers | vs the step's consumption |")
-        print("|---|---|---|---|---|")
-        for w, values in rates.items():
-            median = statistics.median(values)
-            shown = ", ".join(f"{v:.0f}" for v in values)
-            print(f"| {w} | {median:.0f} | {shown} | {median / base:.2f}x | {median / consumed:.1f}x |")
-        print(f"\nstep: DARTS_V2 darts-imagenet network (14 cells, C=48), batch {args.step_batch}, "
-              f"{args.step_threads} threads: {consumed:.1f} images/s\n")
+                                     env={"DNAS_MEMORY_LIMIT": args.memory_limit}, data_limit=limit)
         print(f"epoch over the folder ({count} images, {size / 2**30:.2f} GiB on disk) under "
-              f"DNAS_MEMORY_LIMIT={args.memory_limit} and an address-space cap of {args.memory_limit}:")
+              f"DNAS_MEMORY_LIMIT={args.memory_limit} and RLIMIT_DATA={args.memory_limit} per process:")
         print(f"  data_mode=memory: {epoch_result['refusal']}")
         print(f"  data_mode=auto chose {epoch_result['loading']['mode']}: {epoch_result['loading'].get('reason')}")
         print(f"  one epoch in {epoch_result['seconds']:.0f} s ({epoch_result['images'] / epoch_result['seconds']:.0f}"
               f" images/s, 2 workers); peak PSS of the process and its workers {peak_pss:.0f} MiB; peak RSS of the "
               f"main process {epoch_result['main_peak_rss_mib']:.0f} MiB, of the largest worker "
               f"{epoch_result['largest_worker_peak_rss_mib']:.0f} MiB")
+        print(f"load average after: {load()}")
     finally:
         if args.keep:
             print(f"kept {tmp}")
