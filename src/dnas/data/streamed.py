@@ -48,7 +48,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from dnas.data.augment import Augment, inception_boxes
-from dnas.data.datasets import ChannelMoments, decode_image, resize_images
+from dnas.data.datasets import GRAY_MODES, ChannelMoments, decode_image, resize_images
 from dnas.data.limits import open_image
 from dnas.data.listing import Listing
 from dnas.data.stream import derived_seed, epoch_order
@@ -86,6 +86,7 @@ class LazyImageDataset:
         self._size = image_size
         self._probe: tuple[int, set[tuple[int, int]]] | None = None
         self._stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None
+        self._evaluation_loaders: dict[tuple, DataLoader] = {}  # kept for the next evaluation (persistent workers)
 
     # ----- what it holds -------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -102,7 +103,7 @@ class LazyImageDataset:
             for position in _spread(HEADER_SAMPLE, len(self)):
                 name = self.describe(position)
                 with open_image(self.listing.read(int(self.entries[position])), name) as img:
-                    gray &= img.mode in ("1", "L", "LA", "I", "I;16", "F")
+                    gray &= img.mode in GRAY_MODES
                     sizes.add(img.size)
             self._probe = (1 if gray else 3, sizes)
         return self._probe
@@ -161,27 +162,26 @@ class LazyImageDataset:
                 and np.array_equal(other.entries, self.entries))
 
     # ----- derived datasets ----------------------------------------------------------------------
-    def _copy(self, **changes: Any) -> LazyImageDataset:
-        out = LazyImageDataset(self.listing, entries=changes.get("entries", self.entries),
-                               image_size=changes.get("image_size", self._size),
-                               crop_fraction=changes.get("crop_fraction", self.crop_fraction), loading=self.loading)
-        if "entries" not in changes:
-            out._probe = self._probe
-        out.split = changes.get("split", self.split if "entries" not in changes else None)
-        return out
-
     def subset(self, keep: torch.Tensor) -> LazyImageDataset:
         """The images at positions ``keep`` (a predefined split does not carry over)."""
-        return self._copy(entries=self.entries[keep.cpu().numpy()])
+        return LazyImageDataset(self.listing, entries=self.entries[keep.cpu().numpy()], image_size=self._size,
+                                crop_fraction=self.crop_fraction, loading=self.loading)
 
     def resized(self, size: int, crop_fraction: float = 1.0) -> LazyImageDataset:
         """The same images yielded at ``size x size`` (after a centred crop of ``crop_fraction``)."""
         if size <= 0:
             raise DnasError(f"Image size must be positive, got {size}: pick a size such as 32.")
-        return self._copy(image_size=size, crop_fraction=crop_fraction)
+        out = LazyImageDataset(self.listing, entries=self.entries, image_size=size, crop_fraction=crop_fraction,
+                               loading=self.loading)
+        out._probe, out.split = self._probe, self.split  # the same images: their headers need no second reading
+        return out
 
     def with_split(self, split: tuple[torch.Tensor, torch.Tensor] | None) -> LazyImageDataset:
-        return self._copy(split=split)
+        """The same dataset with the predefined search split ``split`` (positions), or none."""
+        out = LazyImageDataset(self.listing, entries=self.entries, image_size=self._size,
+                               crop_fraction=self.crop_fraction, loading=self.loading)
+        out._probe, out._stats, out.split = self._probe, self._stats, split
+        return out
 
     # ----- decoding ------------------------------------------------------------------------------
     def load(self, position: int, crop_seed: int | None = None) -> torch.Tensor:
@@ -331,11 +331,6 @@ class StreamedBatches:
         self._ahead: tuple[torch.Tensor, torch.Tensor] | None = None
         self._copy_stream: Any = None
 
-    def describe(self) -> dict[str, Any]:
-        """How the stream reads its images (for ``env.json``)."""
-        return {"mode": "stream", "workers": self.workers, "prefetch_per_worker": PREFETCH if self.workers else 0,
-                "pin_memory": self._cuda}
-
     # ----- the batches ---------------------------------------------------------------------------
     def _fetch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The next decoded batch, on its way to the device (a side stream copies it on a GPU)."""
@@ -412,7 +407,7 @@ def lazy_evaluation_batches(data: LazyImageDataset, first: int, last: int, batch
     """uint8 images and labels of positions ``first .. last - 1`` in order, ``batch_size`` at a time, on
     ``device``. The loader (and its workers, persistent) is kept on the dataset for the next call."""
     key = (first, last, batch_size, workers, device.type == "cuda")
-    cache = data.__dict__.setdefault("_test_loaders", {})
+    cache = data._evaluation_loaders
     if key not in cache:
         chunks = [[(i, None) for i in range(s, min(last, s + batch_size))] for s in range(first, last, batch_size)]
         cache[key] = _loader(data, chunks, workers=min(workers, len(chunks)), pin=device.type == "cuda", seed=0,
