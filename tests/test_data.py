@@ -59,7 +59,7 @@ def test_digits_splits_are_the_fixed_stratified_80_20_cut():
 
 
 def test_available_datasets_and_resized():
-    assert available_datasets() == ["digits", "cifar10", "cifar100"]
+    assert available_datasets() == ["digits", "cifar10", "cifar100", "imagenet16-120"]
     d = load_dataset("digits", split="test")
     big = d.resized(16)
     assert big.images.shape == (len(d), 1, 16, 16) and big.images.dtype == torch.uint8

@@ -14,7 +14,8 @@ from dnas.config.search import LIST_SLOTS, SINGLE_SLOTS
 # keys of a search configuration that are not hyper-parameters of a method
 NOT_HYPER = {"space", "method", "dataset", "data_root", "download", "image_size", "max_images", "seed",
              "crop_padding", "flip", "alignment_every", "hessian_every", "benchmark_table", "log_every",
-             "checkpoint_every", "device", "log", "precision"}
+             "checkpoint_every", "device", "log", "data_mode", "workers", "nb201_splits", "train_fraction",
+             "val_fraction", "precision"}
 
 
 def flat(cfg) -> dict:

@@ -251,6 +251,20 @@ def lookup(table: Table | str | Path, genotype: Genotype | str | dict) -> dict[s
     return table.get(genotype)
 
 
+#: the test-accuracy column that scores a cell found on each of NAS-Bench-201's datasets (the names of
+#: :mod:`dnas.benchmarks.export`; the 12-epoch mini-bench uses the same)
+DATASET_COLUMNS = {"cifar10": "cifar10-test", "cifar100": "cifar100-test", "imagenet16-120": "imagenet-test"}
+
+
+def matching_score(row: dict[str, Value] | None, dataset: str) -> dict[str, Value]:
+    """``{"benchmark_column": COLUMN, "benchmark_score": VALUE}``: the row's test accuracy on the dataset
+    the search ran on (:data:`DATASET_COLUMNS`); empty when that dataset has no column in the table."""
+    column = DATASET_COLUMNS.get(dataset)
+    if row is None or column is None or column not in row:
+        return {}
+    return {"benchmark_column": column, "benchmark_score": score(row[column])}
+
+
 def format_row(arch: str, row: dict[str, Value] | None, source: str = "") -> str:
     """A few aligned lines showing a cell's benchmark values (for ``dnas query``)."""
     out = io.StringIO()

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 from dnas.bilevel.problem import BilevelProblem
 from dnas.bilevel.step import SearchStep
 from dnas.config.search import SearchConfig
-from dnas.data import ImageDataset
+from dnas.data import Images
 from dnas.errors import DnasError, expect_type
 from dnas.runtime.files import GENOTYPE, RESULTS
 from dnas.runtime.runner import Callback, Runner
@@ -27,10 +27,11 @@ class Search(Runner[Genotype]):
         genotype = search.finish()           # results.json, genotype.json; releases the directory
 
     ``on_step(search, record)`` and ``on_epoch(search, record)`` are called with every logged step
-    record and every epoch record (the dicts written to ``metrics.jsonl``). ``data``: images already in
-    memory to search on (:class:`~dnas.data.ImageDataset`; default: the configuration's ``dataset``,
-    subset and resized as it says; the run directory records the configuration, not the images, so a
-    resumed run must be given the same ``data``). After ``open()``,
+    record and every epoch record (the dicts written to ``metrics.jsonl``). ``data``: the images to
+    search on, in memory (:class:`~dnas.data.ImageDataset`) or streamed
+    (:class:`~dnas.data.LazyImageDataset`) (default: the configuration's ``dataset``, subset and
+    resized as it says; the run directory records the configuration, not the images, so a resumed
+    run must be given the same ``data``). After ``open()``,
     ``search.algorithm`` is the :class:`~dnas.bilevel.step.SearchStep` (``search.problem`` its
     bilevel problem: weights, alphas, activation).
     """
@@ -39,7 +40,7 @@ class Search(Runner[Genotype]):
     noun: ClassVar[str] = "search"
 
     def __init__(self, cfg: SearchConfig, out: str | Path, progress: bool = True, *,
-                 on_step: Callback | None = None, on_epoch: Callback | None = None, data: ImageDataset | None = None):
+                 on_step: Callback | None = None, on_epoch: Callback | None = None, data: Images | None = None):
         expect_type("Search's cfg (resolve_config's result)", cfg, SearchConfig)
         expect_type("Search's out", out, str, Path)
         super().__init__(cfg, out, progress=progress, on_step=on_step, on_epoch=on_epoch,

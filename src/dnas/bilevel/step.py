@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import CosineAnnealingLR
 
-from dnas.benchmarks import load_table, lookup
+from dnas.benchmarks import load_table, lookup, matching_score
 from dnas.bilevel.precision import Precision
 from dnas.bilevel.problem import Batch, BilevelProblem, StepContext
 from dnas.components import (
@@ -42,7 +42,7 @@ from dnas.components import (
 )
 from dnas.components.progression import prune_to_top
 from dnas.config.search import SearchConfig, build_component
-from dnas.data import Augment, BatchStream, ImageDataset, class_balanced, load_dataset, split_indices
+from dnas.data import Augment, Images, batch_stream, describe_loading, load_search_data, search_split
 from dnas.diagnostics.alignment import gradient_alignment
 from dnas.diagnostics.convergence import convergence
 from dnas.diagnostics.hessian import dominant_eigenvalue
@@ -72,14 +72,14 @@ def check_search_fits(cfg: SearchConfig, partial: int, device: torch.device) -> 
     refuse_unless_fits(3 * weights + 4 * outputs, what, "lower them", device)
 
 
-def search_data(cfg: SearchConfig) -> ImageDataset:
-    """The images a search of ``cfg`` uses: its dataset, the class-balanced ``max_images`` subset,
-    resized to ``image_size``."""
-    data = load_dataset(cfg.dataset, split="train", download=cfg.download, root=cfg.data_root)
-    data = class_balanced(data, cfg.max_images, cfg.seed)
-    if cfg.image_size and cfg.image_size != data.image_size:
-        data = data.resized(cfg.image_size)
-    return data
+def search_data(cfg: SearchConfig) -> Images:
+    """The images a search of ``cfg`` uses: its dataset in memory or streamed (``data_mode``), its
+    predefined split if any (``nb201_splits``, ``train_fraction``/``val_fraction``), the class-balanced
+    ``max_images`` subset, resized to ``image_size`` (:func:`dnas.data.load_search_data`)."""
+    return load_search_data(cfg.dataset, download=cfg.download, root=cfg.data_root, mode=cfg.data_mode,
+                            max_images=cfg.max_images, image_size=cfg.image_size, seed=cfg.seed,
+                            nb201_splits=cfg.nb201_splits, train_fraction=cfg.train_fraction,
+                            val_fraction=cfg.val_fraction)
 
 
 class SearchStep:
@@ -94,7 +94,7 @@ class SearchStep:
     splits: tuple[str, ...] = ("train", "val")
     advice = "lower w_lr or a_lr or check the data"
 
-    def __init__(self, cfg: SearchConfig, *, data: ImageDataset | None = None, device: torch.device | None = None,
+    def __init__(self, cfg: SearchConfig, *, data: Images | None = None, device: torch.device | None = None,
                  group: Group = SINGLE):
         expect_type("SearchStep's cfg (resolve_config's result)", cfg, SearchConfig)
         self.cfg = cfg
@@ -132,19 +132,21 @@ class SearchStep:
 
         self.data = data = search_data(cfg) if data is None else data
         portion = self.schedule.train_portion or cfg.train_portion
-        train_idx, val_idx = split_indices(len(data.labels), portion, cfg.seed)
+        train_idx, val_idx = search_split(data, portion, cfg.seed)
         augment = Augment.for_images(data.image_size, data.channels, crop_padding=cfg.crop_padding, flip=cfg.flip,
                                      cutout=cfg.cutout)
-        self.train_stream = BatchStream(data, train_idx, cfg.batch_size, seed=cfg.seed * 2 + 1, augment=augment,
-                                        device=self.device, part="train part of the search split")
-        self.val_stream = BatchStream(data, val_idx, cfg.batch_size, seed=cfg.seed * 2 + 2, augment=augment,
-                                      device=self.device, part="val part of the search split")
+        self.train_stream = batch_stream(data, train_idx, cfg.batch_size, seed=cfg.seed * 2 + 1, augment=augment,
+                                         device=self.device, part="train part of the search split",
+                                         workers=cfg.workers)
+        self.val_stream = batch_stream(data, val_idx, cfg.batch_size, seed=cfg.seed * 2 + 2, augment=augment,
+                                       device=self.device, part="val part of the search split", workers=cfg.workers)
+        self.environment = {"data": describe_loading(data, cfg.workers)}  # for env.json
         self.steps_per_epoch = self.train_stream.batches_per_epoch
         self.epochs = cfg.epochs
         self.table = load_table(cfg.benchmark_table) if cfg.benchmark_table else None
         # a fixed, unaugmented validation batch: eigenvalues of different epochs stay comparable
-        self.diagnostic_batch = next(BatchStream(data, val_idx, min(cfg.batch_size, len(val_idx)), seed=cfg.seed,
-                                                 augment=None, device=self.device)) if cfg.hessian_every else None
+        self.diagnostic_batch = next(batch_stream(data, val_idx, min(cfg.batch_size, len(val_idx)), seed=cfg.seed,
+                                                  augment=None, device=self.device)) if cfg.hessian_every else None
 
         self.stage = -1  # the progression's stage, entered by begin_epoch
         self.pruned: dict[str, Tensor] = {}  # the ops each stage's pruning left (progression)
@@ -351,6 +353,7 @@ class SearchStep:
         record = self.cell_record(genotype)
         if self.table is not None:
             record["benchmark"] = lookup(self.table, genotype)
+            record.update(matching_score(record["benchmark"], self.data.name))  # the column of the searched dataset
         if self.cfg.hessian_every and (epoch + 1) % self.cfg.hessian_every == 0:
             record["hessian_eigenvalue"] = dominant_eigenvalue(self.problem, self.diagnostic_batch, seed=epoch)
         decision = self.guard.observe({"epoch": epoch, **record}, last=epoch + 1 == self.epochs)
@@ -369,6 +372,8 @@ class SearchStep:
         decision = self.guard.decision
         cell = self.cell_record() if decision is None else self.guard.cell()
         results = {**cell, "steps": at.global_step, "arch_steps": self.arch_steps, "seconds": round(seconds, 3)}
+        if self.table is not None:
+            results.update(matching_score(lookup(self.table, cell["genotype"]), self.data.name))
         if decision is not None:
             results["guard"] = decision.to_dict()
         return {GENOTYPE: cell["genotype"], RESULTS: results}

@@ -19,6 +19,7 @@ from dnas.spaces import list_spaces
 SEARCH_EPILOG = """\
 overrides (key=value, applied after the method preset):
   epochs=10 channels=8 layers=3 w_lr=0.05 a_lr=6e-4 train_portion=0.5 image_size=16 max_images=5000
+  data_mode=auto|memory|stream  nb201_splits=PATH  train_fraction=0.1 val_fraction=0.025 (PC-DARTS subset)
   activation=softmax  estimator=first-order  schedule=every-k schedule.k=5
   arch_regularizers=NAME[,NAME]  weight_regularizers=NAME  arch_regularizers.NAME.PARAM=VALUE
 Run `dnas methods` for the presets and the components each slot accepts.
@@ -30,8 +31,9 @@ def _search_parser(sub) -> None:
                        epilog=SEARCH_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--space", help="search space (see `dnas spaces`; default nb201)")
     p.add_argument("--method", help="method preset (see `dnas methods`; default darts)")
-    p.add_argument("--dataset", help="digits (default, embedded), cifar10, cifar100, or a path: an image folder, a "
-                   ".zip of one, a CIFAR python folder, a folder of MNIST-style IDX files, a .csv[.gz]")
+    p.add_argument("--dataset", help="digits (default, embedded), cifar10, cifar100, imagenet16-120, or a path: an "
+                   "image folder, a .zip of one, WebDataset .tar shards, a CIFAR python folder, an ImageNet16 folder, "
+                   "a folder of MNIST-style IDX files, a .csv[.gz]")
     p.add_argument("--data-root", dest="data_root", help="where named datasets live / are downloaded")
     p.add_argument("--download", action="store_true", default=None, help="download a named dataset if absent")
     p.add_argument("--epochs", type=int)
@@ -44,6 +46,8 @@ def _search_parser(sub) -> None:
                    "options and key=value items override it")
     p.add_argument("--threads", type=int, help="torch threads (default torch's; a run resumes only with the "
                    "thread count it started with)")
+    p.add_argument("--workers", type=int, help="processes decoding streamed images (default: one fewer than the "
+                   "cores, at most 4; the results do not depend on it)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("overrides", nargs="*", metavar="key=value")
 
@@ -53,7 +57,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from dnas.config.resolve import resolve_config
 
     flags = {k: getattr(args, k) for k in ("space", "method", "dataset", "data_root", "download", "epochs",
-                                             "batch_size", "seed", "device")}
+                                             "batch_size", "seed", "device", "workers")}
     demo = all(v is None for v in flags.values()) and not args.overrides and args.config is None
     if demo:
         flags.update(DEMO)
@@ -69,6 +73,10 @@ def cmd_search(args: argparse.Namespace) -> int:
     print(genotype.describe())
     print(f"skip connections: {genotype.count('skip_connect')}, parameter-free ops: "
           f"{genotype.count_parameter_free()}; run directory: {out}")
+    results = search.run_dir.read_json("results.json") if search.group.main else {}  # rank 0 writes it
+    if results.get("benchmark_column"):
+        shown = "not in the table" if results["benchmark_score"] is None else f"{results['benchmark_score']:.2f}"
+        print(f"{results['benchmark_column']} of the cell (the column of the searched dataset): {shown}")
     return 0
 
 

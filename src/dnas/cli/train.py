@@ -24,13 +24,15 @@ GENOTYPE is the genotype.json a search wrote (or its run folder), a published ce
 DARTS_V2, PRDARTS, PC_DARTS, PDARTS) or an NB201 arch string in quotes.
 
 presets (--preset; the default follows the genotype): darts-cifar (20 cells, C=36, 600 epochs,
-auxiliary 0.4, drop-path 0.2, cutout 16), darts-imagenet (14 cells, C=48, ImageNet stem), nb201
-(C=16, N=5, 200 epochs, lr 0.1 nesterov cosine, wd 5e-4, batch 256).
+auxiliary 0.4, drop-path 0.2, cutout 16), darts-imagenet (14 cells, C=48, ImageNet stem, 224x224
+crops; --dataset a folder with train/ and val/ image folders streams it), nb201 (C=16, N=5, 200
+epochs, lr 0.1 nesterov cosine, wd 5e-4, batch 256).
 
 overrides (key=value, applied last):
   epochs=10 channels=16 layers=8 batch_size=64 lr=0.05 weight_decay=5e-4 auxiliary=false
   drop_path_prob=0 cutout=0 image_size=16 max_images=5000 max_test_images=2000 grad_clip=0
   lr_schedule=cosine|cosine-step|exponential label_smoothing=0.1 stem=imagenet eval_every=5
+  data_mode=auto|memory|stream test_crop=0.875
 Running again with the same --out resumes the run from its last checkpoint.
 """
 
@@ -54,11 +56,13 @@ def _train_options(p: argparse.ArgumentParser) -> None:
                    "that run; GENOTYPE, options and key=value items override it")
     p.add_argument("--threads", type=int, help="torch threads (default torch's; a run resumes only with the "
                    "thread count it started with)")
+    p.add_argument("--workers", type=int, help="processes decoding streamed images (default: one fewer than the "
+                   "cores, at most 4; the results do not depend on it)")
     p.add_argument("--quiet", action="store_true", default=None, help="no progress bar")
 
 
 TRAIN_FLAGS = ("preset", "dataset", "test_dataset", "data_root", "download", "epochs", "batch_size", "channels",
-               "layers", "seed", "device")
+               "layers", "seed", "device", "workers")
 
 
 def _train_rest(args: argparse.Namespace) -> tuple[dict, list[str]]:

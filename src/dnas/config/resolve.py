@@ -17,6 +17,7 @@ from dnas.config.search import (
     build_component,
     resolve_component,
 )
+from dnas.data.loading import MODES
 from dnas.errors import DnasError, expect_type
 from dnas.runtime.metrics import SINKS
 from dnas.runtime.reading import shorten
@@ -97,6 +98,23 @@ def _validate_partial_channels(cfg: SearchConfig) -> None:
         raise DnasError("partial channel connections and an auxiliary operation do not combine; drop one of them")
 
 
+def _validate_data(cfg: SearchConfig) -> None:
+    """The data keys: a mode, a worker count, and at most one way of predefining the search split."""
+    if cfg.data_mode not in MODES:
+        raise DnasError(f"data_mode must be one of {', '.join(MODES)}, got {cfg.data_mode!r}")
+    if cfg.workers is not None and cfg.workers < 0:
+        raise DnasError(f"workers must be >= 0 (0: decode in the main process), got {cfg.workers}")
+    if (cfg.train_fraction is None) != (cfg.val_fraction is None):
+        raise DnasError("set both train_fraction and val_fraction (PC-DARTS on ImageNet: 0.1 and 0.025), or neither")
+    if cfg.train_fraction is not None and cfg.val_fraction is not None:
+        if not (0 < cfg.train_fraction < 1 and 0 < cfg.val_fraction < 1
+                and cfg.train_fraction + cfg.val_fraction <= 1):
+            raise DnasError(f"train_fraction and val_fraction must be positive and sum to at most 1, got "
+                            f"{cfg.train_fraction} and {cfg.val_fraction}")
+        if cfg.nb201_splits is not None:
+            raise DnasError("nb201_splits and train_fraction/val_fraction both predefine the search split; keep one")
+
+
 def validate(cfg: SearchConfig) -> None:
     checks = [
         (cfg.epochs >= 1, f"epochs must be at least 1, got {cfg.epochs}"),
@@ -134,6 +152,7 @@ def validate(cfg: SearchConfig) -> None:
                         f"got {cfg.layers}")
     _validate_partial_channels(cfg)
     check_precision(cfg.precision, cfg.estimator.name, [r.name for r in cfg.weight_regularizers])
+    _validate_data(cfg)
     if not 0 <= cfg.warmup_epochs < cfg.epochs:
         raise DnasError(f"warmup_epochs must lie in [0, epochs): {cfg.warmup_epochs} warm-up epochs of {cfg.epochs} "
                         f"leave no architecture step; set warmup_epochs=N with N < {cfg.epochs}")

@@ -62,6 +62,11 @@ class SearchConfig(Config):
     image_size: int | None = None  # resize every image to this side once at load time
     max_images: int | None = None  # class-balanced subset of the training images (CPU budgets)
     train_portion: float = 0.5  # share of the training images used for w; the rest drives alpha
+    data_mode: str = "auto"  # where the images live: memory, stream (decoded in workers), auto (memory if they fit)
+    workers: int | None = None  # processes decoding streamed images (None: one fewer than the cores, at most 4)
+    nb201_splits: str | None = None  # NAS-Bench-201's split file (or AutoDL-Projects' folder): its search split
+    train_fraction: float | None = None  # PC-DARTS: the share of every class the weights train on (ImageNet: 0.1)
+    val_fraction: float | None = None  # ... and the disjoint share the architecture trains on (ImageNet: 0.025)
     # budget
     epochs: int = 50
     batch_size: int = 64

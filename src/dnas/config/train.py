@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from dnas.config.base import Config, split_override, suggest
+from dnas.data.loading import MODES
 from dnas.errors import DnasError
 from dnas.retrain.network import check_genotype, family_of
 from dnas.runtime.files import CONFIG
@@ -56,6 +57,9 @@ class TrainConfig(Config):
     image_size: int | None = None
     max_images: int | None = None  # class-balanced subset of the training images (CPU budgets)
     max_test_images: int | None = None
+    data_mode: str = "auto"  # where the images live: memory, stream (decoded in workers), auto (memory if they fit)
+    workers: int | None = None  # processes decoding streamed images (None: one fewer than the cores, at most 4)
+    test_crop: float = 1.0  # share of the shorter side the centred test crop keeps before resizing (ImageNet: 0.875)
     # network
     channels: int | None = None
     layers: int | None = None
@@ -101,7 +105,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                        "lr": 0.1, "lr_schedule": "exponential", "lr_gamma": 0.97, "momentum": 0.9,
                        "nesterov": False, "weight_decay": 3e-5, "grad_clip": 5.0, "auxiliary": True,
                        "auxiliary_weight": 0.4, "drop_path_prob": 0.0, "cutout": 0, "label_smoothing": 0.1,
-                       "resized_crop": True, "color_jitter": 0.4, "hue": 0.2},
+                       "resized_crop": True, "color_jitter": 0.4, "hue": 0.2, "image_size": 224, "test_crop": 0.875},
     "nb201": {"stem": "cifar", "channels": 16, "layers": 5, "epochs": 200, "batch_size": 256, "lr": 0.1,
               "lr_min": 0.0, "lr_schedule": "cosine-step", "momentum": 0.9, "nesterov": True,
               "weight_decay": 5e-4, "grad_clip": 0.0, "auxiliary": False, "drop_path_prob": 0.0, "cutout": 0,
@@ -186,6 +190,9 @@ def validate(cfg: TrainConfig, family: str) -> None:
         (cfg.color_jitter >= 0 and 0 <= cfg.hue <= 0.5, "color_jitter must be >= 0 and hue in [0, 0.5]"),
         (0 <= cfg.seed <= MAX_SEED, f"seed must lie in 0..2**32-1, got {cfg.seed}"),
         (cfg.log in SINKS, f"log must be one of {', '.join(SINKS)}, got {cfg.log!r}"),
+        (cfg.data_mode in MODES, f"data_mode must be one of {', '.join(MODES)}, got {cfg.data_mode!r}"),
+        (cfg.workers is None or cfg.workers >= 0, "workers must be >= 0 (0: decode in the main process)"),
+        (0 < cfg.test_crop <= 1, f"test_crop must lie in (0, 1], got {cfg.test_crop}"),
     ]
     for ok, message in checks:
         if not ok:

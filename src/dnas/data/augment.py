@@ -104,9 +104,11 @@ def _uniform(n: int, low: float, high: float, generator: torch.Generator) -> tor
     return low + (high - low) * torch.rand(n, generator=generator, dtype=torch.float64)
 
 
-def _random_resized_crop(x: torch.Tensor, generator: torch.Generator, attempts: int = 10) -> torch.Tensor:
-    """Inception crop (see :class:`Augment`) of every image, resized back to its size."""
-    b, _, h, w = x.shape
+def inception_boxes(b: int, h: int, w: int, generator: torch.Generator, attempts: int = 10
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(x0, y0, width, height)`` (float64, whole numbers) of ``b`` Inception crop boxes in an ``h x w``
+    image (see :class:`Augment`): area share ``U(0.08, 1)``, aspect ratio log-uniform in ``[3/4, 4/3]``,
+    the first of ``attempts`` draws that fits, else the whole image; a uniform position."""
     area = h * w * _uniform(b * attempts, 0.08, 1.0, generator).view(b, attempts)
     ratio = torch.exp(_uniform(b * attempts, math.log(3 / 4), math.log(4 / 3), generator)).view(b, attempts)
     cw, ch = torch.sqrt(area * ratio).round(), torch.sqrt(area / ratio).round()
@@ -118,6 +120,13 @@ def _random_resized_crop(x: torch.Tensor, generator: torch.Generator, attempts: 
     ch = torch.where(found, ch[pick, first], float(h))
     x0 = torch.floor(torch.rand(b, generator=generator, dtype=torch.float64) * (w - cw + 1))
     y0 = torch.floor(torch.rand(b, generator=generator, dtype=torch.float64) * (h - ch + 1))
+    return x0, y0, cw, ch
+
+
+def _random_resized_crop(x: torch.Tensor, generator: torch.Generator, attempts: int = 10) -> torch.Tensor:
+    """Inception crop (see :class:`Augment`) of every image, resized back to its size."""
+    b, _, h, w = x.shape
+    x0, y0, cw, ch = inception_boxes(b, h, w, generator, attempts)
     # output pixel centres map into the box; grid_sample coordinates: u = 2 * pixel / size - 1
     theta = torch.zeros(b, 2, 3, dtype=torch.float64)
     theta[:, 0, 0], theta[:, 0, 2] = cw / w, (2 * x0 + cw) / w - 1

@@ -1,12 +1,17 @@
-"""Image datasets held in memory as one uint8 tensor, and :func:`load_dataset` to get them.
+"""Image datasets held in memory as one uint8 tensor, and the formats that are read whole.
 
-A dataset is named (``digits``, ``cifar10``, ``cifar100``) or given by path: an image folder (one
-subfolder per class), a ``.zip`` with that layout, a folder of MNIST-style IDX files or a
-``.csv[.gz]`` of flattened square grayscale images followed by their label.
+The formats: the embedded ``digits``, CIFAR-10/100 python pickles (downloaded and verified on
+request), MNIST-style IDX files, a ``.csv[.gz]`` of flattened square grayscale images followed by
+their label, and :func:`decode_listing`, which decodes an image folder, zip or tar shards
+(:mod:`dnas.data.listing`) into memory. :func:`dnas.data.loading.load_dataset` dispatches a name or
+path to them (or to a streamed dataset). Every reader goes through the caps of
+:mod:`dnas.data.limits`: regular files only, bounded reads and decompression, label ids below the
+class cap, and an estimate of the decoded size checked against the memory before allocating.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import importlib.resources
@@ -20,32 +25,42 @@ import tarfile
 import tempfile
 import urllib.request
 import warnings
-import zipfile
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dnas.data.limits import (
+    check_fits,
+    check_labels,
+    clip,
+    open_gzip,
+    open_image,
+    read_file,
+    read_gzip,
+    regular_file,
+)
+from dnas.data.listing import Listing
 from dnas.errors import DnasError
 
 _log = logging.getLogger(__name__)
-_SPLITS = ("train", "test")
-_IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
-_GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
+GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "F"})
 _CACHE_VERSION = 1  # bump when the decoding of image folders changes, to invalidate old caches
-_ACCEPTED = (
-    "a dataset name (digits, cifar10, cifar100), or a path to an image folder with one subfolder per "
-    "class, a .zip with that layout, a cifar-10-batches-py / cifar-100-python folder, a folder of MNIST "
-    "IDX files, or a .csv/.csv.gz of pixel columns followed by the label"
-)
+_MAX_NAME = 200  # the longest class name a CIFAR meta file may hold
 
 
 @dataclass
 class ImageDataset:
-    """A whole labelled image dataset in memory."""
+    """A whole labelled image dataset in memory.
+
+    ``split``: a predefined ``(train, val)`` pair of index tensors for a search (NAS-Bench-201's
+    split files, PC-DARTS' per-class fractions), else None (the search draws its own split).
+    ``loading``: how it was loaded (mode and why), for ``env.json``.
+    """
 
     images: torch.Tensor  # uint8, (N, C, H, W), contiguous
     labels: torch.Tensor  # int64, (N,)
@@ -53,6 +68,8 @@ class ImageDataset:
     mean: tuple[float, ...]  # per-channel mean of images / 255
     std: tuple[float, ...]  # per-channel standard deviation of images / 255
     name: str
+    split: tuple[torch.Tensor, torch.Tensor] | None = None
+    loading: dict[str, Any] = field(default_factory=lambda: {"mode": "memory"})
 
     @classmethod
     def from_tensors(
@@ -60,7 +77,7 @@ class ImageDataset:
     ) -> ImageDataset:
         """Build a dataset from uint8 ``(N, C, H, W)`` images and labels, computing mean and std."""
         images = images.contiguous()
-        mean, std = _channel_stats(images)
+        mean, std = channel_stats(images)
         return cls(images, labels.to(torch.int64), list(classes), mean, std, name)
 
     @property
@@ -79,96 +96,107 @@ class ImageDataset:
     def __len__(self) -> int:
         return self.images.shape[0]
 
-    def resized(self, size: int) -> ImageDataset:
-        """A copy with images resized to ``size`` x ``size`` (bilinear, antialiased), or ``self``."""
+    def resized(self, size: int, crop_fraction: float = 1.0) -> ImageDataset:
+        """A copy with images resized to ``size`` x ``size`` (bilinear, antialiased), or ``self``.
+
+        ``crop_fraction < 1`` first keeps the centred square of that share of the shorter side (the
+        evaluation crop of ImageNet training: 0.875 = 224 of 256)."""
         if size <= 0:
             raise DnasError(f"Image size must be positive, got {size}: pick a size such as 32.")
-        if self.images.shape[2] == size and self.images.shape[3] == size:
+        if crop_fraction == 1 and self.images.shape[2] == size and self.images.shape[3] == size:
             return self
         chunks = []
         for chunk in self.images.split(4096):
-            out = F.interpolate(chunk.float(), size=(size, size), mode="bilinear", antialias=True)
-            chunks.append(out.round_().clamp_(0, 255).to(torch.uint8))
-        return ImageDataset.from_tensors(torch.cat(chunks), self.labels, self.classes, self.name)
+            chunks.append(resize_images(chunk, size, crop_fraction))
+        return dataclasses.replace(ImageDataset.from_tensors(torch.cat(chunks), self.labels, self.classes, self.name),
+                                   split=self.split, loading=self.loading)
 
 
-def _channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def centre_box(height: int, width: int, crop_fraction: float) -> tuple[int, int, int]:
+    """``(top, left, side)`` of the centred square covering ``crop_fraction`` of the shorter side."""
+    side = max(1, round(min(height, width) * crop_fraction))
+    return (height - side) // 2, (width - side) // 2, side
+
+
+def resize_images(images: torch.Tensor, size: int, crop_fraction: float = 1.0) -> torch.Tensor:
+    """uint8 ``(N, C, H, W)`` images resized to ``size`` x ``size`` by antialiased bilinear interpolation
+    (after a centred square crop of ``crop_fraction`` of the shorter side when it is below 1)."""
+    if crop_fraction < 1:
+        top, left, side = centre_box(images.shape[2], images.shape[3], crop_fraction)
+        images = images[:, :, top:top + side, left:left + side]
+    out = F.interpolate(images.float(), size=(size, size), mode="bilinear", antialias=True)
+    return out.round_().clamp_(0, 255).to(torch.uint8)
+
+
+class ChannelMoments:
+    """Running per-channel sums of uint8 pixel values and their squares (float64: exact for any realistic
+    count, so the statistics do not depend on how the images are grouped)."""
+
+    def __init__(self, channels: int):
+        self.total = torch.zeros(channels, dtype=torch.float64)
+        self.squares = torch.zeros(channels, dtype=torch.float64)
+        self.count = 0
+
+    def add(self, images: torch.Tensor) -> None:
+        """Add uint8 ``(N, C, H, W)`` images, a few at a time (about 32 MB of float64 each)."""
+        per_image = max(images[0].numel(), 1) if len(images) else 1
+        for chunk in images.split(max(1, (1 << 22) // per_image)):
+            x = chunk.to(torch.float64)
+            self.total += x.sum(dim=(0, 2, 3))
+            self.squares += x.square().sum(dim=(0, 2, 3))
+        self.count += images.numel() // max(images.shape[1], 1)
+
+    def stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Per-channel mean and (population) standard deviation of the pixels / 255."""
+        count = max(self.count, 1)
+        mean = self.total / count
+        var = (self.squares / count - mean.square()).clamp_(min=0)
+        return tuple((mean / 255).tolist()), tuple((var.sqrt() / 255).tolist())
+
+
+def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and (population) std of ``images / 255``, exact, in bounded memory."""
-    channels = images.shape[1]
-    total = torch.zeros(channels, dtype=torch.float64)
-    squares = torch.zeros(channels, dtype=torch.float64)
-    for chunk in images.split(2048):
-        x = chunk.to(torch.float64)
-        total += x.sum(dim=(0, 2, 3))
-        squares += x.square().sum(dim=(0, 2, 3))
-    count = max(images.numel() // max(channels, 1), 1)
-    mean = total / count
-    var = (squares / count - mean.square()).clamp_(min=0)
-    return tuple((mean / 255).tolist()), tuple((var.sqrt() / 255).tolist())
+    moments = ChannelMoments(images.shape[1])
+    moments.add(images)
+    return moments.stats()
 
 
-# ----------------------------------------------------------------------------------------- entry point
+# ----------------------------------------------------------------------------------------- entry points
 
 
-def available_datasets() -> list[str]:
-    """The dataset names :func:`load_dataset` accepts besides paths."""
-    return ["digits", "cifar10", "cifar100"]
-
-
-def load_dataset(
-    spec: str, *, split: str = "train", download: bool = False, root: str | None = None
-) -> ImageDataset:
-    """Load a dataset by name or path (see the module docstring); ``split`` is ``train`` or ``test``.
-
-    ``root`` (default ``$DNAS_DATA`` or ``~/.cache/dnas/data``) holds downloaded CIFAR folders and the
-    cache of decoded image folders. ``split`` is ignored for image folders and zips.
-    """
-    if split not in _SPLITS:
-        raise DnasError(f"Unknown split {split!r}: use 'train' or 'test'.")
-    data_root = _resolve_root(root)
-    if spec == "digits":
-        return _load_digits(split)
-    if spec in DOWNLOADS:
-        folder = data_root / DOWNLOADS[spec].folder
-        if not folder.is_dir():
-            if not download:
-                raise DnasError(
-                    f"{spec} is not in {folder}: pass --download (download=True) to fetch it, or give "
-                    f"the path of a {DOWNLOADS[spec].folder} folder instead."
-                )
-            _download(spec, data_root)
-        return _load_cifar(folder, spec, split)
-
-    path = Path(spec).expanduser()
-    if not path.exists():
-        raise DnasError(f"No dataset named or found at {spec!r}: give {_ACCEPTED}.")
-    path = path.resolve()
-    if path.is_dir():
-        return _load_directory(path, split, data_root)
-    lower = path.name.lower()
-    if lower.endswith(".zip"):
-        return _cached(path, data_root, lambda: _decode_zip(path))
-    if lower.endswith((".csv", ".csv.gz")):
-        return _load_csv(path, split)
-    raise DnasError(f"Cannot read {path} as a dataset: give {_ACCEPTED}.")
-
-
-def _resolve_root(root: str | None) -> Path:
+def resolve_root(root: str | None) -> Path:
+    """The data root: ``root``, else ``$DNAS_DATA``, else ``~/.cache/dnas/data``."""
     if root is None:
         root = os.environ.get("DNAS_DATA") or "~/.cache/dnas/data"
     return Path(root).expanduser()
 
 
-def _load_directory(path: Path, split: str, data_root: Path) -> ImageDataset:
-    """Dispatch a folder: CIFAR pickles (itself or a child), IDX files, or an image folder."""
+def load_named_cifar(name: str, split: str, download: bool, data_root: Path) -> ImageDataset:
+    """``cifar10`` or ``cifar100`` from its folder under ``data_root``, downloaded first on request."""
+    folder = data_root / DOWNLOADS[name].folder
+    if not folder.is_dir():
+        if not download:
+            raise DnasError(
+                f"{name} is not in {folder}: pass --download (download=True) to fetch it, or give "
+                f"the path of a {DOWNLOADS[name].folder} folder instead."
+            )
+        _download(name, data_root)
+    return load_cifar_folder(folder, name, split)
+
+
+def cifar_folder(path: Path) -> tuple[Path, str] | None:
+    """``(folder, name)`` when ``path`` or its standard child is a CIFAR python folder, else None."""
     for name, download in DOWNLOADS.items():
         for folder in (path, path / download.folder):
             marker = _CIFAR_FILES[name]["meta"] + _CIFAR_FILES[name]["test"]
-            if folder.is_dir() and all((folder / f).is_file() for f in marker):
-                return _load_cifar(folder, name, split)
-    if _idx_file(path, "train", "images") or _idx_file(path, "t10k", "images"):
-        return _load_idx(path, split)
-    return _cached(path, data_root, lambda: _decode_folder(path))
+            if folder.is_dir() and all((folder / f).exists() for f in marker):
+                return folder, name
+    return None
+
+
+def is_idx_folder(path: Path) -> bool:
+    """Whether ``path`` holds MNIST-style IDX files."""
+    return bool(_idx_file(path, "train", "images") or _idx_file(path, "t10k", "images"))
 
 
 # ---------------------------------------------------------------------------------- digits and csv
@@ -194,10 +222,9 @@ def _from_rows(rows: np.ndarray, pixel_max: int, name: str, split: str, source: 
             "square image (e.g. 784 = 28x28) followed by the label: check the file format."
         )
     values, labels = rows[:, :-1], rows[:, -1]
-    if values.min() < 0 or values.max() > pixel_max or labels.min() < 0:
-        raise DnasError(
-            f"{source} has pixels outside 0..{pixel_max} or negative labels: check the file format."
-        )
+    if values.min() < 0 or values.max() > pixel_max:
+        raise DnasError(f"{source} has pixels outside 0..{pixel_max}: check the file format.")
+    check_labels(int(labels.min()), int(labels.max()), source)
     scaled = np.rint(values * (255.0 / pixel_max)).astype(np.uint8)
     images = torch.from_numpy(scaled).reshape(-1, 1, side, side)
     labels_t = torch.from_numpy(labels.astype(np.int64))
@@ -210,23 +237,38 @@ def _read_csv(handle: io.BufferedIOBase, source: str) -> np.ndarray:
     try:
         rows = np.loadtxt(handle, delimiter=",", dtype=np.int64, ndmin=2)
     except (ValueError, OSError, EOFError) as e:
-        raise DnasError(f"Cannot parse {source} as a CSV of integers ({e}): check the file.") from e
+        raise DnasError(f"Cannot parse {source} as a CSV of integers ({clip(str(e))}): check the file.") from None
     if rows.size == 0:
         raise DnasError(f"{source} has no rows: check the file.")
     return rows
 
 
-def _load_digits(split: str) -> ImageDataset:
+def load_digits(split: str) -> ImageDataset:
     resource = importlib.resources.files("dnas.data") / "assets" / "digits.csv.gz"
     with resource.open("rb") as raw, gzip.open(raw) as handle:
         rows = _read_csv(handle, "the embedded digits data")
     return _from_rows(rows, 16, "digits", split, "the embedded digits data")
 
 
-def _load_csv(path: Path, split: str) -> ImageDataset:
-    name = path.name[: -len(".csv.gz")] if path.name.lower().endswith(".gz") else path.stem
-    opener = gzip.open if path.name.lower().endswith(".gz") else open
-    with opener(path, "rb") as handle:
+def load_csv(path: Path, split: str) -> ImageDataset:
+    """A ``.csv[.gz]`` of square grayscale images (pixels 0..255, then the label), split 80/20 per class.
+
+    Parsing holds every value as an int64 and a value takes at least two characters (a digit and a
+    comma), so the decoded rows take at most four times the text's size; that is checked first.
+    """
+    compressed = path.name.lower().endswith(".gz")
+    name = path.name[: -len(".csv.gz")] if compressed else path.stem
+    size = regular_file(path, "CSV file").st_size
+    if compressed:
+        with open(path, "rb") as raw:
+            raw.seek(max(size - 4, 0))
+            size = max(size, int.from_bytes(raw.read(4), "little"))  # gzip's ISIZE: the text's size
+    check_fits(4 * size, f"The CSV file {path}", streamable=False)
+    try:
+        handle = open_gzip(path, "CSV file") if compressed else open(path, "rb")  # noqa: SIM115 - closed below
+    except OSError as e:
+        raise DnasError(f"Cannot read {path} ({e.strerror}): check the file.") from None
+    with handle:
         rows = _read_csv(handle, str(path))
     return _from_rows(rows, 255, name, split, str(path))
 
@@ -286,42 +328,78 @@ class _SafeUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def _read_pickle(path: Path) -> dict:
+def read_pickle(path: Path, what: str = "CIFAR file", advice: str = "delete the folder and download it again"
+                ) -> dict:
+    """The dict of a pickle that holds only numpy arrays, numbers, strings and containers (anything
+    else is refused, never executed), read within the file cap; keys as ``str``."""
+    return unpickle(read_file(path, what), path, what, advice)
+
+
+def unpickle(data: bytes, path: Path, what: str = "CIFAR file",
+             advice: str = "delete the folder and download it again") -> dict:
+    """The dict pickled in ``data`` (the bytes of ``path``), as :func:`read_pickle` reads it."""
     try:
-        with open(path, "rb") as handle:
-            obj = _SafeUnpickler(handle, encoding="latin1").load()
-    except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError) as e:
-        raise DnasError(
-            f"Cannot read the CIFAR file {path} ({e}): delete the folder and download it again."
-        ) from e
+        obj = _SafeUnpickler(io.BytesIO(data), encoding="latin1").load()
+    except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError, KeyError,
+            IndexError, MemoryError, RecursionError) as e:
+        raise DnasError(f"Cannot read the {what} {path} ({clip(str(e))}): {advice}.") from None
     if not isinstance(obj, dict):
-        raise DnasError(
-            f"The CIFAR file {path} does not hold a dict: delete the folder and download it again."
-        )
-    return {k.decode() if isinstance(k, bytes) else k: v for k, v in obj.items()}
+        raise DnasError(f"The {what} {path} does not hold a dict: {advice}.")
+    return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in obj.items()}
 
 
-def _load_cifar(folder: Path, name: str, split: str) -> ImageDataset:
+def class_names(names: object, what: str) -> list[str]:
+    """Class names from a list of strings (or bytes), each printable and at most 200 characters long."""
+    if not isinstance(names, (list, tuple)) or not names:
+        raise DnasError(f"{what} holds no list of class names: the file is malformed.")
+    out: list[str] = []
+    for name in names:
+        if isinstance(name, bytes):
+            name = name.decode("latin1")
+        if not isinstance(name, str) or not name.isprintable() or not 0 < len(name) <= _MAX_NAME:
+            raise DnasError(f"{what} holds a malformed class name (class {len(out)}): names must be printable "
+                            f"text of 1 to {_MAX_NAME} characters.")
+        out.append(name)
+    return out
+
+
+def load_cifar_folder(folder: Path, name: str, split: str) -> ImageDataset:
+    """The ``split`` of a CIFAR-10 / CIFAR-100 python folder: checked file by file (regular files,
+    within the caps), images ``(N, 3, 32, 32)``, one label per image, each naming a class."""
     files = _CIFAR_FILES[name]
     for f in files["meta"] + files[split]:
-        if not (folder / f).is_file():
+        if not (folder / f).exists():
             raise DnasError(f"{folder} lacks the file {f}: delete the folder and download {name} again.")
-    meta = _read_pickle(folder / files["meta"][0])
+        regular_file(folder / f, "CIFAR file")
+    check_fits(sum((folder / f).stat().st_size for f in files[split]), f"The {name} {split} split in {folder}",
+               streamable=False)
+    meta = read_pickle(folder / files["meta"][0])
     label_key, names_key = (
         ("labels", "label_names") if name == "cifar10" else ("fine_labels", "fine_label_names")
     )
+    if names_key not in meta:
+        raise DnasError(f"The CIFAR meta file in {folder} lacks {names_key!r}: download {name} again.")
+    classes = class_names(meta[names_key], f"The CIFAR meta file in {folder}")
     images, labels = [], []
     for f in files[split]:
-        batch = _read_pickle(folder / f)
+        batch = read_pickle(folder / f)
         try:
-            images.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-            labels.append(np.asarray(batch[label_key], dtype=np.int64))
-        except (KeyError, ValueError) as e:
-            raise DnasError(f"The CIFAR file {folder / f} is malformed ({e}): download {name} again.") from e
-    try:
-        classes = [str(c) for c in meta[names_key]]
-    except KeyError as e:
-        raise DnasError(f"The CIFAR meta file in {folder} lacks {e}: download {name} again.") from e
+            data = np.asarray(batch["data"])
+            label = np.asarray(batch[label_key])
+        except KeyError as e:
+            raise DnasError(f"The CIFAR file {folder / f} lacks {clip(str(e), 40)}: download {name} again.") from None
+        if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+            raise DnasError(f"The CIFAR file {folder / f} does not hold uint8 rows of 3072 pixels: "
+                            f"download {name} again.")
+        if label.ndim != 1 or label.dtype.kind not in "iu" or len(label) != len(data):
+            raise DnasError(f"The CIFAR file {folder / f} has {len(data)} images but not as many integer labels: "
+                            f"download {name} again.")
+        if len(label) and (label.min() < 0 or label.max() >= len(classes)):
+            bad = int(label.min()) if label.min() < 0 else int(label.max())
+            raise DnasError(f"The CIFAR file {folder / f} has the label {bad}, outside the {len(classes)} classes "
+                            f"its meta file names: download {name} again.")
+        images.append(data.reshape(-1, 3, 32, 32))
+        labels.append(label.astype(np.int64))
     return ImageDataset.from_tensors(
         torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels)), classes, name
     )
@@ -386,18 +464,14 @@ def _check_members(members: Iterable[tarfile.TarInfo], target: Path, name: str) 
 def _idx_file(folder: Path, prefix: str, kind: str) -> Path | None:
     stem = f"{prefix}-{kind}-idx{3 if kind == 'images' else 1}-ubyte"
     for candidate in (folder / stem, folder / f"{stem}.gz"):
-        if candidate.is_file():
+        if candidate.exists():
             return candidate
     return None
 
 
 def _read_idx(path: Path, magic: int) -> np.ndarray:
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rb") as handle:
-            raw = handle.read()
-    except (OSError, EOFError) as e:
-        raise DnasError(f"Cannot read {path} ({e}): check or replace the file.") from e
+    raw = read_gzip(path, "IDX file") if path.suffix == ".gz" else read_file(path, "IDX file")
+    check_fits(len(raw), str(path), streamable=False)
     ndim = magic & 0xFF
     header = 4 + 4 * ndim
     found = int.from_bytes(raw[:4], "big") if len(raw) >= 4 else None
@@ -415,7 +489,7 @@ def _read_idx(path: Path, magic: int) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
 
 
-def _load_idx(folder: Path, split: str) -> ImageDataset:
+def load_idx_folder(folder: Path, split: str) -> ImageDataset:
     prefix = "train" if split == "train" else "t10k"
     images_path, labels_path = _idx_file(folder, prefix, "images"), _idx_file(folder, prefix, "labels")
     if images_path is None or labels_path is None:
@@ -442,111 +516,70 @@ def _load_idx(folder: Path, split: str) -> ImageDataset:
 # ------------------------------------------------------------------------------- image folders and zip
 
 
-def _is_image(name: str) -> bool:
-    return Path(name).suffix.lower() in _IMAGE_EXTENSIONS and not Path(name).name.startswith(".")
+def decode_image(data: bytes, name: str) -> tuple[np.ndarray, bool]:
+    """The pixels of an encoded image as ``(H, W, 3)`` uint8 RGB, or ``(H, W)`` for a grayscale image,
+    and whether it is grayscale; the header is checked against the pixel cap before decoding."""
+    from PIL import UnidentifiedImageError
 
-
-def _decode_folder(path: Path) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    classes = sorted(d.name for d in path.iterdir() if d.is_dir() and not d.name.startswith("."))
-    if not classes:
-        raise DnasError(f"{path} has no class subfolders: put the images of each class in its own subfolder.")
-    items = []
-    for label, cls in enumerate(classes):
-        files = sorted(f for f in (path / cls).iterdir() if f.is_file() and _is_image(f.name))
-        if not files:
-            raise DnasError(f"The class folder {path / cls} has no images: remove it or add images.")
-        items += [(str(f), label, f.read_bytes) for f in files]
-    return (*_decode_images(items), classes)
-
-
-def _decode_zip(path: Path) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    try:
-        archive = zipfile.ZipFile(path)
-    except (OSError, zipfile.BadZipFile) as e:
-        raise DnasError(f"Cannot open {path} as a zip file ({e}): check or replace the file.") from e
-    with archive:
-        members = [
-            m.filename
-            for m in archive.infolist()
-            if not m.is_dir() and _is_image(m.filename) and not m.filename.startswith("__MACOSX/")
-        ]
-        if not members:
-            raise DnasError(f"{path} contains no images: expected <class>/<image> members.")
-        parts = [m.split("/") for m in members]
-        depths = {len(p) for p in parts}
-        if depths == {3} and len({p[0] for p in parts}) == 1:
-            parts = [p[1:] for p in parts]
-        elif depths == {1}:
-            raise DnasError(f"the images in {path} are not in class folders: expected <class>/<image> members, "
-                            "optionally under one top-level folder")
-        elif depths != {2}:
-            odd = next((m for m, p in zip(members, parts, strict=True) if len(p) != len(parts[0])), members[0])
-            raise DnasError(
-                f"{path} mixes layouts (e.g. member {odd!r}): expected <class>/<image>, optionally under "
-                "one top-level folder."
-            )
-        classes = sorted({p[0] for p in parts})
-        index = {c: i for i, c in enumerate(classes)}
-        order = sorted(range(len(members)), key=lambda i: (parts[i][0], parts[i][1]))
-        items = [
-            (f"{path}:{members[i]}", index[parts[i][0]], _zip_reader(archive, members[i])) for i in order
-        ]
-        return (*_decode_images(items), classes)
-
-
-def _zip_reader(archive: zipfile.ZipFile, member: str) -> Callable[[], bytes]:
-    return lambda: archive.read(member)
-
-
-def _decode_images(items: list[tuple[str, int, Callable[[], bytes]]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Decode ``(name, label, read_bytes)`` items into ``(N, C, H, W)`` uint8 images and labels."""
-    from PIL import Image, UnidentifiedImageError
-
-    arrays: np.ndarray | None = None
-    gray = np.ones(len(items), dtype=bool)
-    for i, (name, _, read) in enumerate(items):
+    with open_image(data, name) as img:
         try:
-            with Image.open(io.BytesIO(read())) as img:
-                img.load()
-                gray[i] = img.mode in _GRAY_MODES
-                rgb = img.convert("L" if gray[i] else "RGB")
-        except (OSError, UnidentifiedImageError, zipfile.BadZipFile) as e:
-            raise DnasError(f"Cannot decode the image {name} ({e}): remove or replace it.") from e
-        if arrays is None:
-            arrays = np.empty((len(items), rgb.height, rgb.width, 3), dtype=np.uint8)
-        elif arrays.shape[1:3] != (rgb.height, rgb.width):
+            img.load()
+            gray = img.mode in GRAY_MODES
+            pixels = np.array(img.convert("L" if gray else "RGB"))  # writable: tensors may be made of it
+        except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
+            raise DnasError(f"Cannot decode the image {name} ({clip(str(e))}): remove or replace it.") from None
+    return pixels, gray
+
+
+def decode_listing(listing: Listing) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """Decode every image of ``listing`` into ``(N, C, H, W)`` uint8 images and their labels.
+
+    All images must share one size. ``C`` is 1 when every image is grayscale, else 3 (grayscale
+    images repeated). The decoded size (``N x 3 x H x W`` bytes, from the first image's header) is
+    checked against the memory budget before anything is allocated.
+    """
+    count = len(listing)
+    with open_image(listing.read(0), listing.describe(0)) as first:
+        width, height = first.size
+    check_fits(count * 3 * width * height, f"The {count:,} images of {listing.source} ({width}x{height})",
+               streamable=True)
+    arrays = np.empty((count, height, width, 3), dtype=np.uint8)
+    gray = np.ones(count, dtype=bool)
+    for i in range(count):
+        name = listing.describe(i)
+        pixels, gray[i] = decode_image(listing.read(i), name)
+        if pixels.shape[:2] != (height, width):
             raise DnasError(
-                f"The image {name} is {rgb.width}x{rgb.height} but the first one is "
-                f"{arrays.shape[2]}x{arrays.shape[1]}: "
-                "all images must share one size, resize them first."
+                f"The image {name} is {pixels.shape[1]}x{pixels.shape[0]} but the first one is {width}x{height}: "
+                "all images must share one size held in memory; resize them first, or stream them "
+                "(data_mode=stream) at one image_size."
             )
-        pixels = np.asarray(rgb)
         arrays[i] = pixels[..., None] if gray[i] else pixels
-    assert arrays is not None
     images = torch.from_numpy(arrays[..., :1] if gray.all() else arrays).permute(0, 3, 1, 2).contiguous()
-    labels = torch.tensor([label for _, label, _ in items], dtype=torch.int64)
-    return images, labels
+    return images, torch.from_numpy(listing.labels.copy()), list(listing.classes)
 
 
-def _cache_key(path: Path) -> str:
-    """sha1 of the absolute path, modification time and size (of every image, for a folder)."""
-    path = path.resolve()
-    parts = [f"v{_CACHE_VERSION}", str(path)]
-    entries: Iterable[Path] = [path]
-    if path.is_dir():
-        entries = sorted(p for p in path.glob("*/*") if _is_image(p.name))
-    for p in entries:
-        st = p.stat()
-        parts.append(f"{p.relative_to(path) if p != path else ''}|{st.st_mtime_ns}|{st.st_size}")
+def _cache_key(listing: Listing) -> str:
+    """sha1 of the listing's source, and the path, modification time and size of every file it reads
+    (every image of a folder; the archive or shards otherwise)."""
+    parts = [f"v{_CACHE_VERSION}", listing.source]
+    for f in listing.files():
+        st = os.stat(f)
+        parts.append(f"{os.path.relpath(f, listing.source) if f != listing.source else ''}|{st.st_mtime_ns}|"
+                     f"{st.st_size}")
     return hashlib.sha1("\n".join(parts).encode()).hexdigest()
 
 
-def _cached(
-    path: Path, root: Path, decode: Callable[[], tuple[torch.Tensor, torch.Tensor, list[str]]]
-) -> ImageDataset:
-    """Decode an image folder or zip, or reuse its decoded copy in ``root/cache``."""
-    name = path.name[: -len(".zip")] if path.name.lower().endswith(".zip") else path.name
-    cache = root / "cache" / f"{_cache_key(path)}.pt"
+def cache_file(listing: Listing, root: Path) -> Path:
+    """Where the decoded copy of ``listing`` is kept (keyed by the files' paths, modification times and sizes)."""
+    return root / "cache" / f"{_cache_key(listing)}.pt"
+
+
+def decode_cached(listing: Listing, root: Path) -> ImageDataset:
+    """Decode an image folder, zip or tar shards (:func:`decode_listing`), or reuse its decoded copy
+    (:func:`cache_file`)."""
+    name = listing.name
+    cache = cache_file(listing, root)
     if cache.is_file():
         try:
             saved = torch.load(cache, weights_only=True)
@@ -560,9 +593,10 @@ def _cached(
             )
         except Exception as e:  # a corrupt or foreign cache file is rebuilt, never fatal
             warnings.warn(
-                f"Ignoring the unreadable cache {cache} ({e}); decoding {path} again.", stacklevel=3
+                f"Ignoring the unreadable cache {cache} ({clip(str(e))}); decoding {listing.source} again.",
+                stacklevel=3,
             )
-    images, labels, classes = decode()
+    images, labels, classes = decode_listing(listing)
     data = ImageDataset.from_tensors(images, labels, classes, name)
     saved = {
         "images": data.images,

@@ -13,10 +13,28 @@ from dnas.data.datasets import ImageDataset
 from dnas.errors import DnasError
 
 
-def _derived_seed(*parts: object) -> int:
+def derived_seed(*parts: object) -> int:
     """A 63-bit seed derived from ``parts`` (stable across runs and platforms)."""
     digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 1
+
+
+def epoch_order(indices: torch.Tensor, seed: int, epoch: int) -> torch.Tensor:
+    """``indices`` in the order epoch ``epoch`` of a stream seeded with ``seed`` visits them."""
+    generator = torch.Generator().manual_seed(derived_seed(seed, epoch))
+    return indices[torch.randperm(len(indices), generator=generator)]
+
+
+def batching(indices: torch.Tensor, batch_size: int, drop_last: bool, name: str, part: str) -> tuple[torch.Tensor, int]:
+    """``indices`` as a flat int64 CPU tensor and the number of batches of ``batch_size`` per epoch over them;
+    one sentence when they hold fewer images than one batch (``name``: the dataset, ``part``: what they select)."""
+    flat = torch.as_tensor(indices, dtype=torch.int64).flatten().cpu()
+    if batch_size < 1:
+        raise DnasError(f"batch_size must be at least 1, got {batch_size}.")
+    if batch_size > len(flat):
+        raise DnasError(f"the {part} holds {len(flat)} images of {name}, fewer than batch_size {batch_size}: "
+                        "lower the batch size or use more data (max_images).")
+    return flat, len(flat) // batch_size if drop_last else math.ceil(len(flat) / batch_size)
 
 
 class BatchStream:
@@ -41,22 +59,12 @@ class BatchStream:
         part: str = "selection",
     ) -> None:
         """``part`` names what ``indices`` select, for error messages (e.g. "val part of the search split")."""
-        self.indices = torch.as_tensor(indices, dtype=torch.int64).flatten().cpu()
-        if batch_size < 1:
-            raise DnasError(f"batch_size must be at least 1, got {batch_size}.")
-        if batch_size > len(self.indices):
-            raise DnasError(
-                f"the {part} holds {len(self.indices)} images of {data.name}, fewer than batch_size {batch_size}: "
-                "lower the batch size or use more data (max_images)."
-            )
+        self.indices, self.batches_per_epoch = batching(indices, batch_size, drop_last, data.name, part)
         self.device = torch.device(device)
         self.batch_size = batch_size
         self.seed = seed
         self.augment = augment
         self.drop_last = drop_last
-        self.batches_per_epoch = (
-            len(self.indices) // batch_size if drop_last else math.ceil(len(self.indices) / batch_size)
-        )
         self.epoch = 0
         self.position = 0
         self._images = data.images.to(self.device)
@@ -66,15 +74,13 @@ class BatchStream:
         self._std = (
             torch.tensor(data.std, dtype=torch.float32, device=self.device).view(shape).clamp(min=1e-8)
         )
-        self._generator = torch.Generator().manual_seed(_derived_seed(seed, "augment"))
+        self._generator = torch.Generator().manual_seed(derived_seed(seed, "augment"))
         self._order: torch.Tensor | None = None
         self._order_epoch = -1
 
     def _epoch_order(self) -> torch.Tensor:
         if self._order_epoch != self.epoch:
-            generator = torch.Generator().manual_seed(_derived_seed(self.seed, self.epoch))
-            perm = torch.randperm(len(self.indices), generator=generator)
-            self._order = self.indices[perm].to(self.device)
+            self._order = epoch_order(self.indices, self.seed, self.epoch).to(self.device)
             self._order_epoch = self.epoch
         assert self._order is not None
         return self._order
@@ -108,6 +114,9 @@ class BatchStream:
 
     def load_state_dict(self, state: dict) -> None:
         """Continue exactly where the stream that produced ``state`` stopped."""
+        if state.get("streamed"):
+            raise DnasError("The saved batch stream read its images lazily (streamed) but this run holds them in "
+                            "memory: resume with data_mode=stream, as the interrupted run chose.")
         for key, mine in (
             ("seed", self.seed),
             ("num_indices", len(self.indices)),

@@ -201,12 +201,12 @@ class Compare:
     @staticmethod
     def _load_data(runs: Sequence[Run]) -> None:
         """Load every dataset once before the runs: a missing one stops the grid with one sentence (not
-        every run with the same one), and image folders are decoded and cached once."""
+        every run with the same one), and image folders held in memory are decoded and cached once."""
         from dnas.data import load_dataset
 
-        for dataset, root, download in sorted({(r.cfg.dataset, r.cfg.data_root, r.cfg.download) for r in runs},
-                                               key=str):
-            load_dataset(dataset, split="train", download=download, root=root)
+        for dataset, root, download, mode in sorted({(r.cfg.dataset, r.cfg.data_root, r.cfg.download, r.cfg.data_mode)
+                                                     for r in runs}, key=str):
+            load_dataset(dataset, split="train", download=download, root=root, mode=mode)
 
     def _done(self, run: Run, reason: str | None) -> None:
         """An executor's report that ``run`` ended: note a failure and say how it went."""

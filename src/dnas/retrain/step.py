@@ -22,7 +22,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dnas.config.train import TrainConfig
-from dnas.data import Augment, BatchStream, ImageDataset, class_balanced, load_dataset
+from dnas.data import (
+    Augment,
+    Images,
+    batch_stream,
+    class_balanced,
+    describe_loading,
+    evaluation_batches,
+    load_dataset,
+    same_images,
+)
 from dnas.errors import DnasError
 from dnas.retrain.counting import count_multiply_adds, count_parameters
 from dnas.retrain.network import EvalNetwork, build_eval_network, check_genotype
@@ -41,27 +50,25 @@ def learning_rate(cfg: TrainConfig, epoch: int, step: int, steps_per_epoch: int)
     return cfg.lr_min + (cfg.lr - cfg.lr_min) * (1.0 + math.cos(math.pi * t / cfg.epochs)) / 2.0
 
 
-def _same_images(a: ImageDataset, b: ImageDataset) -> bool:
-    return a.images.shape == b.images.shape and torch.equal(a.labels, b.labels) and torch.equal(a.images, b.images)
-
-
-def training_data(cfg: TrainConfig) -> tuple[ImageDataset, ImageDataset]:
-    """The training and test images of ``cfg``: subsets and the common image size applied."""
-    train = load_dataset(cfg.dataset, split="train", download=cfg.download, root=cfg.data_root)
+def training_data(cfg: TrainConfig) -> tuple[Images, Images]:
+    """The training and test images of ``cfg`` (in memory or streamed, ``data_mode``): subsets and the
+    common image size applied, the test images after their centred crop (``test_crop``)."""
+    train = load_dataset(cfg.dataset, split="train", download=cfg.download, root=cfg.data_root, mode=cfg.data_mode)
     if cfg.test_dataset is None:
-        test = load_dataset(cfg.dataset, split="test", download=cfg.download, root=cfg.data_root)
-        if _same_images(train, test):
+        test = load_dataset(cfg.dataset, split="test", download=cfg.download, root=cfg.data_root, mode=cfg.data_mode)
+        if same_images(train, test):
             raise DnasError(f"{cfg.dataset} has no separate test split (image folders and zips are one split); "
-                            "pass --test-dataset with the test images")
+                            "pass --test-dataset with the test images, or give a folder with train/ and val/")
     else:
-        test = load_dataset(cfg.test_dataset, split="test", download=cfg.download, root=cfg.data_root)
+        test = load_dataset(cfg.test_dataset, split="test", download=cfg.download, root=cfg.data_root,
+                            mode=cfg.data_mode)
     if test.channels != train.channels or test.num_classes > train.num_classes:
         raise DnasError(f"the test data ({test.channels} channels, {test.num_classes} classes) does not match "
                         f"the training data ({train.channels} channels, {train.num_classes} classes)")
     train = class_balanced(train, cfg.max_images, cfg.seed)
     test = class_balanced(test, cfg.max_test_images, cfg.seed)
     size = cfg.image_size or train.image_size
-    return train.resized(size), test.resized(size)
+    return train.resized(size), test.resized(size, cfg.test_crop)
 
 
 class TrainStep:
@@ -86,8 +93,10 @@ class TrainStep:
         augment = Augment.for_images(data.image_size, data.channels, crop_padding=cfg.crop_padding, flip=cfg.flip,
                                      cutout=self.cutout, resized_crop=cfg.resized_crop,
                                      color_jitter=cfg.color_jitter, hue=cfg.hue)
-        self.stream = BatchStream(data, torch.arange(len(data)), cfg.batch_size, seed=cfg.seed * 2 + 1,
-                                  augment=augment, device=self.device, part="training set")
+        self.stream = batch_stream(data, torch.arange(len(data)), cfg.batch_size, seed=cfg.seed * 2 + 1,
+                                   augment=augment, device=self.device, part="training set", workers=cfg.workers)
+        self.environment = {"data": describe_loading(data, cfg.workers),  # for env.json
+                            "test_data": describe_loading(self.test_data, cfg.workers)}
         self.steps_per_epoch = self.stream.batches_per_epoch
         self.epochs = cfg.epochs
         def build() -> EvalNetwork:
@@ -147,10 +156,8 @@ class TrainStep:
         std = torch.tensor(self.train_data.std, device=self.device).view(1, -1, 1, 1).clamp(min=1e-8)
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
-        for start in range(first, last, self.cfg.eval_batch_size):
-            end = min(last, start + self.cfg.eval_batch_size)
-            images = data.images[start:end].to(self.device)
-            labels = data.labels[start:end].to(self.device)
+        for images, labels in evaluation_batches(data, first, last, self.cfg.eval_batch_size, device=self.device,
+                                            workers=self.cfg.workers):
             logits, _ = self.net((images.float() / 255 - mean) / std)
             loss_sum += F.cross_entropy(logits, labels, reduction="sum")
             correct += (logits.argmax(1) == labels).sum()

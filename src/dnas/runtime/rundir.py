@@ -206,10 +206,11 @@ class RunDir:
     def write_json(self, name: str, data: Any) -> None:
         self.write_text(name, json.dumps(data, indent=2) + "\n")
 
-    def start(self, config_yaml: str) -> None:
-        """A fresh start: ``config.yaml`` (written first: it marks the directory as ours) and ``env.json``."""
+    def start(self, config_yaml: str, extra: Mapping[str, Any] | None = None) -> None:
+        """A fresh start: ``config.yaml`` (written first: it marks the directory as ours) and ``env.json``
+        (with ``extra``: what the algorithm records of its run, e.g. how its data is read)."""
         self.write_text(CONFIG, config_yaml)
-        self.write_json(ENV, environment())
+        self.write_json(ENV, {**environment(), **(extra or {})})
 
     # ----- checkpoints ---------------------------------------------------------------------------------
     def save_checkpoint(self, state: dict[str, Any]) -> None:

@@ -186,7 +186,8 @@ class Runner(Generic[R]):
     kind: ClassVar[str] = "run"  # "search" or "train": the checkpoint's kind
     noun: ClassVar[str] = "run"  # how messages name it ("the search", "the training run")
     #: keys that may differ between a run and its resumption (they do not change the result)
-    resume_free: ClassVar[frozenset[str]] = frozenset({"device", "log_every", "checkpoint_every", "log"})
+    resume_free: ClassVar[frozenset[str]] = frozenset({"device", "log_every", "checkpoint_every", "log", "workers",
+                                                       "data_mode"})
     epoch_meter: ClassVar[bool] = False
 
     def __init__(self, cfg: Any, out: str | Path, *, progress: bool = True, on_step: Callback | None = None,
@@ -259,7 +260,7 @@ class Runner(Generic[R]):
             self.epoch_sums = Meter(self.task.splits, self.device) if self.epoch_meter else None
             self.gauges: dict[str, Tensor] = {}
             if state is None:
-                self.run_dir.start(self.cfg.to_yaml())
+                self.run_dir.start(self.cfg.to_yaml(), getattr(self.task, "environment", None))
                 for name, data in self.start_files.items():
                     self.run_dir.write_json(name, data)
             else:
