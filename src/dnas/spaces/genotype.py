@@ -2,7 +2,9 @@
 
 A genotype maps each cell type to a list of ``(op, input_node)`` pairs. For DARTS-style spaces
 there are two pairs per intermediate node, listed node by node (as in the DARTS code's
-``genotypes.py``), and the cell output concatenates ``concat`` nodes. For NAS-Bench-201 there is
+``genotypes.py``), and the cell output concatenates ``concat`` nodes. The recurrent space (``rnn``)
+has one ``(activation, input_node)`` pair per intermediate node (node 0 is the cell's initial state)
+and averages the ``concat`` nodes, as DARTS' ``rnn/genotypes.py`` lists them. For NAS-Bench-201 there is
 one pair per edge in edge order, and the arch string ``|op~0|+|op~0|op~1|+|op~0|op~1|op~2|``
 is the canonical form.
 """
@@ -115,6 +117,14 @@ class Genotype:
         """A human-readable multi-line view of the cells."""
         if self.space == "nb201":
             return f"nb201 cell: {self.arch_str}"
+        if self.space == "rnn":  # one (activation, input) pair per node; the output is the mean of ``concat``
+            lines = []
+            for cell_type, pairs in self.cells.items():
+                lines.append(f"{cell_type} cell:")
+                lines += [f"  node {node} <- {op}({src})" for node, (op, src) in enumerate(pairs, start=1)]
+                if cell_type in self.concat:
+                    lines.append(f"  output = mean{list(self.concat[cell_type])}")
+            return "\n".join(lines)
         lines = []
         for cell_type, pairs in self.cells.items():
             lines.append(f"{cell_type} cell:")
