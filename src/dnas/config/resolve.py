@@ -120,6 +120,7 @@ def _validate_recurrent(cfg: SearchConfig) -> None:
     checks = [
         (cfg.hidden_size is None or cfg.hidden_size >= 2, "hidden_size must be at least 2"),
         (cfg.bptt >= 2, f"bptt must be at least 2, got {cfg.bptt}"),
+        (cfg.batch_size >= 2, f"batch_size must be at least 2 (the search cell's BatchNorm), got {cfg.batch_size}"),
         (all(0 <= p < 1 for p in dropouts.values()), f"dropout rates must lie in [0, 1), got {dropouts}"),
         (cfg.tar >= 0, f"tar must be >= 0, got {cfg.tar}"),
         (cfg.max_tokens is None or cfg.max_tokens >= 3 * cfg.batch_size,
