@@ -52,7 +52,8 @@ def test_published_genotypes_are_named_sourced_and_valid():
     for name, published in PUBLISHED.items():
         assert published.name == name and published.source and published.reference and published.reported
         check_genotype(published.genotype)
-        assert all(len(published.genotype.cells[t]) == 8 for t in ("normal", "reduce"))
+        cell_types = ("recurrent",) if published.genotype.space == "rnn" else ("normal", "reduce")
+        assert all(len(published.genotype.cells[t]) == (11 if name == "ENAS_RNN" else 8) for t in cell_types)
     assert find_published("darts-v2") is PUBLISHED["DARTS_V2"]
     with pytest.raises(DnasError, match="DARTS_V2"):
         get_published("DARTS_V3")

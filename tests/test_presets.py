@@ -9,7 +9,8 @@ import pytest
 from dnas.bilevel.methods import METHODS, SLOT_KEYS, darts_protocol, with_changes
 from dnas.cli import main
 from dnas.config.resolve import resolve_config
-from dnas.config.search import LIST_SLOTS, SINGLE_SLOTS
+from dnas.config.search import IMAGE_KEYS, LIST_SLOTS, RECURRENT_KEYS, SINGLE_SLOTS
+from dnas.errors import DnasError
 
 # keys of a search configuration that are not hyper-parameters of a method
 NOT_HYPER = {"space", "method", "dataset", "data_root", "download", "image_size", "max_images", "seed",
@@ -20,10 +21,12 @@ NOT_HYPER = {"space", "method", "dataset", "data_root", "download", "image_size"
 
 def flat(cfg) -> dict:
     """The resolved configuration as ``key=value`` pairs: slots by name, components' parameters as
-    ``slot.param`` (list slots: ``slot.member.param``)."""
+    ``slot.param`` (list slots: ``slot.member.param``); the keys of the other kind of space (images or
+    text) left out, since they must keep their defaults there."""
     out = {}
+    foreign = IMAGE_KEYS if cfg.space == "rnn" else RECURRENT_KEYS
     for key, value in cfg.to_dict().items():
-        if key in NOT_HYPER:
+        if key in NOT_HYPER or key in foreign:
             continue
         if key in SINGLE_SLOTS:
             out[key] = value["name"]
@@ -93,6 +96,7 @@ SECOND_ORDER = {  # quark0/darts architect.py (--unrolled); AutoDL DARTS-V2.py
     "estimator.virtual_step": "optimizer",  # _compute_unrolled_model: theta - eta (mu buffer + dtheta + wd theta)
     "estimator.hvp": "fd",  # _hessian_vector_product: central difference
     "estimator.fd_radius": 0.01,  # r=1e-2, R = r / ||v||
+    "estimator.clip": None,  # cnn/architect.py: the virtual step's gradient is not clipped
     "schedule.order": "arch-first",  # AutoDL DARTS-V2.py: backward_step_unrolled, then the w step
 }
 AMENDED = {  # no official code; AdversarialNAS architect.py (HVPs "from openreview BJlgt2EYwr")
@@ -296,6 +300,76 @@ DRNAS_DARTS = {  # DARTS-space/train_search.py
 }
 
 
+# ----- the recurrent space -------------------------------------------------------------------------------
+# quark0/darts rnn/train_search.py (argparse defaults), rnn/architect.py, rnn/model_search.py
+DARTS_RNN = {
+    "epochs": 50,  # --epochs 50
+    "batch_size": 256,  # --batch_size 256 (train_data and search_data, the validation split, alike)
+    "layers": None,  # one cell (RNNModel: rnns = [cell])
+    "hidden_size": None,  # --emsize/--nhid/--nhidlast 300 = the space default
+    "bptt": 35,  # --bptt 35; seq_len = 35, or int(17.5) with probability 0.05
+    "dropout": 0.75,  # --dropout 0.75
+    "dropout_h": 0.25,  # --dropouth 0.25
+    "dropout_x": 0.75,  # --dropoutx 0.75
+    "dropout_i": 0.2,  # --dropouti 0.2
+    "dropout_e": 0.0,  # --dropoute 0
+    "tar": 1e-3,  # --beta 1e-3 (--alpha, AR, is 0)
+    "max_tokens": None,  # the whole training split
+    "eval_batch_size": 10,  # eval_batch_size = 10
+    "w_lr": 20.0,  # --lr 20
+    "w_lr_min": 20.0,  # no lr schedule: lr stays 20 (scaled by seq_len / bptt per step)
+    "w_momentum": 0.0,  # torch.optim.SGD(params, lr, weight_decay): no momentum
+    "w_nesterov": False,
+    "w_weight_decay": 5e-7,  # --wdecay 5e-7
+    "grad_clip": 0.25,  # --clip 0.25
+    "a_lr": 3e-3,  # --arch_lr 3e-3
+    "a_beta1": 0.9,  # architect.py torch.optim.Adam(..., lr, weight_decay): default betas
+    "a_beta2": 0.999,
+    "a_weight_decay": 1e-3,  # --arch_wdecay 1e-3
+    "activation": "softmax",  # F.softmax(self.weights, dim=-1)
+    "activation.init_std": 1e-3,  # torch.randn(k, len(PRIMITIVES)).mul_(1e-3)
+    "activation.exclude": "",  # genotypes.py PRIMITIVES: 5 ops, none included
+    "schedule": "alternate",  # architect.step on every batch
+    "schedule.order": "arch-first",  # train(): architect.step before the w step
+    "estimator": "first-order",  # --unrolled off
+    "discretizer": "darts-rnn",  # genotype(): per node the strongest (predecessor, non-none op)
+    "weight_regularizers": "none",
+    "arch_regularizers": "none",
+    "perturbation": "none",
+    "auxiliary": "none",
+    "progression": "none",
+    "warmup_epochs": 0,  # architect.step from the first batch
+    "guard": "off",  # all epochs
+}
+SECOND_ORDER_RNN = {  # rnn/architect.py (--unrolled)
+    **SECOND_ORDER,
+    "estimator.clip": 0.25,  # _clip(grads, args.clip) in _compute_unrolled_model and _clip(dtheta, ...)
+}
+LAMBDA_RNN = {  # dr-faustus/Lambda-DARTS sota/rnn/run.sh, model.py, model_search.py, train_search.py
+    **LAMBDA,
+    "weight_regularizers.lambda.eps0": 1e-3,  # run.sh --epsilon_0=0.001
+    "layers": 2,  # model.py RNNModel: two stacked cells sharing alpha, the gradients aligned
+    "hidden_size": 200,  # run.sh --emsize=200 --nhid=200 --nhidlast=200
+}
+PRIME_RNN = {  # k8lion/DARTS-PRIME src/train_search_rnn.py with the README's --reg prox --schedfreq 10 ...
+    **PRIME_V3,
+    "schedule.gamma": 1.0,  # --ewma 1.0 (its default in the RNN script)
+    "schedule.rebalance_split": False,  # --dyno_split: train_portion is never read by the RNN script
+}
+
+
+def rnn_tables() -> dict[str, dict]:
+    """The table every preset available on the recurrent space must resolve to there."""
+    replaced_schedule = _drop(DARTS_RNN, "schedule.order")
+    return {
+        "darts": DARTS_RNN,
+        "darts-2nd": {**DARTS_RNN, **SECOND_ORDER_RNN},
+        "amended-darts": {**DARTS_RNN, **AMENDED},
+        "lambda-darts": {**DARTS_RNN, **LAMBDA_RNN},
+        "darts-prime": {**replaced_schedule, **PRIME_RNN},
+    }
+
+
 def _drop(table: dict, *keys: str) -> dict:
     return {k: v for k, v in table.items() if k not in keys}
 
@@ -341,6 +415,23 @@ def test_every_preset_resolves_to_its_table(method, space):
     differ = {k: (got.get(k, "<missing>"), want.get(k, "<missing>")) for k in set(got) | set(want)
               if got.get(k, "<missing>") != want.get(k, "<missing>")}
     assert not differ, f"{method} on {space}: (resolved, table) {differ}"
+
+
+@pytest.mark.parametrize("method", sorted(METHODS.names()))
+def test_every_preset_resolves_to_its_table_on_the_recurrent_space_or_is_refused(method):
+    table = rnn_tables().get(method)
+    if table is None:  # not available there: one sentence naming what is
+        with pytest.raises(DnasError, match=r"on rnn use amended-darts, darts, darts-2nd, darts-prime, lambda-darts$"):
+            resolve_config({"method": method, "space": "rnn"})
+        return
+    got = flat(resolve_config({"method": method, "space": "rnn"}))
+    differ = {k: (got.get(k, "<missing>"), table.get(k, "<missing>")) for k in set(got) | set(table)
+              if got.get(k, "<missing>") != table.get(k, "<missing>")}
+    assert not differ, f"{method} on rnn: (resolved, table) {differ}"
+    changes = METHODS.get(method).changes("rnn")
+    by_hand = resolve_config({"method": "darts", "space": "rnn"}, [_override(k, v) for k, v in changes.items()])
+    by_hand.method = method
+    assert resolve_config({"method": method, "space": "rnn"}) == by_hand
 
 
 def test_the_tables_name_exactly_the_registered_methods():

@@ -9,7 +9,7 @@ from dnas.spaces.nb201 import NB201_OPS, enumerate_cells
 
 
 def test_registered_spaces():
-    assert [s.name for s in list_spaces()] == ["darts", "nb201", "s1", "s2", "s3", "s4"]
+    assert [s.name for s in list_spaces()] == ["darts", "nb201", "rnn", "s1", "s2", "s3", "s4"]
     with pytest.raises(DnasError, match="unknown search space 'foo'; choose one of: darts"):
         get_space("foo")
 
@@ -34,6 +34,15 @@ def test_robust_darts_spaces():
     assert get_space("s3").cells["reduce"].edge_ops[13] == ("none", "skip_connect", "sep_conv_3x3")
     assert get_space("s4").cells["normal"].edge_ops[7] == ("noise", "sep_conv_3x3")
     assert all(SPACES.get(n).cells["normal"].num_edges == 14 for n in ("s1", "s2", "s3", "s4"))
+
+
+def test_recurrent_space_is_darts_rnn_cell():
+    """quark0/darts rnn/genotypes.py: PRIMITIVES, STEPS = 8; the alpha rows of node i+1 follow those of node i."""
+    space = get_space("rnn")
+    topo = space.cells["recurrent"]
+    assert space.family == "rnn" and space.derivation == "darts-rnn" and space.default_channels == 300
+    assert topo.num_edges == 36 and topo.edge_ops[0] == ("none", "tanh", "relu", "sigmoid", "identity")
+    assert topo.edges[:4] == ((0, 1), (0, 2), (1, 2), (0, 3)) and list(topo.intermediate_nodes) == list(range(1, 9))
 
 
 def test_nb201_space_and_enumeration():

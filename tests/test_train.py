@@ -84,7 +84,7 @@ def test_presets_follow_the_genotype_family_and_overrides_win():
     assert (cfg.stem, cfg.channels, cfg.layers, cfg.epochs, cfg.lr, cfg.label_smoothing) == (
         "imagenet", 48, 14, 4, 0.2, 0.1)
     assert (cfg.resized_crop, cfg.color_jitter, cfg.hue) == (True, 0.4, 0.2)  # train_imagenet.py's augmentation
-    assert set(PRESETS) == {"darts-cifar", "darts-imagenet", "nb201"}
+    assert set(PRESETS) == {"darts-cifar", "darts-imagenet", "nb201", "darts-ptb"}  # darts-ptb: test_recurrent.py
 
 
 @pytest.mark.parametrize(("overrides", "message"), [

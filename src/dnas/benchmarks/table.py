@@ -7,7 +7,7 @@ other column is kept, numbers as ``float`` (``int`` for integer columns such as 
 Accuracies are in percent, as the benchmark publishes them.
 
 A directory that holds exactly one ``.csv`` or ``.parquet`` file loads as that file, so
-``../shared/data/nb201_12ep_minibench/`` is a table.
+the mini-bench's folder ``nb201_12ep_minibench/`` is a table.
 
 A blank cell reads as None (a cell the benchmark did not evaluate); :func:`score` is a value as a
 finite float, or None for a blank, non-numeric or non-finite one.

@@ -1,11 +1,15 @@
 """Methods are named presets: the DARTS protocol of the search space plus what a paper changes.
 
 ``darts`` is the base: every hyper-parameter of the search, as DARTS' official code sets it on the
-DARTS-family spaces (quark0/darts ``cnn/train_search.py``) and as AutoDL's NAS-Bench-201 DARTS-V1
-sets it on ``nb201`` (the code behind the benchmark's DARTS numbers). Every other method is
+DARTS-family spaces (quark0/darts ``cnn/train_search.py``) and on the recurrent space
+(``rnn/train_search.py``), and as AutoDL's NAS-Bench-201 DARTS-V1 sets it on ``nb201`` (the code
+behind the benchmark's DARTS numbers). Every other method is
 "``darts`` plus these changes": its ``changes(space)`` name only what its paper and official code
 do differently, each value with its source. On ``nb201`` a method without official NAS-Bench-201
 code starts from AutoDL's protocol and applies the changes its paper makes to DARTS.
+
+A method is available on the space families its paper or code covers (``Method.families``); on
+another space its preset stops with one sentence (PR-DARTS on the recurrent space says why).
 
 Presets are ``key=value`` overrides in the vocabulary of :mod:`dnas.config.search`, so anything a preset
 sets can be overridden again on the command line, which is how methods are combined, e.g.
@@ -20,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dnas.config.search import LIST_SLOTS, SINGLE_SLOTS
+from dnas.errors import DnasError
 from dnas.registry import Registry
 from dnas.spaces import get_space
 
@@ -61,6 +66,8 @@ def darts_protocol(space: str) -> dict[str, Any]:
         "epochs": 50,  # train_search.py --epochs (AutoDL: DARTS.config)
         "batch_size": 64,  # train_search.py --batch_size (AutoDL: DARTS.config)
     }
+    if get_space(space).family == "rnn":
+        return recurrent_protocol()
     if get_space(space).family == "nb201":
         return {
             **base,
@@ -76,26 +83,84 @@ def darts_protocol(space: str) -> dict[str, Any]:
     }
 
 
+def recurrent_protocol() -> dict[str, Any]:
+    """The ``darts`` preset on the recurrent space: DARTS' ``rnn/train_search.py`` (argparse defaults),
+    ``rnn/architect.py`` and ``rnn/model_search.py``."""
+    return {
+        "activation": "softmax",
+        "activation.init_std": 1e-3,  # model_search.py: weights = 1e-3 * randn(36, 5)
+        "activation.exclude": "",  # genotypes.py PRIMITIVES: 5 ops, none included
+        "schedule": "alternate",
+        "schedule.order": "arch-first",  # train(): architect.step, then the w step, on every batch
+        "estimator": "first-order",  # --unrolled off
+        "weight_regularizers": "none",
+        "arch_regularizers": "none",
+        "perturbation": "none",
+        "auxiliary": "none",
+        "progression": "none",
+        "guard": "off",
+        "w_lr": 20.0,  # --lr 20, scaled by seq_len / bptt for each step
+        "w_lr_min": 20.0,  # no schedule: the lr stays 20 for the whole search
+        "w_momentum": 0.0,  # torch.optim.SGD(lr, weight_decay): no momentum
+        "w_nesterov": False,
+        "w_weight_decay": 5e-7,  # --wdecay 5e-7
+        "grad_clip": 0.25,  # --clip 0.25
+        "a_lr": 3e-3,  # --arch_lr 3e-3
+        "a_beta1": 0.9,  # architect.py: Adam with its default betas (0.9, 0.999)
+        "a_beta2": 0.999,
+        "a_weight_decay": 1e-3,  # --arch_wdecay 1e-3
+        "epochs": 50,  # --epochs 50
+        "batch_size": 256,  # --batch_size 256 (the validation split is batched the same for alpha)
+        "hidden_size": None,  # --emsize / --nhid / --nhidlast 300 = the space default
+        "layers": None,  # one cell (RNNModel: rnns = [cell])
+        "bptt": 35,  # --bptt 35 (17 with probability 0.05)
+        "dropout": 0.75,  # --dropout 0.75
+        "dropout_h": 0.25,  # --dropouth 0.25
+        "dropout_x": 0.75,  # --dropoutx 0.75
+        "dropout_i": 0.2,  # --dropouti 0.2
+        "dropout_e": 0.0,  # --dropoute 0
+        "tar": 1e-3,  # --beta 1e-3 (the AR term, --alpha, is 0)
+        "eval_batch_size": 10,  # eval_batch_size = 10
+    }
+
+
+#: the method families a method is defined for unless it says otherwise
+IMAGE_FAMILIES = ("darts", "nb201")
+
+
 @dataclass(frozen=True)
 class Method:
     name: str
     summary: str
     reference: str
     changes: Callable[[str], dict[str, Any]]  # what the method changes in darts_protocol(space)
+    families: tuple[str, ...] = IMAGE_FAMILIES  # the space families it is available on
+    refusal: str | None = None  # why it is not available elsewhere (None: it has no version there)
+
+    def supports(self, space: str) -> bool:
+        return get_space(space).family in self.families
 
     def overrides(self, space: str) -> dict[str, Any]:
+        if not self.supports(space):
+            why = self.refusal or f"{self.name} has no version for the {space} space in its paper or code"
+            available = ", ".join(n for n in METHODS.names() if METHODS.get(n).supports(space))
+            raise DnasError(f"{why}; on {space} use {available}")
         return with_changes(darts_protocol(space), self.changes(space))
 
 
 METHODS: Registry[Method] = Registry("method")
 
 
-def register_method(name: str, summary: str, reference: str):
+def register_method(name: str, summary: str, reference: str, families: tuple[str, ...] = IMAGE_FAMILIES,
+                    refusal: str | None = None):
     def decorator(changes: Callable[[str], dict[str, Any]]) -> Callable[[str], dict[str, Any]]:
-        METHODS.register(name)(Method(name, summary, reference, changes))
+        METHODS.register(name)(Method(name, summary, reference, changes, families, refusal))
         return changes
 
     return decorator
+
+
+ALL_FAMILIES = (*IMAGE_FAMILIES, "rnn")
 
 
 def _family(space: str) -> str:
@@ -107,6 +172,7 @@ def _family(space: str) -> str:
     "first-order DARTS: softmax relaxation, alternating SGD/Adam steps, no correction term (nb201: AutoDL's "
     "DARTS-V1 protocol, weight step first)",
     "Liu, Simonyan, Yang. DARTS: Differentiable Architecture Search. ICLR 2019",
+    families=ALL_FAMILIES,
 )
 def _darts(space: str) -> dict[str, Any]:
     return {}
@@ -117,9 +183,10 @@ def _darts(space: str) -> dict[str, Any]:
     "second-order DARTS: gradient through one virtual step of w with the optimizer's momentum and weight "
     "decay (xi = current w lr), mixed Hessian-vector product by central finite difference",
     "Liu, Simonyan, Yang. DARTS: Differentiable Architecture Search. ICLR 2019",
+    families=ALL_FAMILIES,
 )
 def _darts_2nd(space: str) -> dict[str, Any]:
-    return {
+    changes = {
         "estimator": "second-order",  # train_search.py --unrolled (AutoDL: DARTS-V2.py)
         "estimator.xi": None,  # architect.step(..., lr, ...): the current w learning rate
         "estimator.virtual_step": "optimizer",  # architect.py _compute_unrolled_model: w - lr (mu m + g + wd w)
@@ -127,6 +194,9 @@ def _darts_2nd(space: str) -> dict[str, Any]:
         "estimator.fd_radius": 0.01,  # architect.py _hessian_vector_product(r=1e-2)
         **_arch_first_on_nb201(space),
     }
+    if _family(space) == "rnn":  # rnn/architect.py: _clip(grads, args.clip) on the virtual step and on dtheta
+        changes["estimator.clip"] = 0.25
+    return changes
 
 
 def _arch_first_on_nb201(space: str) -> dict[str, Any]:
@@ -140,6 +210,7 @@ def _arch_first_on_nb201(space: str) -> dict[str, Any]:
     "weights, two exact Hessian-vector products (hvp=fd: finite differences, as the public implementation)",
     "Bi, Hu, Xie, Chen, Wei, Tian. Stabilizing DARTS with Amended Gradient Estimation on Architectural "
     "Parameters. arXiv 1910.11831",
+    families=ALL_FAMILIES,  # PTB experiments in the paper's later versions; no code for them: DARTS' RNN protocol
 )
 def _amended_darts(space: str) -> dict[str, Any]:
     # No official code is public; the only implementation (chengaopro/AdversarialNAS architect.py, Hessian-vector
@@ -154,6 +225,11 @@ def _amended_darts(space: str) -> dict[str, Any]:
         "estimator.fd_radius": 0.01,  # (used with hvp=fd) AdversarialNAS architect.py: r=1e-2 for both products
         **_arch_first_on_nb201(space),  # AdversarialNAS network.py also steps the architecture first
     }
+
+
+#: why PR-DARTS is not offered on the recurrent space
+PR_DARTS_CNN_ONLY = ("PR-DARTS is defined on CNN cells only: its regularizer and its theory are about skip "
+                     "connections and convolution paths, which the recurrent cell does not have")
 
 
 def _pr_darts_common(space: str) -> dict[str, Any]:
@@ -179,6 +255,7 @@ def _pr_darts_common(space: str) -> dict[str, Any]:
     "skip/non-skip group sparsity + path-depth reward (0.01/0.005/0.005), first order, top-2 pairs by P",
     "Zhou, Xiong, Socher, Hoi. Theory-Inspired Path-Regularized Differential Network Architecture Search. "
     "NeurIPS 2020",
+    refusal=PR_DARTS_CNN_ONLY,
 )
 def _pr_darts(space: str) -> dict[str, Any]:
     return {
@@ -199,6 +276,7 @@ def _pr_darts(space: str) -> dict[str, Any]:
     "PR-DARTS (official code values): tau 1->0.1, beta0 ~ 1e-3 N(0,1), top-2 ops per edge with drop 0.4 and "
     "straight-through weights, hinged skip/non-skip/pooling groups (0.2), per-edge softmax derivation",
     "Zhou, Xiong, Socher, Hoi. NeurIPS 2020; code: salesforce/PR-DARTS (PRDARTS_search)",
+    refusal=PR_DARTS_CNN_ONLY,
 )
 def _pr_darts_code(space: str) -> dict[str, Any]:
     changes = {
@@ -229,6 +307,7 @@ def _pr_darts_code(space: str) -> dict[str, Any]:
     "architecture gradients (lambda 0.25 ramped over the epochs, finite differences of norm eps0)",
     "Movahedi, Adabinejad, Imani, Keshavarz, Dehghani, Shakery, Araabi. Lambda-DARTS: Mitigating Performance "
     "Collapse by Harmonizing Operation Selection among Cells. ICLR 2023",
+    families=ALL_FAMILIES,
 )
 def _lambda_darts(space: str) -> dict[str, Any]:
     # Official code: dr-faustus/Lambda-DARTS. DARTS-family spaces: run_search.sh + sota/cnn/train_search.py;
@@ -241,6 +320,15 @@ def _lambda_darts(space: str) -> dict[str, Any]:
         "weight_regularizers.lambda.cells": "auto",  # model_search.py: normal cells only; NB201: every cell
         "weight_regularizers.lambda.exact": False,  # finite differences (get_perturbations, get_reg_grads)
     }
+    if _family(space) == "rnn":  # sota/rnn/run.sh and sota/rnn/model.py, model_search.py, train_search.py
+        return {
+            **changes,
+            "weight_regularizers.lambda.eps0": 1e-3,  # run.sh --epsilon_0=0.001
+            # model.py RNNModel: rnns = [cell, cell], two stacked cells sharing alpha: the gradients aligned are
+            # those of the two cells (one cell would leave nothing to align)
+            "layers": 2,
+            "hidden_size": 200,  # run.sh --emsize=200 --nhid=200 --nhidlast=200
+        }  # lambda 0.25 (run.sh --lambda_=0.25, --lambda_scheduling: ramped over the epochs); the rest DARTS'
     if _family(space) == "nb201":
         return {
             **changes,
@@ -278,12 +366,20 @@ def _fisher_schedule() -> dict[str, Any]:
     "regularization towards the discrete cell ramped to rho=0.1",
     "Maile, Lecarpentier, Luga, Wilson. DARTS-PRIME: Regularization and Scheduling Improve Constrained "
     "Optimization in Differentiable NAS. arXiv 2106.11655v3, 2021",
+    families=ALL_FAMILIES,
 )
 def _darts_prime(space: str) -> dict[str, Any]:
     # k8lion/DARTS-PRIME README command: --reg prox --schedfreq 10 --dyno_split --dyno_schedule (softmax over the
     # 8 ops of genotypes.py PRIMITIVES, none included; the optimizers keep the DARTS values of its argparse)
+    schedule = _fisher_schedule()
+    if _family(space) == "rnn":  # src/train_search_rnn.py with the same flags (its argparse: DARTS' RNN values)
+        schedule.update({
+            "schedule.gamma": 1.0,  # --ewma 1.0 (its default there: no smoothing)
+            "schedule.rebalance_split": False,  # --dyno_split sets args.train_portion, which the RNN script never
+            # reads: alpha trains on the validation split, as in DARTS
+        })
     return {
-        **_fisher_schedule(),
+        **schedule,
         "arch_regularizers": "prox",
         "arch_regularizers.prox.rho": 0.1,  # --rho 0.1
         "arch_regularizers.prox.squared": False,  # prox_loss: (A - disc).norm(), not squared

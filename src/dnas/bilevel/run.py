@@ -6,13 +6,15 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from dnas.bilevel.problem import BilevelProblem
+from dnas.bilevel.recurrent_step import RecurrentSearchStep
 from dnas.bilevel.step import SearchStep
 from dnas.config.search import SearchConfig
 from dnas.data import Images
+from dnas.data.text import Corpus
 from dnas.errors import DnasError, expect_type
 from dnas.runtime.files import GENOTYPE, RESULTS
 from dnas.runtime.runner import Callback, Runner
-from dnas.spaces import Genotype
+from dnas.spaces import Genotype, get_space
 
 
 class Search(Runner[Genotype]):
@@ -29,18 +31,21 @@ class Search(Runner[Genotype]):
     ``on_step(search, record)`` and ``on_epoch(search, record)`` are called with every logged step
     record and every epoch record (the dicts written to ``metrics.jsonl``). ``data``: the images to
     search on, in memory (:class:`~dnas.data.ImageDataset`) or streamed
-    (:class:`~dnas.data.LazyImageDataset`) (default: the configuration's ``dataset``, subset and
+    (:class:`~dnas.data.LazyImageDataset`) (on the recurrent space a
+    :class:`~dnas.data.text.Corpus`; default: the configuration's ``dataset``, subset and
     resized as it says; the run directory records the configuration, not the images, so a resumed
     run must be given the same ``data``). After ``open()``,
-    ``search.algorithm`` is the :class:`~dnas.bilevel.step.SearchStep` (``search.problem`` its
-    bilevel problem: weights, alphas, activation).
+    ``search.algorithm`` is the :class:`~dnas.bilevel.step.SearchStep` (on the recurrent space the
+    :class:`~dnas.bilevel.recurrent_step.RecurrentSearchStep`; ``search.problem`` its bilevel problem:
+    weights, alphas, activation).
     """
 
     kind: ClassVar[str] = "search"
     noun: ClassVar[str] = "search"
 
     def __init__(self, cfg: SearchConfig, out: str | Path, progress: bool = True, *,
-                 on_step: Callback | None = None, on_epoch: Callback | None = None, data: Images | None = None):
+                 on_step: Callback | None = None, on_epoch: Callback | None = None,
+                 data: Images | Corpus | None = None):
         expect_type("Search's cfg (resolve_config's result)", cfg, SearchConfig)
         expect_type("Search's out", out, str, Path)
         super().__init__(cfg, out, progress=progress, on_step=on_step, on_epoch=on_epoch,
@@ -48,8 +53,16 @@ class Search(Runner[Genotype]):
         self.cfg: SearchConfig = cfg
         self.data = data
 
-    def build(self) -> SearchStep:
-        self.algorithm = SearchStep(self.cfg, data=self.data, device=self.device, group=self.group)
+    def build(self) -> SearchStep | RecurrentSearchStep:
+        self.algorithm: SearchStep | RecurrentSearchStep
+        if get_space(self.cfg.space).family == "rnn":  # a language model on a text corpus
+            if self.data is not None and not isinstance(self.data, Corpus):
+                raise DnasError(f"the {self.cfg.space} space searches a text corpus, not images")
+            self.algorithm = RecurrentSearchStep(self.cfg, corpus=self.data, device=self.device, group=self.group)
+        else:
+            if isinstance(self.data, Corpus):
+                raise DnasError(f"the {self.cfg.space} space searches images, not a text corpus")
+            self.algorithm = SearchStep(self.cfg, data=self.data, device=self.device, group=self.group)
         return self.algorithm
 
     @property

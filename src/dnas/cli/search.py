@@ -94,7 +94,7 @@ def cmd_spaces(args: argparse.Namespace) -> int:
 
 
 def cmd_methods(args: argparse.Namespace) -> int:
-    print(describe(args.show, args.space) if args.show else listing())
+    print(describe(args.show, args.space or "nb201") if args.show else listing(args.space))
     return 0
 
 
@@ -106,7 +106,8 @@ def add_subcommands(sub) -> None:
     p = sub.add_parser("methods", help="list the methods and components (--show NAME: one resolved preset)")
     p.add_argument("--show", metavar="NAME", help="print the preset NAME: its changes from darts, the implementation "
                    "of each slot and the fully resolved configuration")
-    p.add_argument("--space", default="nb201", help="the search space the preset is resolved for (default nb201)")
+    p.add_argument("--space", help="with --show: the search space the preset is resolved for (default nb201); "
+                   "alone: list only the methods available on that space")
 
 
 def _text(value: Any) -> str:
@@ -120,14 +121,16 @@ def _where(factory: Any) -> str:
     return f"{factory.__module__}.{factory.__qualname__}"
 
 
-def listing() -> str:
-    """Every method with its summary and reference, then every component of every slot with the
-    module and qualified name of its implementation."""
+def listing(space: str | None = None) -> str:
+    """Every method (on ``space``: those available there) with its summary and reference, then every
+    component of every slot with the module and qualified name of its implementation."""
     from dnas.components import SLOTS
 
     lines = []
     for name in METHODS.names():
         method = METHODS.get(name)
+        if space is not None and not method.supports(space):
+            continue
         lines += [f"{name:14s} {method.summary}", f"{'':14s} {method.reference}"]
     lines.append("\ncomponents (combine with key=value overrides), and where each is defined:")
     for slot, registry in SLOTS.items():

@@ -21,12 +21,14 @@ from dnas.runtime.threads import set_threads
 
 TRAIN_EPILOG = """\
 GENOTYPE is the genotype.json a search wrote (or its run folder), a published cell (DARTS_V1,
-DARTS_V2, PRDARTS, PC_DARTS, PDARTS) or an NB201 arch string in quotes.
+DARTS_V2, PRDARTS, PC_DARTS, PDARTS; recurrent: DARTS_V1_RNN, DARTS_V2_RNN, ENAS_RNN) or an NB201
+arch string in quotes.
 
 presets (--preset; the default follows the genotype): darts-cifar (20 cells, C=36, 600 epochs,
 auxiliary 0.4, drop-path 0.2, cutout 16), darts-imagenet (14 cells, C=48, ImageNet stem, 224x224
 crops; --dataset a folder with train/ and val/ image folders streams it), nb201 (C=16, N=5, 200
-epochs, lr 0.1 nesterov cosine, wd 5e-4, batch 256).
+epochs, lr 0.1 nesterov cosine, wd 5e-4, batch 256), darts-ptb (recurrent cells: 850
+units, 8000 epochs, batch 64, SGD lr 20 then NT-ASGD, wd 8e-7, clip 0.25; --dataset a text corpus folder).
 
 overrides (key=value, applied last):
   epochs=10 channels=16 layers=8 batch_size=64 lr=0.05 weight_decay=5e-4 auxiliary=false
@@ -38,7 +40,8 @@ Running again with the same --out resumes the run from its last checkpoint.
 
 
 def _train_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", help="darts-cifar, darts-imagenet or nb201 (default: by the genotype's space)")
+    p.add_argument("--preset", help="darts-cifar, darts-imagenet, nb201 or darts-ptb (default: by the genotype's "
+                   "space)")
     p.add_argument("--dataset", help="digits, cifar10, cifar100 or a path (as for `dnas search`); default: the "
                    "search's dataset for a genotype.json of a search, else cifar10")
     p.add_argument("--test-dataset", dest="test_dataset", help="the test images, when --dataset is an image "
@@ -124,6 +127,10 @@ def cmd_train(args: argparse.Namespace) -> int:
               f"run directory {out}", file=sys.stderr)
     result = trainer.run()
     assert result is not None  # only stop_after (tests) returns early
+    if "test_ppl" in result:  # a language model
+        print(f"valid perplexity {result['valid_ppl']:.2f}, test perplexity {result['test_ppl']:.2f}, "
+              f"{result['params'] / 1e6:.3f}M parameters; result in {out / 'result.json'}")
+        return 0
     print(f"test accuracy {100 * result['test_acc']:.2f}% ({result['test_images']} images), "
           f"{result['params'] / 1e6:.3f}M parameters, {result['multiply_adds'] / 1e6:.1f}M multiply-adds; "
           f"result in {out / 'result.json'}")

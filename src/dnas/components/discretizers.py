@@ -65,3 +65,18 @@ class ArgmaxRule(Discretizer):
                 (topo.edge_ops[e][int(w[e].argmax())], topo.edges[e][0]) for e in range(topo.num_edges)
             )
         return Genotype(space=space.name, cells=cells)
+
+
+@DISCRETIZERS.register("darts-rnn")
+class RecurrentRule(Discretizer):
+    """DARTS' rule for the recurrent cell (quark0/darts ``rnn/model_search.py`` ``genotype()``): per
+    intermediate node the single incoming edge whose strongest non-``none`` op is strongest (ties: the
+    earlier edge), and on it that op (ties: the earlier op). The output averages every intermediate node."""
+
+    def __call__(self, space: SearchSpace, strengths: dict[str, Tensor]) -> Genotype:
+        cells, concat = {}, {}
+        for cell_type, topo in space.cells.items():
+            chosen = darts_rule_choices(topo, strengths[cell_type], edges_per_node=1)
+            cells[cell_type] = tuple((topo.edge_ops[e][k], topo.edges[e][0]) for e, k in chosen)
+            concat[cell_type] = tuple(topo.intermediate_nodes)
+        return Genotype(space=space.name, cells=cells, concat=concat)

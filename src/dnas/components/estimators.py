@@ -179,6 +179,13 @@ class SecondOrder(_CurvatureEstimator):
     central difference; ``"exact"``: double backward). ``xi=None`` uses the current learning rate of
     ``w`` (DARTS' choice), ``ctx.weight_lr``.
 
+    ``clip``: DARTS' recurrent-cell architect (quark0/darts ``rnn/architect.py``) clips the training
+    gradient of the virtual step and the validation gradient ``v = grad_w' L_val`` to this global norm
+    (the weight step's ``--clip 0.25``): ``d = c g``, ``c = min(1, clip / (||g|| + 1e-6))``, and the
+    implicit term becomes ``xi c grad^2_{alpha,w} L_train . clip(v)``, the derivative of
+    ``L_val(w - xi c g(alpha))`` with ``c`` held fixed (DARTS' code multiplies by ``clip / ||g||`` even
+    when that exceeds 1, a factor its own virtual step did not take). None (the CNN architect): no clipping.
+
     The virtual step: DARTS' code (``architect.py``, ``_compute_unrolled_model``) and AutoDL's
     NAS-Bench-201 DARTS-V2 step with the weight optimizer's momentum buffer ``m`` (times its
     momentum ``mu``) and weight decay ``lambda`` (:func:`optimizer_direction`, from
@@ -189,8 +196,11 @@ class SecondOrder(_CurvatureEstimator):
 
 
     def __init__(self, *, xi: float | None = None, hvp: str = "fd", fd_radius: float = 0.01,
-                 virtual_step: str = "optimizer"):
+                 virtual_step: str = "optimizer", clip: float | None = None):
         super().__init__(hvp, fd_radius)
+        if clip is not None and not (isinstance(clip, (int, float)) and clip > 0):
+            raise DnasError(f"estimator.clip must be a positive number or null (no clipping), got {clip!r}")
+        self.clip = None if clip is None else float(clip)
         if xi is not None and not (isinstance(xi, (int, float)) and xi >= 0):
             raise DnasError(f"estimator.xi must be a non-negative number or null (the weight learning rate), "
                             f"got {xi!r}")
@@ -208,6 +218,9 @@ class SecondOrder(_CurvatureEstimator):
             train_loss = self._train_loss(problem, train_batch, leaves)
             step = gradients(train_loss(), weights)
             problem.mean_(step)  # data parallel: the global batch's gradient, before it moves w
+            coef = self._clip_coefficient(step)
+            if coef is not None:  # DARTS' RNN architect: the virtual step's gradient clipped
+                step = [coef * g for g in step]
             if self.virtual_step == "optimizer":
                 step = optimizer_direction(problem, step, ctx.weight_optimizer)
             with shifted(weights, step, -xi):  # w' = w - xi d, undone on exit
@@ -215,14 +228,25 @@ class SecondOrder(_CurvatureEstimator):
                 grads = gradients(objective, [*arch, *weights])
             problem.mean_(grads)
             direct, v = grads[: len(arch)], grads[len(arch):]
+            v_coef = self._clip_coefficient(v)
+            if v_coef is not None:  # ... and so is the validation gradient
+                v = [v_coef * g for g in v]
             # at w again (an exact HVP builds its graph here, after the in-place step is undone)
             hvp = make_hvp(self.hvp, train_loss, weights, r=self.fd_radius)
             mixed = _pull_back(activated, hvp(v, wrt=list(leaves.values())), arch)
             problem.mean_(mixed)
-        correction = [xi * m for m in mixed]
+        scale = xi if coef is None else xi * coef
+        correction = [scale * m for m in mixed]
         self._record(problem, direct, correction)
         set_grads(arch, [d - c for d, c in zip(direct, correction, strict=True)])
         return objective.detach(), logits.detach()
+
+
+    def _clip_coefficient(self, grads: list[Tensor]) -> Tensor | None:
+        """``min(1, clip / (||g|| + 1e-6))`` (None without ``clip``)."""
+        if self.clip is None:
+            return None
+        return (self.clip / (global_norm(grads) + 1e-6)).clamp(max=1.0)
 
 
 @ESTIMATORS.register("amended")

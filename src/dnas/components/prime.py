@@ -48,7 +48,9 @@ def project_discrete(space: SearchSpace, weights: Mapping[str, Tensor],
     the space's derivation rule derives from ``W`` (official code: ``_parse``).
 
     * ``darts`` rule (DARTS space, S1-S4): per intermediate node the two incoming edges whose best
-      non-``none`` op is strongest, and on each that op: 8 ones per cell type. Computed by
+      non-``none`` op is strongest, and on each that op: 8 ones per cell type (``darts-rnn`` rule, the
+      recurrent space: the one strongest edge per node, as DARTS-PRIME's ``model_search_rnn.py``
+      ``_parse``; 8 ones). Computed by
       :func:`~dnas.components.discretizers.darts_rule_choices`, the code of the ``darts``
       discretizer, so the matrix is exactly the cell that discretizer returns (ties included).
     * ``argmax`` rule (NAS-Bench-201): the arg-max op of every edge, ``none`` included (first
@@ -63,9 +65,10 @@ def project_discrete(space: SearchSpace, weights: Mapping[str, Tensor],
         mask = masks.get(cell_type) if masks else None
         if mask is not None:
             w = w.masked_fill(~mask.to(w.device), float("-inf"))
-        if space.derivation == "darts":
+        if space.derivation in ("darts", "darts-rnn"):
             z = torch.zeros(w.shape, dtype=w.dtype)
-            for e, k in darts_rule_choices(space.cells[cell_type], w):
+            edges_per_node = 1 if space.derivation == "darts-rnn" else 2
+            for e, k in darts_rule_choices(space.cells[cell_type], w, edges_per_node):
                 z[e, k] = 1.0
             out[cell_type] = z.to(w.device)
         elif space.derivation == "argmax":

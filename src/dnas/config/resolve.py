@@ -9,7 +9,9 @@ from dnas.bilevel.precision import check_precision
 from dnas.components import ACTIVATIONS, GUARDS, PROGRESSIONS, SLOTS
 from dnas.config.base import parse_value, suggest
 from dnas.config.search import (
+    IMAGE_KEYS,
     LIST_SLOTS,
+    RECURRENT_KEYS,
     ComponentConfig,
     SearchConfig,
     apply_override,
@@ -115,7 +117,62 @@ def _validate_data(cfg: SearchConfig) -> None:
             raise DnasError("nb201_splits and train_fraction/val_fraction both predefine the search split; keep one")
 
 
+#: the components the recurrent search can run, per slot (the others need an image supernet)
+RECURRENT_COMPONENTS = {
+    "activation": ("softmax",),
+    "weight_regularizers": ("lambda",),
+    "arch_regularizers": ("prox", "admm", "beta-decay"),
+    "discretizer": ("darts-rnn",),
+    "perturbation": ("none",),
+    "auxiliary": ("none",),
+    "progression": ("none",),
+    "guard": ("off",),
+}
+
+
+def _validate_recurrent(cfg: SearchConfig) -> None:
+    """The recurrent space: its own keys in range, the image keys and components it cannot use refused."""
+    defaults = SearchConfig()
+    for key in IMAGE_KEYS:
+        if getattr(cfg, key) != getattr(defaults, key):
+            raise DnasError(f"{key} does not apply to the {cfg.space} space (a text corpus); remove it")
+    for slot, allowed in RECURRENT_COMPONENTS.items():
+        chosen = getattr(cfg, slot)
+        for comp in (chosen if slot in LIST_SLOTS else [chosen]):
+            if comp.name not in allowed:
+                raise DnasError(f"{slot.rstrip('s').replace('_', ' ')} {comp.name} is not available on the {cfg.space} "
+                                f"space; it takes {', '.join(allowed)}")
+    if cfg.precision != "fp32":
+        raise DnasError(f"precision={cfg.precision} is not available on the {cfg.space} space; its search runs in "
+                        "float32 (precision=fp32)")
+    dropouts = {k: getattr(cfg, k) for k in ("dropout", "dropout_h", "dropout_x", "dropout_i", "dropout_e")}
+    checks = [
+        (cfg.hidden_size is None or cfg.hidden_size >= 2, "hidden_size must be at least 2"),
+        (cfg.bptt >= 2, f"bptt must be at least 2, got {cfg.bptt}"),
+        (cfg.batch_size >= 2, f"batch_size must be at least 2 (the search cell's BatchNorm), got {cfg.batch_size}"),
+        (all(0 <= p < 1 for p in dropouts.values()), f"dropout rates must lie in [0, 1), got {dropouts}"),
+        (cfg.tar >= 0, f"tar must be >= 0, got {cfg.tar}"),
+        (cfg.max_tokens is None or cfg.max_tokens >= 3 * cfg.batch_size,
+         f"max_tokens ({cfg.max_tokens}) must leave at least three rows of batch_size tokens"),
+        (cfg.eval_batch_size >= 1, f"eval_batch_size must be at least 1, got {cfg.eval_batch_size}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise DnasError(message)
+    if any(c.name == "lambda" for c in cfg.weight_regularizers) and (cfg.layers or 1) < 2:
+        raise DnasError("weight regularizer lambda aligns the architecture gradients of stacked cells, and the "
+                        f"{cfg.space} space has one cell unless layers >= 2 (Lambda-DARTS' RNN code stacks two)")
+
+
 def validate(cfg: SearchConfig) -> None:
+    space = get_space(cfg.space)
+    if space.family == "rnn":
+        _validate_recurrent(cfg)
+    else:
+        defaults = SearchConfig()
+        for key in RECURRENT_KEYS:
+            if getattr(cfg, key) != getattr(defaults, key):
+                raise DnasError(f"{key} applies to the recurrent space (rnn) only, not to {cfg.space}; remove it")
     checks = [
         (cfg.epochs >= 1, f"epochs must be at least 1, got {cfg.epochs}"),
         (cfg.batch_size >= 1, f"batch_size must be at least 1, got {cfg.batch_size}"),

@@ -24,6 +24,13 @@ from dnas.registry import keyword_defaults
 from dnas.runtime.reading import shorten
 
 LIST_SLOTS = ("weight_regularizers", "arch_regularizers")
+#: keys only the recurrent space reads, and keys only the image spaces read (each must keep its default
+#: on the other kind of space)
+RECURRENT_KEYS = ("hidden_size", "bptt", "dropout", "dropout_h", "dropout_x", "dropout_i", "dropout_e", "tar",
+                  "max_tokens", "eval_batch_size")
+IMAGE_KEYS = ("image_size", "max_images", "train_portion", "channels", "partial_channels", "edge_normalization",
+              "crop_padding", "flip", "cutout", "benchmark_table", "hessian_every", "data_mode", "workers",
+              "nb201_splits", "train_fraction", "val_fraction")
 SINGLE_SLOTS = ("activation", "schedule", "estimator", "discretizer", "perturbation", "auxiliary", "progression",
                 "guard")
 
@@ -72,10 +79,21 @@ class SearchConfig(Config):
     batch_size: int = 64
     seed: int = 0
     channels: int | None = None  # supernet width C (None: the space's default, 16)
-    layers: int | None = None  # DARTS family: cells; NB201: cells per stage (None: 8 / 5)
+    layers: int | None = None  # DARTS family: cells; NB201: cells per stage; rnn: stacked cells (None: 8 / 5 / 1)
     partial_channels: int = 1  # PC-DARTS: the ops of an edge see 1/K of its input channels (K=1: all)
     edge_normalization: bool = False  # PC-DARTS: a learned weight per edge, softmax over each node's edges
     warmup_epochs: int = 0  # epochs that train the weights alone before the first architecture step
+    # the recurrent space (language modelling: quark0/darts rnn/train_search.py; rnn only)
+    hidden_size: int | None = None  # embedding and hidden size (None: the space's, 300)
+    bptt: int = 35  # BPTT length (each step draws it, or half of it with probability 0.05)
+    dropout: float = 0.75  # locked dropout on the cell output
+    dropout_h: float = 0.25  # variational dropout on the states entering the cell's products
+    dropout_x: float = 0.75  # variational dropout on the cell input
+    dropout_i: float = 0.2  # locked dropout on the embedded input
+    dropout_e: float = 0.0  # embedding dropout (whole word types)
+    tar: float = 1e-3  # temporal activation regularization (slowness) of the weight step
+    max_tokens: int | None = None  # the first N tokens of the training split (CPU budgets)
+    eval_batch_size: int = 10  # batch of the validation perplexity at every epoch end
     # weight optimizer (SGD, cosine-annealed per epoch)
     w_lr: float = 0.025
     w_lr_min: float = 0.001

@@ -21,6 +21,16 @@ paper's mobile setting, the code's defaults at the commit read were 1000 and 50)
     C=16, N=5, 200 epochs, batch 256, SGD lr 0.1 with Nesterov momentum 0.9, cosine-annealed to
     0 **per iteration** (``t = epoch + step / steps_per_epoch``), weight decay 5e-4, no gradient
     clipping, no cutout, no drop-path, no auxiliary head; random crop (padding 4) and flip.
+``darts-ptb`` (the recurrent space on a word-level corpus: quark0/darts ``rnn/train.py``, DARTS
+paper appendix A.2.2):
+    one cell of 850 units, tied embedding and decoder, 8000 epochs (the paper: "until convergence"),
+    batch 64, SGD lr 20 without momentum, weight decay 8e-7, gradient-norm clip 0.25, BPTT 35 with
+    random lengths (``N(35, 5)``, 17.5 with probability 0.05, at least 5, at most 55) and the lr
+    scaled by ``length / 35`` per step, dropouts 0.75 (output), 0.25 (states), 0.75 (input),
+    0.2 (embedded input), 0.1 (embedding), TAR 1e-3; NT-ASGD: after an epoch whose validation
+    loss is worse than the best of all but the last ``nonmono = 5`` epochs, the optimizer becomes
+    ASGD (lr 20, averaging from its first step) and the averaged weights are evaluated; the best
+    weights on the validation split (batch 10) are scored on the test split (batch 1).
 """
 
 from __future__ import annotations
@@ -94,6 +104,19 @@ class TrainConfig(Config):
     log: str = "jsonl"  # metric sinks: jsonl, or tensorboard (JSON lines and TensorBoard events)
     checkpoint_every: int = 200
     device: str = "cpu"
+    # the recurrent space (language modelling: quark0/darts rnn/train.py; rnn genotypes only)
+    hidden_size: int | None = None  # embedding and hidden size (None: 850)
+    bptt: int = 35  # mean BPTT length
+    max_seq_len_delta: int = 20  # the longest BPTT segment is bptt + max_seq_len_delta
+    dropout: float = 0.75  # locked dropout on the cell output
+    dropout_h: float = 0.25  # variational dropout on the states entering the cell's products
+    dropout_x: float = 0.75  # variational dropout on the cell input
+    dropout_i: float = 0.2  # locked dropout on the embedded input
+    dropout_e: float = 0.1  # embedding dropout (whole word types)
+    tar: float = 1e-3  # temporal activation regularization (slowness)
+    nonmono: int = 5  # NT-ASGD's patience in epochs (0: never switch to ASGD)
+    test_batch_size: int = 1  # the test split's batch (the validation split uses eval_batch_size)
+    max_tokens: int | None = None  # the first N tokens of the training split (CPU budgets)
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -110,8 +133,39 @@ PRESETS: dict[str, dict[str, Any]] = {
               "lr_min": 0.0, "lr_schedule": "cosine-step", "momentum": 0.9, "nesterov": True,
               "weight_decay": 5e-4, "grad_clip": 0.0, "auxiliary": False, "drop_path_prob": 0.0, "cutout": 0,
               "crop_padding": 4, "label_smoothing": 0.0},
+    "darts-ptb": {
+        "hidden_size": 850,  # train.py --emsize/--nhid/--nhidlast 850
+        "epochs": 8000,  # train.py --epochs 8000
+        "batch_size": 64,  # train.py --batch_size 64
+        "lr": 20.0,  # train.py --lr 20
+        "momentum": 0.0,  # torch.optim.SGD(lr, weight_decay): no momentum
+        "nesterov": False,
+        "weight_decay": 8e-7,  # train.py --wdecay 8e-7
+        "grad_clip": 0.25,  # train.py --clip 0.25
+        "bptt": 35,  # train.py --bptt 35
+        "max_seq_len_delta": 20,  # train.py --max_seq_len_delta 20
+        "dropout": 0.75,  # --dropout 0.75
+        "dropout_h": 0.25,  # --dropouth 0.25
+        "dropout_x": 0.75,  # --dropoutx 0.75
+        "dropout_i": 0.2,  # --dropouti 0.2
+        "dropout_e": 0.1,  # --dropoute 0.1
+        "tar": 1e-3,  # --beta 1e-3 (AR, --alpha, is 0)
+        "nonmono": 5,  # --nonmono 5
+        "eval_batch_size": 10,  # eval_batch_size = 10
+        "test_batch_size": 1,  # test_batch_size = 1
+        # the image keys, neutral: a language model has none of these
+        "auxiliary": False,
+        "drop_path_prob": 0.0,
+        "cutout": 0,
+    },
 }
-FAMILY_PRESETS = {"darts": ("darts-cifar", "darts-imagenet"), "nb201": ("nb201",)}
+FAMILY_PRESETS = {"darts": ("darts-cifar", "darts-imagenet"), "nb201": ("nb201",), "rnn": ("darts-ptb",)}
+#: training keys only the recurrent space reads, and keys only the image spaces read
+RECURRENT_TRAIN_KEYS = ("hidden_size", "bptt", "max_seq_len_delta", "dropout", "dropout_h", "dropout_x", "dropout_i",
+                        "dropout_e", "tar", "nonmono", "test_batch_size", "max_tokens")
+IMAGE_TRAIN_KEYS = ("test_dataset", "image_size", "max_images", "max_test_images", "channels", "layers", "stem",
+                    "auxiliary", "auxiliary_weight", "drop_path_prob", "lr_min", "lr_schedule", "lr_gamma",
+                    "label_smoothing", "crop_padding", "flip", "cutout", "resized_crop", "color_jitter", "hue")
 
 
 def resolve_train_config(genotype: str | None, flags: dict[str, Any] | None = None,
@@ -121,7 +175,8 @@ def resolve_train_config(genotype: str | None, flags: dict[str, Any] | None = No
     < flags < ``key=value`` overrides.
 
     ``preset`` (in the file, flags or overrides) picks ``darts-cifar``/``darts-imagenet`` (DARTS
-    family) or ``nb201``. ``genotype`` None: the file's. When no dataset is given and the genotype
+    family), ``nb201`` or ``darts-ptb`` (recurrent space). ``genotype`` None: the file's. When no
+    dataset is given and the genotype
     is the ``genotype.json`` of a search run, the search's dataset and data root are used.
     """
     base = dict(base or {})
@@ -163,7 +218,37 @@ def resolve_train_config(genotype: str | None, flags: dict[str, Any] | None = No
     return cfg, resolved
 
 
+def _validate_family_keys(cfg: TrainConfig, family: str) -> None:
+    """The keys of the other kind of model keep their neutral values (the preset's, else the default)."""
+    defaults = TrainConfig()
+    if family == "rnn":
+        neutral = {k: PRESETS["darts-ptb"].get(k, getattr(defaults, k)) for k in IMAGE_TRAIN_KEYS}
+        foreign = [k for k, v in neutral.items() if getattr(cfg, k) != v]
+        what = "a language model (rnn genotype)"
+    else:
+        foreign = [k for k in RECURRENT_TRAIN_KEYS if getattr(cfg, k) != getattr(defaults, k)]
+        what = f"a {family} network"
+    if foreign:
+        verb, pronoun = ("does", "it") if len(foreign) == 1 else ("do", "them")
+        raise DnasError(f"{', '.join(foreign)} {verb} not apply to {what}; remove {pronoun}")
+    if family == "rnn":
+        dropouts = [cfg.dropout, cfg.dropout_h, cfg.dropout_x, cfg.dropout_i, cfg.dropout_e]
+        checks = [
+            (cfg.hidden_size is None or cfg.hidden_size >= 2, "hidden_size must be at least 2"),
+            (cfg.bptt >= 2 and cfg.max_seq_len_delta >= 0, "bptt must be at least 2 and max_seq_len_delta >= 0"),
+            (all(0 <= p < 1 for p in dropouts), "dropout rates must lie in [0, 1)"),
+            (cfg.tar >= 0 and cfg.nonmono >= 0, "tar and nonmono must be >= 0"),
+            (cfg.test_batch_size >= 1, "test_batch_size must be at least 1"),
+            (cfg.max_tokens is None or cfg.max_tokens >= 3 * cfg.batch_size,
+             f"max_tokens ({cfg.max_tokens}) must leave at least three rows of batch_size tokens"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise DnasError(message)
+
+
 def validate(cfg: TrainConfig, family: str) -> None:
+    _validate_family_keys(cfg, family)
     checks = [
         (cfg.epochs >= 1, f"epochs must be at least 1, got {cfg.epochs}"),
         (cfg.batch_size >= 2, f"batch_size must be at least 2 (BatchNorm), got {cfg.batch_size}"),

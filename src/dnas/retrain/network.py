@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dnas.errors import DnasError
+from dnas.retrain.recurrent import check_recurrent_genotype
 from dnas.spaces import Genotype, get_space
 from dnas.spaces.ops import (
     DARTS_OP_FACTORIES,
@@ -62,13 +63,16 @@ def drop_path(x: Tensor, p: float) -> Tensor:
 
 
 def family_of(genotype: Genotype) -> str:
-    """``darts`` or ``nb201``: the network family of the genotype's space."""
+    """``darts``, ``nb201`` or ``rnn``: the network family of the genotype's space."""
     return get_space(genotype.space).family
 
 
 def check_genotype(genotype: Genotype) -> None:
     """Raise :class:`DnasError` unless ``genotype`` describes cells an evaluation network can be built from."""
     family = family_of(genotype)
+    if family == "rnn":
+        check_recurrent_genotype(genotype)
+        return
     if family == "nb201":
         pairs = genotype.cells.get("cell", ())
         expected = [src for node in (1, 2, 3) for src in range(node)]

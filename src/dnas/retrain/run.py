@@ -5,8 +5,9 @@ A training run directory holds ``config.yaml``, ``env.json``, ``genotype.json``,
 ``eval_every`` epochs), ``checkpoint.pt`` (full state, written atomically every
 ``checkpoint_every`` steps and at every epoch end) and at the end ``result.json`` (test accuracy
 as a fraction, parameter count without the auxiliary head, multiply-adds; see
-:mod:`dnas.retrain.counting`). Running again with the same directory resumes from the checkpoint
-to exactly the weights an uninterrupted run reaches.
+:mod:`dnas.retrain.counting`; a recurrent genotype: validation and test perplexity). Running
+again with the same directory resumes from the checkpoint to exactly the weights an uninterrupted
+run reaches.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from typing import Any, ClassVar
 
 from dnas.config.train import TrainConfig
 from dnas.errors import expect_type
-from dnas.retrain.network import check_genotype
+from dnas.retrain.language_step import LanguageTrainStep
+from dnas.retrain.network import check_genotype, family_of
 from dnas.retrain.step import TrainStep
 from dnas.runtime.files import GENOTYPE, RESULT
 from dnas.runtime.runner import Runner
@@ -25,7 +27,8 @@ from dnas.spaces import Genotype
 
 class Trainer(Runner[dict[str, Any]]):
     """A training run of ``genotype`` in directory ``out``; :meth:`run` resumes from ``out/checkpoint.pt``
-    when present. After ``open()``, ``trainer.algorithm`` is the :class:`~dnas.retrain.step.TrainStep`."""
+    when present. After ``open()``, ``trainer.algorithm`` is the :class:`~dnas.retrain.step.TrainStep`
+    (a recurrent genotype: the :class:`~dnas.retrain.language_step.LanguageTrainStep`)."""
 
     kind: ClassVar[str] = "train"
     noun: ClassVar[str] = "training run"
@@ -42,8 +45,12 @@ class Trainer(Runner[dict[str, Any]]):
         self.cfg: TrainConfig = cfg
         self.genotype = genotype
 
-    def build(self) -> TrainStep:
-        self.algorithm = TrainStep(self.cfg, self.genotype, device=self.device, group=self.group)
+    def build(self) -> TrainStep | LanguageTrainStep:
+        self.algorithm: TrainStep | LanguageTrainStep
+        if family_of(self.genotype) == "rnn":  # a word-level language model
+            self.algorithm = LanguageTrainStep(self.cfg, self.genotype, device=self.device, group=self.group)
+        else:
+            self.algorithm = TrainStep(self.cfg, self.genotype, device=self.device, group=self.group)
         return self.algorithm
 
     @property

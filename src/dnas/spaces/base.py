@@ -16,7 +16,10 @@ from dataclasses import dataclass, field
 
 from dnas.registry import Registry
 
-PARAMETER_FREE_OPS = frozenset({"none", "skip_connect", "avg_pool_3x3", "max_pool_3x3", "noise"})
+#: ops counted as parameter-free in the collapse diagnostics. ``identity`` is the recurrent cell's
+#: linear op: its node is a gated copy of a linear map of its input, with no nonlinearity (the
+#: recurrent analogue of ``skip_connect``; its gate ``W_i`` is shared by the node's ops)
+PARAMETER_FREE_OPS = frozenset({"none", "skip_connect", "avg_pool_3x3", "max_pool_3x3", "noise", "identity"})
 
 
 @dataclass(frozen=True)
@@ -84,11 +87,11 @@ class SearchSpace:
 
     name: str
     description: str
-    family: str  # "darts" (stacked normal/reduction cells) or "nb201" (cells + residual blocks)
+    family: str  # "darts" (normal/reduction cells), "nb201" (cells + residual blocks) or "rnn" (a recurrent cell)
     cells: dict[str, CellTopology] = field(default_factory=dict)
     derivation: str = "darts"  # default discretizer name
-    default_channels: int = 16
-    default_layers: int = 8  # DARTS family: number of cells; NB201: cells per stage
+    default_channels: int = 16  # the width: channels, or the embedding and hidden size of a recurrent space
+    default_layers: int = 8  # DARTS family: number of cells; NB201: cells per stage; rnn: stacked cells
 
     @property
     def cell_types(self) -> tuple[str, ...]:

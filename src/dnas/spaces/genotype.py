@@ -2,7 +2,9 @@
 
 A genotype maps each cell type to a list of ``(op, input_node)`` pairs. For DARTS-style spaces
 there are two pairs per intermediate node, listed node by node (as in the DARTS code's
-``genotypes.py``), and the cell output concatenates ``concat`` nodes. For NAS-Bench-201 there is
+``genotypes.py``), and the cell output concatenates ``concat`` nodes. The recurrent space (``rnn``)
+has one ``(activation, input_node)`` pair per intermediate node (node 0 is the cell's initial state)
+and averages the ``concat`` nodes, as DARTS' ``rnn/genotypes.py`` lists them. For NAS-Bench-201 there is
 one pair per edge in edge order, and the arch string ``|op~0|+|op~0|op~1|+|op~0|op~1|op~2|``
 is the canonical form.
 """
@@ -119,7 +121,7 @@ class Genotype:
     def validate(self) -> None:
         """Raise :class:`DnasError` unless the cells fit the space: its cell types, ops and node count
         (NB201: one op per edge in edge order; DARTS family: two (op, input) pairs per node, each input
-        an earlier node, the concatenated nodes among them)."""
+        an earlier node, the concatenated nodes among them; recurrent: one pair per node)."""
         if self.space not in SPACES.names():
             raise DnasError(f"the genotype names the search space {shorten(self.space)}, which dnas does not know; "
                             f"spaces are {', '.join(SPACES.names())}")
@@ -138,6 +140,13 @@ class Genotype:
                 if [src for _, src in pairs] != expected:
                     raise DnasError("an nb201 genotype lists 6 (op, input) pairs in edge order: inputs "
                                     f"{expected}, not {[src for _, src in pairs][:12]}")
+                continue
+            if space.family == "rnn":  # one (activation, input) pair per node; node k reads one of 0..k-1
+                if not 0 < len(pairs) <= 64 or any(not 0 <= src <= k for k, (_, src) in enumerate(pairs)):
+                    raise DnasError(f"the {cell_type} cell lists one (activation, input) pair per node (at most 64), "
+                                    "node k reading one of the nodes 0..k-1")
+                if any(not 0 <= i <= len(pairs) for i in self.concat.get(cell_type, ())):
+                    raise DnasError(f"the {cell_type} concat names nodes outside 0..{len(pairs)}")
                 continue
             if not pairs or len(pairs) % 2 or len(pairs) > 64:
                 raise DnasError(f"the {cell_type} cell has {len(pairs)} (op, input) pairs; expected two per node "
@@ -164,6 +173,14 @@ class Genotype:
         """A human-readable multi-line view of the cells."""
         if self.space == "nb201":
             return f"nb201 cell: {self.arch_str}"
+        if self.space == "rnn":  # one (activation, input) pair per node; the output is the mean of ``concat``
+            lines = []
+            for cell_type, pairs in self.cells.items():
+                lines.append(f"{cell_type} cell:")
+                lines += [f"  node {node} <- {op}({src})" for node, (op, src) in enumerate(pairs, start=1)]
+                if cell_type in self.concat:
+                    lines.append(f"  output = mean{list(self.concat[cell_type])}")
+            return "\n".join(lines)
         lines = []
         for cell_type, pairs in self.cells.items():
             lines.append(f"{cell_type} cell:")

@@ -1,13 +1,16 @@
-"""Published cells of the DARTS space, by name, each with the place it was read from.
+"""Published cells of the DARTS space and of the DARTS recurrent space, by name, each with the place it
+was read from.
 
 ``dnas train DARTS_V2`` trains one of these; :func:`get_published` accepts the name in any case
 and with ``-`` for ``_`` (``darts-v2``). Every genotype below was transcribed from the authors'
 ``genotypes.py`` named in its ``source`` and checked against it pair by pair; ``reported`` is the
-figure the paper gives for the CIFAR-10 evaluation network (20 cells, C=36), which
-``tests/test_evalnet.py`` compares with the parameter count of the network dnas builds.
+figure the paper gives for the CIFAR-10 evaluation network (20 cells, C=36) or the Penn Treebank
+model (850 units), which ``tests/test_evalnet.py`` and ``tests/test_recurrent.py`` compare with the
+parameter count of the network dnas builds.
 
-The pairs are ``(op, input)`` with inputs 0 and 1 the two previous cells and 2.. the earlier
-intermediate nodes, two pairs per intermediate node, exactly as in the DARTS code.
+CNN pairs are ``(op, input)`` with inputs 0 and 1 the two previous cells and 2.. the earlier
+intermediate nodes, two pairs per intermediate node, exactly as in the DARTS code. Recurrent pairs
+(``*_RNN``) are ``(activation, input)``, one per intermediate node, input 0 the cell's initial state.
 """
 
 from __future__ import annotations
@@ -110,7 +113,43 @@ _PUBLISHED = [
     ),
 ]
 
-PUBLISHED: dict[str, PublishedGenotype] = {p.name: p for p in _PUBLISHED}
+
+
+def _recurrent(text: str, concat: tuple[int, ...] = tuple(range(1, 9))) -> Genotype:
+    """A recurrent-space genotype from ``"activation:input ..."`` (one pair per intermediate node)."""
+    pairs = tuple((op, int(src)) for op, src in (item.split(":") for item in text.split()))
+    return Genotype(space="rnn", cells={"recurrent": pairs}, concat={"recurrent": concat})
+
+
+_PUBLISHED_RECURRENT = [
+    PublishedGenotype(
+        "DARTS_V1_RNN",
+        _recurrent("relu:0 relu:1 tanh:2 relu:3 relu:4 identity:1 relu:5 relu:1"),
+        "quark0/darts rnn/genotypes.py (DARTS_V1; identical in k8lion/DARTS-PRIME src/genotypes_rnn.py and "
+        "dr-faustus/Lambda-DARTS sota/rnn/genotypes.py)",
+        "Liu, Simonyan, Yang: DARTS: Differentiable Architecture Search, ICLR 2019 (first order, by analogy "
+        "with the CNN genotypes: the file does not say)",
+        "PTB valid / test perplexity 60.2 / 57.6, 23M params (DARTS paper, Table 2, first order)",
+    ),
+    PublishedGenotype(
+        "DARTS_V2_RNN",
+        _recurrent("sigmoid:0 relu:1 relu:1 identity:1 tanh:2 sigmoid:5 tanh:3 relu:5"),
+        "quark0/darts rnn/genotypes.py (DARTS_V2, the code's default DARTS for train.py --arch)",
+        "Liu, Simonyan, Yang: DARTS: Differentiable Architecture Search, ICLR 2019 (second order)",
+        "PTB valid / test perplexity 58.1 / 55.7, 23M params (DARTS paper, Table 2); 55.68 test "
+        "(quark0/darts README.md, pretrained model)",
+    ),
+    PublishedGenotype(
+        "ENAS_RNN",
+        _recurrent("tanh:0 tanh:1 relu:1 tanh:3 tanh:3 relu:3 relu:4 relu:7 relu:8 relu:8 relu:8",
+                   (2, 5, 6, 9, 10, 11)),
+        "quark0/darts rnn/genotypes.py (ENAS: the ENAS cell in DARTS' notation, 11 nodes)",
+        "Pham, Guan, Zoph, Le, Dean: Efficient Neural Architecture Search via Parameter Sharing, ICML 2018",
+        "PTB valid / test perplexity 60.8 / 58.6, 24M params when trained with DARTS' setup (DARTS paper, Table 2)",
+    ),
+]
+
+PUBLISHED: dict[str, PublishedGenotype] = {p.name: p for p in [*_PUBLISHED, *_PUBLISHED_RECURRENT]}
 
 
 def _normalize(name: str) -> str:
