@@ -25,8 +25,10 @@ from PIL import Image
 
 from dnas.cli import main
 from dnas.data import LazyImageDataset, load_dataset
-from dnas.data.limits import format_bytes, max_classes, open_image, regular_file
+from dnas.data.limits import max_classes, open_image
 from dnas.errors import DnasError
+from dnas.runtime.reading import file_status
+from dnas.runtime.resources import format_bytes
 
 
 def _one_sentence(call: Callable[[], object], match: str, seconds: float = 30) -> str:
@@ -82,8 +84,8 @@ def test_a_fifo_or_device_given_as_a_dataset_is_one_sentence_not_a_block(tmp_pat
     for name in ("batches.meta", "test_batch"):
         os.mkfifo(cifar / name)
     _one_sentence(lambda: load_dataset(str(cifar), split="test"), "not a regular file")
-    with pytest.raises(DnasError, match="not a regular file"):
-        regular_file(tmp_path)
+    with pytest.raises(DnasError, match="is a folder"):
+        file_status(tmp_path, "dataset file")
 
 
 def test_an_image_turned_into_a_fifo_after_listing_is_refused_when_streamed(tmp_path):

@@ -48,11 +48,11 @@ def _digest(folder: Path) -> dict[str, str]:
 def test_readers_take_regular_utf8_files_of_bounded_size(tmp_path, monkeypatch):
     fifo = tmp_path / "config.yaml"
     os.mkfifo(fifo)
-    with pytest.raises(DnasError, match="is a FIFO, not a regular file"):
+    with pytest.raises(DnasError, match=r"is a FIFO \(named pipe\), not a regular file"):
         read_yaml(fifo, "the config file")  # refused at once: opening a FIFO would wait for a writer
     with pytest.raises(DnasError, match="is a folder"):
         read_text(tmp_path, "the genotype file", "genotype")
-    with pytest.raises(DnasError, match="is a device"):
+    with pytest.raises(DnasError, match="is a character device"):
         read_text("/dev/zero", "the config file", "config")
     bad = tmp_path / "bad.yaml"
     bad.write_bytes(b"space: nb201\nmethod: d\xffarts\n")

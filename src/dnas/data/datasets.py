@@ -34,18 +34,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dnas.data.limits import (
-    check_fits,
-    check_labels,
-    clip,
-    open_gzip,
-    open_image,
-    read_file,
-    read_gzip,
-    regular_file,
-)
+from dnas.data.limits import check_fits, check_labels, clip, open_gzip, open_image, read_file, read_gzip
 from dnas.data.listing import Listing
 from dnas.errors import DnasError
+from dnas.runtime.reading import file_status
 
 _log = logging.getLogger(__name__)
 GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "F"})
@@ -258,7 +250,7 @@ def load_csv(path: Path, split: str) -> ImageDataset:
     """
     compressed = path.name.lower().endswith(".gz")
     name = path.name[: -len(".csv.gz")] if compressed else path.stem
-    size = regular_file(path, "CSV file").st_size
+    size = file_status(path, "CSV file").st_size
     if compressed:
         with open(path, "rb") as raw:
             raw.seek(max(size - 4, 0))
@@ -370,7 +362,7 @@ def load_cifar_folder(folder: Path, name: str, split: str) -> ImageDataset:
     for f in files["meta"] + files[split]:
         if not (folder / f).exists():
             raise DnasError(f"{folder} lacks the file {f}: delete the folder and download {name} again.")
-        regular_file(folder / f, "CIFAR file")
+        file_status(folder / f, "CIFAR file")
     check_fits(sum((folder / f).stat().st_size for f in files[split]), f"The {name} {split} split in {folder}",
                streamable=False)
     meta = read_pickle(folder / files["meta"][0])

@@ -29,8 +29,9 @@ import numpy as np
 import torch
 
 from dnas.data.datasets import ImageDataset, unpickle
-from dnas.data.limits import check_fits, read_file, regular_file
+from dnas.data.limits import check_fits, read_file
 from dnas.errors import DnasError
+from dnas.runtime.reading import file_status
 
 TRAIN_FILES = tuple(f"train_data_batch_{i}" for i in range(1, 11))
 VAL_FILE = "val_data"
@@ -76,7 +77,7 @@ def load_imagenet16(folder: Path, split: str, classes: int = 120) -> ImageDatase
         if not (folder / f).exists():
             raise DnasError(f"{folder} lacks the ImageNet16 file {f}: it needs train_data_batch_1 .. "
                             f"train_data_batch_10 and val_data.")
-    sizes = [regular_file(folder / f, "ImageNet16 file").st_size for f in files]
+    sizes = [file_status(folder / f, "ImageNet16 file").st_size for f in files]
     # one file is held whole while it is filtered; the kept rows are about classes / 1000 of all
     check_fits(max(sizes) * 2 + sum(sizes) * classes // 1000, f"ImageNet16-{classes} ({split}) in {folder}",
                streamable=False)

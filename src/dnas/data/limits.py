@@ -3,7 +3,7 @@
 Every dataset reader goes through these checks, so that a hostile or broken file stops with one
 sentence instead of blocking, exhausting memory or dumping its content:
 
-* only regular files are opened (:func:`regular_file`): a FIFO or a device given as a dataset
+* only regular files are opened (:func:`dnas.runtime.reading.file_status`): a FIFO or a device given as a dataset
   would block forever or never end;
 * one file, archive member or decompressed stream yields at most ``max_file_bytes()`` bytes
   (``DNAS_MAX_FILE_BYTES``, default 4 GiB): the size a header declares is checked before reading
@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import gzip
 import io
-import os
-import stat
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dnas.errors import DnasError
+from dnas.runtime.reading import file_status
+from dnas.runtime.resources import MEMORY_ENV, available_memory, env_amount, format_bytes
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
@@ -40,60 +40,34 @@ if TYPE_CHECKING:
 FILE_BYTES_ENV = "DNAS_MAX_FILE_BYTES"
 IMAGE_PIXELS_ENV = "DNAS_MAX_IMAGE_PIXELS"
 CLASSES_ENV = "DNAS_MAX_CLASSES"
-MEMORY_ENV = "DNAS_MEMORY_LIMIT"
 #: the defaults of the caps (the environment variables above override them)
 DEFAULT_FILE_BYTES = 4 << 30
 DEFAULT_IMAGE_PIXELS = 89_478_485  # PIL.Image.MAX_IMAGE_PIXELS: Pillow's own decompression-bomb limit
 DEFAULT_CLASSES = 1_000_000
 #: the share of the memory a process may use that a dataset held in memory may take
 MEMORY_SHARE = 0.5
-_SUFFIXES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 _CHUNK = 1 << 20
-
-
-def _env_amount(name: str, default: int | None) -> int | None:
-    text = os.environ.get(name, "").strip().upper().removesuffix("B").removesuffix("I")
-    if not text:
-        return default
-    number, unit = (text[:-1], text[-1]) if text[-1] in _SUFFIXES else (text, "")
-    try:
-        value = int(float(number) * _SUFFIXES[unit])
-    except ValueError:
-        raise DnasError(f"{name} must be a number with an optional K, M, G or T suffix, "
-                        f"got {os.environ[name][:40]!r}") from None
-    if value < 1:
-        raise DnasError(f"{name} must be positive, got {os.environ[name][:40]!r}")
-    return value
 
 
 def max_file_bytes() -> int:
     """The most bytes one file, archive member or decompressed stream may yield."""
-    value = _env_amount(FILE_BYTES_ENV, DEFAULT_FILE_BYTES)
+    value = env_amount(FILE_BYTES_ENV, DEFAULT_FILE_BYTES)
     assert value is not None
     return value
 
 
 def max_image_pixels() -> int:
     """The most pixels (width x height) one image may have."""
-    value = _env_amount(IMAGE_PIXELS_ENV, DEFAULT_IMAGE_PIXELS)
+    value = env_amount(IMAGE_PIXELS_ENV, DEFAULT_IMAGE_PIXELS)
     assert value is not None
     return value
 
 
 def max_classes() -> int:
     """Label ids must lie below this."""
-    value = _env_amount(CLASSES_ENV, DEFAULT_CLASSES)
+    value = env_amount(CLASSES_ENV, DEFAULT_CLASSES)
     assert value is not None
     return value
-
-
-def format_bytes(n: float) -> str:
-    """``n`` bytes for people, in the units of the environment variables: ``1.9 GiB``, ``640.0 MiB``,
-    ``12.0 KiB`` (powers of 1024)."""
-    for unit, size in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{int(n)} bytes"
 
 
 def _file_cap_advice() -> str:
@@ -101,27 +75,6 @@ def _file_cap_advice() -> str:
 
 
 # ----------------------------------------------------------------------------------------- files
-
-
-def _kind(mode: int) -> str:
-    for test, name in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder")):
-        if test(mode):
-            return name
-    return "not a regular file"
-
-
-def regular_file(path: str | Path, what: str = "dataset file") -> os.stat_result:
-    """The status of ``path`` (symbolic links followed) if it is a regular file, else one sentence."""
-    try:
-        status = os.stat(path)
-    except FileNotFoundError:
-        raise DnasError(f"{path} does not exist: give the path of a {what}.") from None
-    except OSError as e:
-        raise DnasError(f"Cannot read {path} ({e.strerror}): give the path of a readable {what}.") from None
-    if not stat.S_ISREG(status.st_mode):
-        raise DnasError(f"{path} is {_kind(status.st_mode)}, not a regular file: give the path of a {what}.")
-    return status
 
 
 def check_declared(size: int, what: str) -> None:
@@ -132,7 +85,7 @@ def check_declared(size: int, what: str) -> None:
 
 def read_file(path: str | Path, what: str = "dataset file") -> bytes:
     """The bytes of the regular file ``path``, at most the file cap (checked before and while reading)."""
-    size = regular_file(path, what).st_size
+    size = file_status(path, what).st_size
     check_declared(size, str(path))
     cap = max_file_bytes()
     try:
@@ -178,7 +131,7 @@ def open_gzip(path: str | Path, what: str = "dataset file") -> io.BufferedReader
     The size its trailer declares (ISIZE, the size modulo 2**32) is checked before reading and the
     bytes actually decompressed while reading: past the file cap the stream raises one sentence.
     """
-    size = regular_file(path, what).st_size
+    size = file_status(path, what).st_size
     try:
         with open(path, "rb") as handle:
             if size >= 18:
@@ -255,49 +208,6 @@ def check_labels(low: int, high: int, what: str) -> None:
 
 
 # ----------------------------------------------------------------------------------------- memory
-
-
-def _meminfo_available() -> int | None:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
-
-
-def _read_int(path: str) -> int | None:
-    try:
-        text = Path(path).read_text().strip()
-    except OSError:
-        return None
-    return int(text) if text.isdigit() else None
-
-
-def _cgroup_room() -> int | None:
-    """The memory left under this process's cgroup limit (v2 ``memory.max``, v1 ``limit_in_bytes``)."""
-    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
-                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
-                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
-        limit, usage = _read_int(limit_file), _read_int(usage_file)
-        if limit is not None and limit < 1 << 60:  # "max" or a huge number: no limit
-            return max(limit - (usage or 0), 0)
-    return None
-
-
-def available_memory() -> tuple[int, str]:
-    """The memory this process may use, in bytes, and what says so: ``DNAS_MEMORY_LIMIT`` when set,
-    else the smaller of the system's available memory and the cgroup's remaining limit."""
-    limit = _env_amount(MEMORY_ENV, None)
-    if limit is not None:
-        return limit, MEMORY_ENV
-    found = [(v, what) for v, what in ((_meminfo_available(), "available memory"),
-                                       (_cgroup_room(), "room under the cgroup limit")) if v is not None]
-    if not found:
-        return 1 << 62, "no known limit"
-    return min(found)
 
 
 def memory_budget() -> tuple[int, str]:

@@ -33,8 +33,9 @@ from typing import BinaryIO, Protocol
 
 import numpy as np
 
-from dnas.data.limits import check_declared, check_labels, clip, max_file_bytes, read_file, regular_file
+from dnas.data.limits import check_declared, check_labels, clip, max_file_bytes, read_file
 from dnas.errors import DnasError
+from dnas.runtime.reading import file_status
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
 #: zip compression methods read: stored, deflate, bzip2
@@ -123,7 +124,7 @@ class ZipListing:
     """The images of a zip archive laid out as an image folder (see the module docstring)."""
 
     def __init__(self, path: Path):
-        regular_file(path, "zip file")
+        file_status(path, "zip file")
         self.source = str(path)
         self.name = path.name[: -len(".zip")] if path.name.lower().endswith(".zip") else path.stem
         try:
@@ -183,7 +184,7 @@ class ZipListing:
 
     def _file(self) -> BinaryIO:
         if self._handle is None or self._pid != os.getpid():  # a forked worker opens its own handle
-            regular_file(self.source, "zip file")
+            file_status(self.source, "zip file")
             self._handle = open(self.source, "rb")  # noqa: SIM115 - kept open for the next reads
             self._pid = os.getpid()
         return self._handle

@@ -49,7 +49,7 @@ from dnas.data.datasets import (
 )
 from dnas.data.imagenet16 import FOLDER as IMAGENET16_FOLDER
 from dnas.data.imagenet16 import imagenet16_classes, is_imagenet16_folder, load_imagenet16
-from dnas.data.limits import check_fits, format_bytes, memory_budget, regular_file
+from dnas.data.limits import check_fits, memory_budget
 from dnas.data.listing import FolderListing, Listing, ZipListing, check_listing_labels
 from dnas.data.nb201_splits import check_range, find_split_file
 from dnas.data.splits import Images, class_balanced, class_fractions, with_parts
@@ -57,6 +57,8 @@ from dnas.data.stream import BatchStream
 from dnas.data.streamed import LazyImageDataset, StreamedBatches, lazy_evaluation_batches
 from dnas.data.webdataset import TarShardListing, expand_shards
 from dnas.errors import DnasError
+from dnas.runtime.reading import file_status
+from dnas.runtime.resources import format_bytes
 
 MODES = ("auto", "memory", "stream")
 SPLITS = ("train", "test")
@@ -117,7 +119,7 @@ def load_dataset(spec: str, *, split: str = "train", download: bool = False, roo
         raise DnasError(f"No dataset named or found at {spec!r}: give {_ACCEPTED}.")
     if path.is_dir():
         return _load_directory(path.resolve(), split, data_root, mode)
-    regular_file(path, "dataset file")  # a FIFO or a device would block or never end
+    file_status(path, "dataset file")  # a FIFO or a device would block or never end
     path = path.resolve()
     lower = path.name.lower()
     if lower.endswith(".zip"):

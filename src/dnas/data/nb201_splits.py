@@ -33,8 +33,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dnas.data.limits import clip, read_file, regular_file
+from dnas.data.limits import clip, read_file
 from dnas.errors import DnasError
+from dnas.runtime.reading import file_status
 
 #: the file AutoDL-Projects' search loaders read for each dataset, when a folder of them is given
 SEARCH_FILES = {"cifar10": "cifar-split.txt", "cifar100": "cifar100-test-split.txt",
@@ -117,7 +118,7 @@ def find_split_file(spec: str, dataset: str) -> SplitFile:
         if not path.exists():
             raise DnasError(f"{path.parent} lacks {path.name}, the split file of {dataset}: give its path or the "
                             "folder configs/nas-benchmark of AutoDL-Projects")
-    regular_file(path, "NAS-Bench-201 split file")
+    file_status(path, "NAS-Bench-201 split file")
     return read_split_file(path)
 
 

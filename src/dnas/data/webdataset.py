@@ -30,9 +30,10 @@ from typing import BinaryIO
 
 import numpy as np
 
-from dnas.data.limits import check_declared, check_labels, clip, regular_file
+from dnas.data.limits import check_declared, check_labels, clip
 from dnas.data.listing import PackedNames, is_image
 from dnas.errors import DnasError
+from dnas.runtime.reading import file_status
 
 LABEL_EXTENSIONS = ("cls", "cls2", "class", "label", "index")
 _BRACE = re.compile(r"\{(\d+)\.\.(\d+)\}")
@@ -107,7 +108,7 @@ class TarShardListing:
     @staticmethod
     def _scan(shard: Path) -> list[tuple[str, int, int, int]]:
         """``(member name, data offset, size, label)`` of every sample of one shard, in shard order."""
-        regular_file(shard, "tar shard")
+        file_status(shard, "tar shard")
         try:
             with open(shard, "rb") as handle:
                 magic = handle.read(6)
@@ -161,7 +162,7 @@ class TarShardListing:
         if handle is None:
             if len(self._handles) >= _OPEN_SHARDS:
                 self._handles.pop(next(iter(self._handles))).close()
-            regular_file(self.shards[shard], "tar shard")
+            file_status(self.shards[shard], "tar shard")
             handle = self._handles[shard] = open(self.shards[shard], "rb")  # noqa: SIM115 - kept for the next reads
         return handle
 

@@ -47,21 +47,29 @@ def shorten(value: object, limit: int = 60) -> str:
     return text[: limit - 3] + "..."
 
 
-def regular_file(path: str | Path, what: str) -> Path:
-    """``path`` if it is a regular file (symlinks followed); else one sentence."""
-    path = Path(path)
+def file_status(path: str | Path, what: str) -> os.stat_result:
+    """The status of ``path`` (symbolic links followed) if it is a regular file; else one sentence (a
+    FIFO or a device would block the reader or never end)."""
     try:
-        mode = os.stat(path).st_mode
+        status = os.stat(path)
     except FileNotFoundError:
         raise DnasError(f"{what} {path} does not exist") from None
     except OSError as err:
         raise DnasError(f"cannot read {what} {path} ({err.strerror})") from None
+    mode = status.st_mode
     if stat.S_ISDIR(mode):
         raise DnasError(f"{what} {path} is a folder; give a file")
     if not stat.S_ISREG(mode):
-        kind = "FIFO" if stat.S_ISFIFO(mode) else "device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "socket"
+        kind = ("FIFO (named pipe)" if stat.S_ISFIFO(mode) else "character device" if stat.S_ISCHR(mode)
+                else "block device" if stat.S_ISBLK(mode) else "socket")
         raise DnasError(f"{what} {path} is a {kind}, not a regular file; dnas reads only regular files")
-    return path
+    return status
+
+
+def regular_file(path: str | Path, what: str) -> Path:
+    """``path`` if it is a regular file (:func:`file_status`)."""
+    file_status(path, what)
+    return Path(path)
 
 
 def read_bytes(path: str | Path, what: str, kind: str) -> bytes:
