@@ -4,6 +4,8 @@
 #
 #     bench/collapse_protocol.sh ten           # NB201, 8-pixel proxy: every preset, two combinations and the
 #                                              # baselines, seeds 0-9
+#     bench/collapse_protocol.sh precision     # darts in bf16, and in float32 under 2 threads, seeds 0-9: do
+#                                              # they decide as ten's float32 darts (1 thread)? (needs ten's darts)
 #     bench/collapse_protocol.sh report        # only rewrite $OUT/evidence from the runs so far
 #     bench/collapse_protocol.sh docs          # report, then copy the tables, CSVs and plots to docs/evidence
 #     OUT=/somewhere bench/collapse_protocol.sh ten --jobs 1      # extra `dnas compare` options
@@ -73,7 +75,7 @@ out="${OUT:-runs}"
 python="${PYTHON:-python}"
 
 seeds=0,1,2,3,4,5,6,7,8,9
-budget=(--dataset "$dataset" --epochs 30 --batch-size 32 --jobs 1 --threads 1 --quiet)
+budget=(--dataset "$dataset" --epochs 30 --batch-size 32 --jobs 1 --threads 1 --quiet)  # keep --threads 1 --quiet last
 common=(channels=4 image_size=8 max_images=2500 a_lr=3e-3 hessian_every=2 alignment_every=10)
 presets=(--methods darts,darts-2nd,amended-darts,pr-darts,pr-darts-code,darts-prime,darts-prime-v1,gdas,sdarts-rs,sdarts-adv,fair-darts,darts-minus,drnas
          --entry lambda-darts:lambda-darts:a_lr=1e-3
@@ -87,12 +89,33 @@ baselines=(--entry beta-darts:beta-darts:arch_regularizers.beta-decay.ramp_epoch
 
 grid() { "$python" -m dnas compare --space nb201 --table "$table" "${budget[@]}" --seeds "$seeds" \
              --out "$out/ten-nb201" "$@" "${common[@]}" layers=1; }
+precision() {  # darts-bf16 and darts under 2 threads, each paired with ten's float32 darts of the same seed
+    "$python" -m dnas compare --space nb201 --table "$table" "${budget[@]}" --seeds "$seeds" --out "$out/precision-nb201" \
+        --entry darts-bf16:darts:precision=bf16 "$@" "${common[@]}" layers=1
+    local two=("${budget[@]}")
+    two[${#two[@]}-2]=2  # --threads 2 (budget ends with --threads 1 --quiet)
+    "$python" -m dnas compare --space nb201 --table "$table" "${two[@]}" --seeds "$seeds" \
+        --out "$out/threads2-nb201" --methods darts "$@" "${common[@]}" layers=1
+    local pairs=() seed
+    for seed in ${seeds//,/ }; do
+        pairs+=("$out/ten-nb201/runs/darts-s$seed" "$out/threads2-nb201/runs/darts-s$seed")
+    done
+    echo "== float32, 2 threads against float32, 1 thread"
+    "$python" "$here/decision_agreement.py" "${pairs[@]}"
+    pairs=()
+    for seed in ${seeds//,/ }; do
+        pairs+=("$out/ten-nb201/runs/darts-s$seed" "$out/precision-nb201/runs/darts-bf16-s$seed")
+    done
+    echo "== bf16 against float32, 1 thread"
+    "$python" "$here/decision_agreement.py" "${pairs[@]}"
+}
 report() { "$python" "$here/evidence_report.py" "$out/ten-nb201" --table "$table" --out "$out/evidence"; }
 docs() { mkdir -p "$here/../docs/evidence"; cp -r "$out/evidence/." "$here/../docs/evidence/"; }
 
 case "$part" in
     ten) grid "${presets[@]}" "${baselines[@]}" "$@"; report ;;
+    precision) precision "$@" ;;
     report) report ;;
     docs) report; docs ;;
-    *) echo "collapse_protocol: unknown part '$part'; give ten, report or docs" >&2; exit 2 ;;
+    *) echo "collapse_protocol: unknown part '$part'; give ten, precision, report or docs" >&2; exit 2 ;;
 esac
