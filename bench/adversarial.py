@@ -587,7 +587,7 @@ def cases() -> list[Case]:
                                                       str(d / "o")], expect_status=2, interrupt_after=8,
         message="interrupted")
     add("signal/ctrl-c-compare-jobs-2", lambda ws, d: [
-        "compare", "--space", "nb201", "--methods", "darts,gdas", "--seeds", "0", "--epochs", "30",
+        "compare", "--space", "nb201", "--methods", "darts,gdas", "--seeds", "0", "--epochs", "500",
         "--batch-size", "16", "--threads", "1", "--jobs", "2", "--quiet", "channels=4", "layers=1",
         "max_images=64", "--out", str(d / "grid")], expect_status=2, interrupt_after=15, message="interrupted")
     return out
