@@ -425,7 +425,7 @@ def test_the_grid_describes_itself_in_compare_yaml(grid, tiny):
                     {"name": "prl", "method": "pr-darts",
                      "overrides": ["weight_regularizers=lambda", "estimator=amended"]}],
         "seeds": [0, 1], "dataset": None, "data_root": None, "download": None, "epochs": 2, "batch_size": 16,
-        "device": None, "overrides": list(tiny), "table": None, "threads": None}
+        "device": None, "plugins": None, "overrides": list(tiny), "table": None, "threads": None}
 
 
 def _per_run(out):

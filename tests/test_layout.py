@@ -14,7 +14,7 @@ from pathlib import Path
 import dnas
 
 ROOT = Path(dnas.__file__).resolve().parent
-TOP_LEVEL = {"__init__", "__main__", "api", "errors", "registry"}
+TOP_LEVEL = {"__init__", "__main__", "api", "errors", "extend", "registry"}
 LAYERS = {"benchmarks", "bilevel", "cli", "components", "config", "data", "diagnostics", "grid", "report", "retrain",
           "runtime", "spaces", "supernet"}
 

@@ -16,7 +16,7 @@ from dnas.errors import DnasError
 NOT_HYPER = {"space", "method", "dataset", "data_root", "download", "image_size", "max_images", "seed",
              "crop_padding", "flip", "alignment_every", "hessian_every", "benchmark_table", "log_every",
              "checkpoint_every", "device", "log", "data_mode", "workers", "nb201_splits", "train_fraction",
-             "val_fraction", "precision"}
+             "val_fraction", "precision", "plugins"}
 
 
 def flat(cfg) -> dict:

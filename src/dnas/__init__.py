@@ -13,6 +13,11 @@ Lower level: :class:`Search` (a search run: ``open``/``step``/``finish``, ``on_s
 callbacks), :class:`SearchStep` (the search algorithm alone, one ``iterate`` at a time, no files),
 :func:`resolve_config`, :class:`Trainer` and :class:`TrainStep` (the same for retraining),
 :class:`Genotype`, :class:`Compare`.
+
+Extending dnas from a module of your own (``docs/extending.md``): :func:`register_op` (a candidate
+op), :func:`register_space` (a :class:`SearchSpace` of :class:`CellTopology` cells), the slots'
+registries in :mod:`dnas.components` (``@ARCH_REGULARIZERS.register("name")`` and the like), and
+:func:`load_plugins` (what ``dnas --plugin MODULE`` and ``plugins=[...]`` do).
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ _EXPORTS = {
     "SearchConfig": "dnas.config.search", "Trainer": "dnas.retrain.run", "TrainStep": "dnas.retrain.step",
     "resolve_train_config": "dnas.config.train", "Genotype": "dnas.spaces",
     "Compare": "dnas.grid", "DnasError": "dnas.errors",
+    "register_op": "dnas.extend", "register_space": "dnas.extend", "SearchSpace": "dnas.spaces",
+    "CellTopology": "dnas.spaces", "load_plugins": "dnas.runtime.plugins",
 }
 __all__ = ["__version__", *_EXPORTS]
 

@@ -13,6 +13,7 @@ from dnas.data import Images
 from dnas.data.text import Corpus
 from dnas.errors import DnasError, expect_type
 from dnas.runtime.files import GENOTYPE, RESULTS
+from dnas.runtime.plugins import load_plugins
 from dnas.runtime.runner import Callback, Runner
 from dnas.spaces import Genotype, get_space
 
@@ -48,6 +49,7 @@ class Search(Runner[Genotype]):
                  data: Images | Corpus | None = None):
         expect_type("Search's cfg (resolve_config's result)", cfg, SearchConfig)
         expect_type("Search's out", out, str, Path)
+        load_plugins(cfg.plugins)  # the names below may be a plugin's (a worker process of a grid imports it here)
         super().__init__(cfg, out, progress=progress, on_step=on_step, on_epoch=on_epoch,
                          own_files={GENOTYPE, RESULTS}, results={GENOTYPE, RESULTS})
         self.cfg: SearchConfig = cfg

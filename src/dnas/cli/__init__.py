@@ -3,6 +3,10 @@ methods; :mod:`.train`: train, query, bench; :mod:`.compare`; :mod:`.report`: re
 
 User errors (:class:`~dnas.errors.DnasError`) print one sentence and exit with status 2; no
 traceback, no file overwritten.
+
+``--plugin MODULE`` (repeatable, before or after the command) imports a module of one's own before
+the command looks up any name, so that the ops, spaces and components it registers can be named
+(:mod:`dnas.runtime.plugins`); the current directory is on the module path, as for ``python -m``.
 """
 
 from __future__ import annotations
@@ -22,10 +26,18 @@ GROUPS = (search, train, compare, report)
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="dnas", description="Differentiable NAS that does not collapse.")
     parser.add_argument("--version", action="version", version=_version())
+    parser.add_argument("--plugin", dest="plugins_first", action="append", metavar="MODULE", help=PLUGIN_HELP)
     sub = parser.add_subparsers(dest="command", required=True)
     for group in GROUPS:
         group.add_subcommands(sub)
+    for command in sub.choices.values():
+        if not any("--plugin" in a.option_strings for a in command._actions):  # dnas compare has its own
+            command.add_argument("--plugin", dest="plugins", action="append", metavar="MODULE", help=PLUGIN_HELP)
     return parser
+
+
+PLUGIN_HELP = ("import the module MODULE first: the ops, search spaces and components it registers can then be "
+               "named (repeatable; a search records it in its config.yaml)")
 
 
 def _version() -> str:
@@ -48,10 +60,32 @@ def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpar
     return args
 
 
+def plugins_of(args: argparse.Namespace) -> list[str]:
+    """The ``--plugin`` modules given before and after the command, in order; the namespace keeps them as
+    ``args.plugins`` (absent when none was given)."""
+    given = vars(args)
+    plugins = [*(given.pop("plugins_first", None) or []), *(given.pop("plugins", None) or [])]
+    if plugins:
+        args.plugins = plugins
+    return plugins
+
+
+def import_plugins(plugins: Sequence[str]) -> None:
+    """Import the ``dnas.plugins`` entry points and the ``--plugin`` modules (the current directory first on the
+    module path, as ``python -m`` has it)."""
+    from dnas.runtime.plugins import load_plugins
+
+    if plugins and os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    load_plugins(plugins)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parse(parser, argv)
+    plugins = plugins_of(args)
     try:
+        import_plugins(plugins)
         return COMMANDS[args.command](args)
     except DnasError as err:
         print_error(str(err))

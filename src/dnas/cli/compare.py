@@ -20,6 +20,7 @@ from dnas.cli.parser import Parser
 from dnas.errors import DnasError
 from dnas.grid import DEFAULT_METHODS, SlurmOptions
 from dnas.grid.compare import FLAG_KEYS
+from dnas.runtime.plugins import plugin_names
 
 COMPARE_EPILOG = """\
 entries:
@@ -97,6 +98,9 @@ def _compare_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-wait", dest="no_wait", action="store_true", default=none,
                    help="slurm: submit and return at once; the same command later collects the runs")
     p.add_argument("--quiet", action="store_true", default=none, help="no progress bars")
+    p.add_argument("--plugin", dest="plugins", action="append", default=none, metavar="MODULE",
+                   help="import the module MODULE first (its spaces, ops and components; repeatable); every run "
+                   "records it")
 
 
 def add_subcommands(sub) -> None:
@@ -117,9 +121,12 @@ def _given(args: argparse.Namespace) -> tuple[dict, list[str]]:
     later = vars(parser.parse_intermixed_args(args.rest))
     given = {k: v for k, v in vars(args).items() if k not in ("command", "rest")}
     entries = [*given.get("entry", []), *later.pop("entry", [])]
+    plugins = [*given.get("plugins", []), *later.pop("plugins", [])]
     given.update(later)
     if entries:
         given["entry"] = entries
+    if plugins:
+        given["plugins"] = plugins
     return given, given.pop("overrides")
 
 
@@ -157,6 +164,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     else:
         table = (os.environ.get(TABLE_ENV) or None) if space == "nb201" else None
     flags = {**file.get("flags", {}), **{k: given[k] for k in FLAG_KEYS if k in given}}
+    if "plugins" in given and "plugins" in file.get("flags", {}):  # the file's plugins and those given
+        flags["plugins"] = [*plugin_names(file["flags"]["plugins"]), *given["plugins"]]
     compare = Compare(space, _entries(given, file), seeds, Path(given.get("out", f"runs/compare-{space}")),
                       flags=flags, overrides=[*file.get("overrides", []), *overrides], table=table,
                       jobs=given.get("jobs"), threads=given.get("threads", file.get("threads")),

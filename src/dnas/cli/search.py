@@ -61,6 +61,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     demo = all(v is None for v in flags.values()) and not args.overrides and args.config is None
     if demo:
         flags.update(DEMO)
+    flags["plugins"] = getattr(args, "plugins", None)  # recorded in the run's config.yaml
     set_threads(args.threads)
     base = load_config_file(args.config) if args.config else None
     cfg = resolve_config(flags, args.overrides, base)

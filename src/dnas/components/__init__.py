@@ -1,5 +1,22 @@
 """The slots of the search loop: activation, schedule, estimator, regularizers, discretizer, perturbation,
-auxiliary, progression, guard."""
+auxiliary, progression, guard.
+
+Each slot has a public registry (:data:`SLOTS` maps the slot's config key to it). A component of
+one's own subclasses the slot's base class and registers under a name, from any module::
+
+    from dnas.components import ARCH_REGULARIZERS, ArchRegularizer
+
+    @ARCH_REGULARIZERS.register("entropy")
+    class Entropy(ArchRegularizer):
+        def __init__(self, *, weight: float = 0.01):   # keyword-only with defaults: its hyper-parameters
+            self.weight = weight
+
+        def __call__(self, problem, activated, ctx=None):
+            ...                                        # {"entropy": tensor}, added to the validation loss
+
+after which ``arch_regularizers=entropy arch_regularizers.entropy.weight=0.1`` selects it (on the
+command line with ``dnas --plugin MODULE``). A name is registered once per slot.
+"""
 
 from typing import Any
 

@@ -1,4 +1,6 @@
-"""Resolve a search configuration: defaults < method preset < config file < flags < overrides, then validate."""
+"""Resolve a search configuration: defaults < method preset < config file < flags < overrides, then validate.
+
+The ``plugins`` of all three sources are imported first, and the configuration keeps them all."""
 
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from dnas.config.search import (
 from dnas.data.loading import MODES
 from dnas.errors import DnasError, expect_type
 from dnas.runtime.metrics import SINKS
+from dnas.runtime.plugins import load_plugins, plugin_names
 from dnas.runtime.reading import shorten
 from dnas.runtime.resources import MAX_SEED
 from dnas.spaces import get_space
@@ -46,10 +49,15 @@ def resolve_config(flags: dict[str, Any] | None = None, overrides: list[str] | N
     overrides = list(overrides or [])
     picked: dict[str, Any] = {k: base[k] for k in ("space", "method") if k in base}
     picked.update(flags)
+    # the plugins of the file, the flags and the overrides, all of them, imported before any name is looked up
+    plugins = [*plugin_names(base.get("plugins")), *plugin_names(flags.get("plugins"))]
     for item in overrides:  # space and method decide the preset, wherever they are given
         key, _, value = item.partition("=")
         if key.strip() in ("space", "method"):
             picked[key.strip()] = parse_value(value.strip())
+        elif key.strip() == "plugins":
+            plugins += plugin_names(parse_value(value.strip()))
+    plugins = load_plugins(plugins)
     cfg = SearchConfig()
     cfg.space = str(picked.get("space", cfg.space))
     cfg.method = str(picked.get("method", cfg.method))
@@ -61,6 +69,7 @@ def resolve_config(flags: dict[str, Any] | None = None, overrides: list[str] | N
     for key, value in flags.items():
         apply_override(cfg, key, value)
     apply_overrides(cfg, overrides)
+    cfg.plugins = plugins
     if cfg.discretizer is None:
         cfg.discretizer = ComponentConfig(space.derivation)
     for slot, registry in SLOTS.items():

@@ -5,6 +5,7 @@ preset < ``--config`` file < flags < overrides.
 
 Override keys of a search:
     ``epochs=10``                      a top-level field
+    ``plugins=my_module``              modules to import first (``dnas --plugin``; see :mod:`dnas.runtime.plugins`)
     ``estimator=amended``              choose a slot's implementation (its defaults apply)
     ``estimator.eta=0.2``              a hyper-parameter of the chosen implementation
     ``arch_regularizers=pr-darts,prox`` the list slots take comma-separated names (or ``none``)
@@ -21,6 +22,7 @@ from typing import Any, ClassVar
 from dnas.config.base import Config, coerce, split_override, suggest
 from dnas.errors import DnasError
 from dnas.registry import keyword_defaults
+from dnas.runtime.plugins import plugin_names
 from dnas.runtime.reading import shorten
 
 LIST_SLOTS = ("weight_regularizers", "arch_regularizers")
@@ -61,6 +63,7 @@ class SearchConfig(Config):
     removed: ClassVar[dict[str, tuple[Any, str]]] = {}
 
     # what to search
+    plugins: list[str] = field(default_factory=list)  # modules imported first (they register spaces, ops, components)
     space: str = "nb201"
     method: str = "darts"
     dataset: str = "digits"
@@ -135,6 +138,8 @@ class SearchConfig(Config):
         """A top-level field (component slots take a name, a list of names, or a component mapping)."""
         if key in SINGLE_SLOTS or key in LIST_SLOTS:
             _set_slot(self, key, value)
+        elif key == "plugins":
+            self.plugins = plugin_names(value)
         else:
             super().set(key, value)
 

@@ -36,14 +36,16 @@ paper appendix A.2.2):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 from dnas.config.base import Config, split_override, suggest
 from dnas.data.loading import MODES
 from dnas.errors import DnasError
 from dnas.retrain.network import check_genotype, family_of
-from dnas.runtime.files import CONFIG
+from dnas.runtime.files import CONFIG, GENOTYPE
 from dnas.runtime.metrics import SINKS
+from dnas.runtime.plugins import load_plugins, plugin_names
 from dnas.runtime.reading import read_yaml, shorten
 from dnas.runtime.resources import MAX_SEED
 from dnas.spaces.published import ResolvedGenotype, resolve_genotype
@@ -187,6 +189,7 @@ def resolve_train_config(genotype: str | None, flags: dict[str, Any] | None = No
     genotype = genotype if genotype is not None else base.get("genotype")
     if not genotype:
         raise DnasError("give the cell to train: a genotype.json, a published name or an NB201 arch string")
+    load_plugins(_search_plugins(str(genotype)))
     resolved = resolve_genotype(str(genotype))
     check_genotype(resolved.genotype)
     family = family_of(resolved.genotype)
@@ -216,6 +219,17 @@ def resolve_train_config(genotype: str | None, flags: dict[str, Any] | None = No
             cfg.set(key, value)
     validate(cfg, family)
     return cfg, resolved
+
+
+def _search_plugins(genotype: str) -> list[str]:
+    """The plugins a search run recorded, when ``genotype`` is its folder or its ``genotype.json`` (its cell
+    may name the plugins' space and ops); else none."""
+    path = Path(genotype).expanduser()
+    folder = path if path.is_dir() else path.parent
+    if not (folder / CONFIG).is_file() or not (path.is_dir() or path.name == GENOTYPE):
+        return []
+    search_cfg = read_yaml(folder / CONFIG, "the search's configuration")
+    return plugin_names(search_cfg.get("plugins")) if isinstance(search_cfg, dict) else []
 
 
 def _validate_family_keys(cfg: TrainConfig, family: str) -> None:

@@ -60,8 +60,8 @@ from dnas.runtime.ownership import OutputFolder
 from dnas.runtime.reading import read_yaml, shorten
 from dnas.runtime.resources import MAX_THREADS, check_threads
 
-#: flags passed to ``resolve_config`` for every run (None: not given)
-FLAG_KEYS = ("dataset", "data_root", "download", "epochs", "batch_size", "device")
+#: flags passed to ``resolve_config`` for every run (None: not given); ``plugins``: the modules every run imports
+FLAG_KEYS = ("dataset", "data_root", "download", "epochs", "batch_size", "device", "plugins")
 #: the grid's description in OUT
 DESCRIPTION = "compare.yaml"
 #: the keys of a description, in the order it is written
@@ -83,8 +83,11 @@ class Compare:
                  flags: dict[str, Any] | None = None, overrides: Sequence[str] = (), table: str | Path | None = None,
                  jobs: int | None = None, threads: int | None = None, slurm: SlurmOptions | None = None,
                  wait: bool = True, progress: bool = True, echo: Callable[[str], None] | None = None):
+        from dnas.runtime.plugins import load_plugins
         from dnas.spaces import get_space
 
+        if flags and flags.get("plugins") is not None:  # before the space's name is looked up
+            flags = {**flags, "plugins": load_plugins(flags["plugins"]) or None}
         self.space = get_space(space).name
         self.entries = list(entries)
         self.seeds = list(seeds)

@@ -19,6 +19,7 @@ from dnas.components.activations import ACTIVATIONS
 from dnas.diagnostics.convergence import convergence, least_decided
 from dnas.errors import DnasError
 from dnas.runtime.files import CONFIG, ENV, METRICS, RESULTS, read_metrics
+from dnas.runtime.plugins import load_plugins, plugin_names
 from dnas.runtime.reading import read_json, read_yaml
 from dnas.spaces import SPACES, Genotype, SearchSpace, get_space
 
@@ -121,6 +122,8 @@ def read_run(path: str | Path, cells_only: bool = False) -> RunHistory:
         raise DnasError(f"{path} is not a search run directory (it has no config.yaml and metrics.jsonl); give the "
                         "--out of a `dnas search`")
     config = read_yaml(path / CONFIG, "the run's configuration") or {}
+    if isinstance(config, dict):
+        load_plugins(plugin_names(config.get("plugins")))  # the run's space and components may be a plugin's
     activation = config.get("activation") if isinstance(config, dict) else None
     if not isinstance(config, dict) or config.get("space") not in SPACES.names() or not (
             cells_only or isinstance(activation, dict) and activation.get("name") in ACTIVATIONS.names()):

@@ -18,8 +18,9 @@ from dnas.registry import Registry
 
 #: ops counted as parameter-free in the collapse diagnostics. ``identity`` is the recurrent cell's
 #: linear op: its node is a gated copy of a linear map of its input, with no nonlinearity (the
-#: recurrent analogue of ``skip_connect``; its gate ``W_i`` is shared by the node's ops)
-PARAMETER_FREE_OPS = frozenset({"none", "skip_connect", "avg_pool_3x3", "max_pool_3x3", "noise", "identity"})
+#: recurrent analogue of ``skip_connect``; its gate ``W_i`` is shared by the node's ops). An op
+#: registered with ``dnas.register_op(..., parameter_free=True)`` is added here.
+PARAMETER_FREE_OPS: set[str] = {"none", "skip_connect", "avg_pool_3x3", "max_pool_3x3", "noise", "identity"}
 
 
 @dataclass(frozen=True)

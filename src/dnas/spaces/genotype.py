@@ -53,6 +53,10 @@ class Genotype:
         """The NAS-Bench-201 arch string of an ``nb201`` genotype."""
         if self.space != "nb201":
             raise ValueError("arch strings exist only for the nb201 space")
+        return self._edge_string()
+
+    def _edge_string(self) -> str:
+        """The cell in the arch-string form, for any space with NAS-Bench-201's DAG (the ``nb201`` family)."""
         pairs = self.cells["cell"]
         groups, start = [], 0
         for node in (1, 2, 3):
@@ -171,8 +175,9 @@ class Genotype:
 
     def describe(self) -> str:
         """A human-readable multi-line view of the cells."""
-        if self.space == "nb201":
-            return f"nb201 cell: {self.arch_str}"
+        family = get_space(self.space).family if self.space in SPACES else None
+        if self.space == "nb201" or family == "nb201":  # a registered space with NB201's DAG too
+            return f"{self.space} cell: {self._edge_string()}"
         if self.space == "rnn":  # one (activation, input) pair per node; the output is the mean of ``concat``
             lines = []
             for cell_type, pairs in self.cells.items():

@@ -13,6 +13,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from dnas.errors import DnasError
+
 
 class ReLUConvBN(nn.Sequential):
     """ReLU -> Conv(k, stride, padding, dilation) -> BN."""
@@ -105,6 +107,8 @@ def _skip(c: int, stride: int, affine: bool) -> nn.Module:
     return nn.Identity() if stride == 1 else FactorizedReduce(c, c, affine)
 
 
+#: ``factory(C, stride, affine) -> nn.Module``: an op on ``C`` channels that keeps them (and halves the
+#: resolution at stride 2); ``affine=False`` builds the search supernet's op, ``affine=True`` the evaluation network's
 OpFactory = Callable[[int, int, bool], nn.Module]
 
 # DARTS family: op(C, stride, affine); the cell keeps C channels on every edge.
@@ -130,8 +134,16 @@ NB201_OP_FACTORIES: dict[str, OpFactory] = {
 }
 
 
+#: the op table of each image family (:func:`dnas.register_op` adds to them)
+OP_FACTORIES: dict[str, dict[str, OpFactory]] = {"darts": DARTS_OP_FACTORIES, "nb201": NB201_OP_FACTORIES}
+
+
 def make_op(family: str, name: str, c: int, stride: int, affine: bool) -> nn.Module:
-    table = DARTS_OP_FACTORIES if family == "darts" else NB201_OP_FACTORIES
+    """The op ``name`` of ``family``'s table: ``factory(C, stride, affine)``."""
+    table = OP_FACTORIES["darts" if family == "darts" else "nb201"]
+    if name not in table:
+        raise DnasError(f"the {family} family has no op {name!r}; ops are {', '.join(table)} (dnas.register_op "
+                        "adds one)")
     return table[name](c, stride, affine)
 
 

@@ -1,5 +1,14 @@
 """The weight-sharing supernet: fused mixed edges, per-cell architecture weights."""
 
-from dnas.supernet.network import DartsSupernet, NB201Supernet, Supernet, build_supernet, copy_into_reference
+from dnas.supernet.network import (
+    SUPERNETS,
+    DartsSupernet,
+    NB201Supernet,
+    Supernet,
+    build_supernet,
+    copy_into_reference,
+    node_cell_class,
+)
 
-__all__ = ["DartsSupernet", "NB201Supernet", "Supernet", "build_supernet", "copy_into_reference"]
+__all__ = ["SUPERNETS", "DartsSupernet", "NB201Supernet", "Supernet", "build_supernet", "copy_into_reference",
+           "node_cell_class"]

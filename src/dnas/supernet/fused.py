@@ -15,7 +15,10 @@ share their input, so here they are computed as one unit (:class:`FusedSource`):
 * ops whose weight is exactly zero on an edge (gates, clamped or pruned weights) are left out of
   the grouped call; a kind with no active member is not run at all;
 * the mixing weights cost no pass of their own: a convolution kind's final BatchNorm takes them as
-  its affine weight, and the shared ops' terms are one outer product (:meth:`FusedSource.forward`).
+  its affine weight, and the shared ops' terms are one outer product (:meth:`FusedSource.forward`);
+* an op without a fused kind (one registered with :func:`dnas.register_op`) keeps one module per
+  edge (:class:`~dnas.supernet.kinds.PerEdgeOps`, the reference's modules): only that op of those
+  edges runs per edge, everything else of the cell stays fused.
 
 The op kinds are in :mod:`dnas.supernet.kinds`; for the backward of a graph differentiated once,
 the pointwise convolutions keep the tensors their depthwise outputs are computed from and recompute
@@ -36,7 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dnas.spaces.base import CellTopology
-from dnas.supernet.kinds import AUX_SKIP, FusedKind, SourceInput, batch_norm, make_fused_kind
+from dnas.supernet.kinds import AUX_SKIP, FusedKind, PerEdgeOps, SourceInput, batch_norm, make_fused_kind
 from dnas.supernet.layout import channels_last_view, layout_of, memory_order
 
 
@@ -104,18 +107,19 @@ class FusedSource(nn.Module):
         for op in self.op_names:
             edge, col, local = (getattr(self, f"_{p}_{op}") for p in ("edge", "col", "local"))
             locals_ = self.member_locals[op]
-            sel = None
+            sel, chosen = None, None  # the computed members, on the device and on the host (None: all)
             if active is not None:
                 keep = active[self.member_edges[op], self.member_cols[op]]
                 if not keep.any():
                     continue
                 if not keep.all():
                     kept = keep.nonzero().flatten()
-                    locals_ = [locals_[i] for i in kept.tolist()]
+                    chosen = kept.tolist()
+                    locals_ = [locals_[i] for i in chosen]
                     sel = kept.to(x.device)
                     edge, col, local = edge[sel], col[sel], local[sel]
             kind = self.kind(op)
-            out = kind(inp, sel)
+            out = kind.run_members(inp, chosen) if isinstance(kind, PerEdgeOps) else kind(inp, sel)
             values = weights[edge, col].to(out.dtype)
             if kind.shared:
                 row = memory_order(batch_norm(out) if kind.normalized else out)

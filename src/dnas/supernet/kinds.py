@@ -6,6 +6,10 @@ them as one grouped call: depthwise convolutions with ``groups=m*C``, pointwise 
 is not exactly zero). Parameter-free kinds (identity, pooling) run once for all edges (``shared``).
 Kinds that end in a non-affine BatchNorm (``normalized``) return its input: the cell applies it
 with the mixing weights as its affine weight (:class:`dnas.supernet.fused.FusedSource`).
+
+Only the built-in ops (:data:`FUSED_OPS`) have a fused kind. Any other op, one registered with
+:func:`dnas.register_op`, runs as :class:`PerEdgeOps`: the per-edge reference's own module for it on
+each edge, called one by one, its outputs joined along the channels as a fused kind returns them.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dnas.errors import DnasError
+from dnas.spaces.ops import make_op
 from dnas.supernet.layout import channels_last_view, layout_of
 from dnas.supernet.recompute import BoxSum, conv_of_recomputable, dilated2_depthwise
 
@@ -249,11 +255,46 @@ class FusedReLUConvBN(FusedKind):
     def _plain_shapes(self):
         return [(self.weight, torch.empty(self.c, self.c, self.k, self.k))]
 
+class PerEdgeOps(FusedKind):
+    """An op without a fused kind (one registered with :func:`dnas.register_op`) on ``n`` edges: one
+    module per edge, built as the per-edge reference builds it (``factory(C, stride, affine=False)``), so
+    that both supernets hold the same modules and compute the same outputs and gradients. The computed
+    members' outputs are joined along the channels, ``(B, m*C, H, W)`` in the source's layout; the cell
+    scales each member by its mixing weight, ``y_e = w_{e,o} * o_e(x)``, as the reference does."""
+
+    def __init__(self, family: str, op: str, channels: int, n: int, stride: int):
+        super().__init__(channels, n, stride)
+        self.op = op
+        self.ops = nn.ModuleList(make_op(family, op, channels, stride, affine=False) for _ in range(n))
+
+    def forward(self, inp: SourceInput, sel: Tensor | None) -> Tensor:
+        # the fused cell passes the computed members as host indices (run_members): no device round trip
+        return self.run_members(inp, None if sel is None else sel.tolist())
+
+    def run_members(self, inp: SourceInput, members: list[int] | None) -> Tensor:
+        """The outputs of the modules ``members`` (None: all) on the source's input, joined along the channels."""
+        outputs = [self.ops[i](inp.x) for i in (range(self.n) if members is None else members)]
+        for y in outputs:
+            if y.dim() != 4 or y.shape[1] != self.c:
+                raise DnasError(f"op {self.op!r} returned a tensor of shape {tuple(y.shape)} for {self.c} input "
+                                f"channels; an op keeps the channels (and halves the resolution at stride 2)")
+        return torch.cat(outputs, dim=1).contiguous(memory_format=inp.layout)
+
+    def member_views(self, i: int, of: Callable[[Tensor], Tensor]) -> list[Tensor]:
+        return [of(p) for p in self.ops[i].parameters()]
+
+
 #: DARTS-'s auxiliary skip connection, a skip connection on every edge outside the mixing
 AUX_SKIP = "aux_skip"
+#: the ops that have a fused kind; every other op runs as :class:`PerEdgeOps`
+FUSED_OPS = frozenset({"skip_connect", AUX_SKIP, "avg_pool_3x3", "max_pool_3x3", "noise", "sep_conv_3x3",
+                       "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5", "nor_conv_1x1", "nor_conv_3x3"})
 
 
 def make_fused_kind(family: str, op: str, c: int, n: int, stride: int) -> FusedKind:
+    """The fused kind computing ``op`` on ``n`` edges (a :class:`PerEdgeOps` for an op outside :data:`FUSED_OPS`)."""
+    if op not in FUSED_OPS:
+        return PerEdgeOps(family, op, c, n, stride)
     darts = family == "darts"
     if op in ("skip_connect", AUX_SKIP):
         return SharedIdentity(c, n, stride) if stride == 1 else FusedFactorizedReduce(c, n, stride)

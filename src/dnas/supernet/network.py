@@ -12,11 +12,13 @@ DARTS-'s auxiliary skip connection, weighted by :meth:`Supernet.set_aux_skip`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 
+from dnas.errors import DnasError
+from dnas.registry import Registry
 from dnas.spaces.base import SearchSpace
 from dnas.spaces.ops import FactorizedReduce, ReLUConvBN, ResNetBasicBlock
 from dnas.supernet.fused import FusedCell
@@ -25,6 +27,11 @@ from dnas.supernet.reference import ReferenceCell
 
 
 class Supernet(nn.Module):
+    """The base of the search networks. A network of one's own (``dnas.register_space(space, supernet=...)``)
+    sets :attr:`space`, :attr:`cells` (one node computation per searched cell, a class of
+    :func:`node_cell_class`, or a :class:`DartsCellBlock`) and :attr:`cell_types` (the cell type of each),
+    and computes ``forward(x, cell_weights, active=None, bypass=None)`` as the module docstring says."""
+
     space: SearchSpace  # what it was built from: the cell topologies components read
     cell_types: list[str]
     cells: nn.ModuleList
@@ -51,7 +58,9 @@ class Supernet(nn.Module):
             cell.aux_coef = coef
 
 
-def _node_cell(fused: bool) -> type[FusedCell] | type[ReferenceCell]:
+def node_cell_class(fused: bool) -> type[FusedCell] | type[ReferenceCell]:
+    """The node computation of a searched cell: :class:`FusedCell`, or the per-edge :class:`ReferenceCell`.
+    Both take ``(family, topology, channels, node_bn, partial, aux_skip)`` and compute the same."""
     return FusedCell if fused else ReferenceCell
 
 
@@ -65,7 +74,7 @@ class DartsCellBlock(nn.Module):
             FactorizedReduce(c_pp, c, affine=False) if reduction_prev else ReLUConvBN(c_pp, c, 1, 1, 0, affine=False)
         )
         self.preprocess1 = ReLUConvBN(c_p, c, 1, 1, 0, affine=False)
-        self.nodes: FusedCell | ReferenceCell = _node_cell(fused)("darts", space.cells[cell_type], c, node_bn,
+        self.nodes: FusedCell | ReferenceCell = node_cell_class(fused)("darts", space.cells[cell_type], c, node_bn,
                                                                   partial, aux_skip)
 
     def forward(self, s0: Tensor, s1: Tensor, weights: Tensor, active: Tensor | None,
@@ -133,7 +142,7 @@ class NB201Supernet(Supernet):
                 self.blocks.append(ResNetBasicBlock(c_prev, c, 2))
             for _ in range(layers):
                 self._layout.append(("cell", len(self.cells)))
-                self.cells.append(_node_cell(fused)("nb201", topology, c, node_bn, partial, aux_skip))
+                self.cells.append(node_cell_class(fused)("nb201", topology, c, node_bn, partial, aux_skip))
                 self.cell_types.append("cell")
             c_prev = c
         self.lastact = nn.Sequential(nn.BatchNorm2d(c_prev), nn.ReLU())
@@ -152,16 +161,31 @@ class NB201Supernet(Supernet):
         return self.classifier(self.pool(self.lastact(h)).flatten(1))
 
 
+#: ``builder(space, channels, layers, num_classes, in_channels, *, fused, node_bn, partial, aux_skip)``: the
+#: search network of a space (a :class:`Supernet`); the constructors of the built-in supernets have this form
+SupernetBuilder = Callable[..., Supernet]
+#: the search networks of registered spaces whose macro network is not their family's, by space name
+#: (``dnas.register_space(space, supernet=builder)`` adds one)
+SUPERNETS: Registry[SupernetBuilder] = Registry("supernet")
+
+
 def build_supernet(space: SearchSpace, *, num_classes: int, in_channels: int = 3, channels: int | None = None,
                    layers: int | None = None, fused: bool = True, node_bn: bool = False, partial: int = 1,
                    aux_skip: bool = False) -> Supernet:
-    """The supernet of ``space``; ``fused=False`` builds the per-edge reference; ``partial`` and
-    ``aux_skip``: see the module docstring."""
+    """The supernet of ``space`` (its own builder in :data:`SUPERNETS`, else its family's);
+    ``fused=False`` builds the per-edge reference; ``partial`` and ``aux_skip``: see the module docstring."""
     channels = channels or space.default_channels
     layers = layers or space.default_layers
-    cls = DartsSupernet if space.family == "darts" else NB201Supernet
-    return cls(space, channels, layers, num_classes, in_channels, fused=fused, node_bn=node_bn, partial=partial,
-               aux_skip=aux_skip)
+    if space.name in SUPERNETS:
+        builder = SUPERNETS.get(space.name)
+    else:
+        builder = DartsSupernet if space.family == "darts" else NB201Supernet
+    net = builder(space, channels, layers, num_classes, in_channels, fused=fused, node_bn=node_bn, partial=partial,
+                  aux_skip=aux_skip)
+    if not isinstance(net, Supernet):
+        raise DnasError(f"the supernet builder of the {space.name} space returned a {type(net).__name__}, not a "
+                        "dnas.supernet.Supernet")
+    return net
 
 
 def copy_into_reference(fused: Supernet, reference: Supernet) -> None:
