@@ -2,15 +2,24 @@
 # The collapse protocol: CPU budgets at which plain DARTS decides and collapses, chosen by pilots of
 # DARTS alone before any remedy ran at them; then every remedy at the same budget, every run reported.
 #
+#     bench/collapse_protocol.sh core          # 5 presets x 3 seeds on NB201 + the same 5 on S2 (seed 0)
+#     bench/collapse_protocol.sh full          # core + darts-2nd, pr-darts-code, darts-prime-v1, two combinations
+#                                              # and the runs that explain failures, on NB201 (3 seeds)
+#     bench/collapse_protocol.sh sweep         # lambda-darts with lam=1 (4x) and 2.5 (10x) on NB201, 3 seeds
+#     bench/collapse_protocol.sh s2-seeds      # darts on S2 with seeds 1 and 2 as well
 #     bench/collapse_protocol.sh ten           # NB201, 8-pixel proxy: every preset, two combinations and the
 #                                              # baselines, seeds 0-9
 #     bench/collapse_protocol.sh precision     # darts in bf16, and in float32 under 2 threads, seeds 0-9: do
 #                                              # they decide as ten's float32 darts (1 thread)? (needs ten's darts)
-#     bench/collapse_protocol.sh report        # only rewrite $OUT/evidence from the runs so far
-#     bench/collapse_protocol.sh docs          # report, then copy the tables, CSVs and plots to docs/evidence
+#     bench/collapse_protocol.sh report        # only rewrite $OUT/collapse.md and $OUT/evidence from the runs so far
+#     bench/collapse_protocol.sh docs          # report, then copy the tables, CSVs and plots to docs/compare and
+#                                              # docs/evidence
 #     OUT=/somewhere bench/collapse_protocol.sh ten --jobs 1      # extra `dnas compare` options
 #
-# Outputs: $OUT/ten-nb201, a `dnas compare` folder (report.md, per_run.csv, curves.csv, index.html,
+# Outputs: the three-seed grids $OUT/collapse-nb201, $OUT/collapse-s2 and $OUT/sweep-lambda with their
+# per-method table $OUT/collapse.md (bench/collapse_report.py: peak vs final accuracy, collapsed runs, skip
+# and parameter-free counts per epoch, margins, Hessian eigenvalue trend, gradient alignment, time); the
+# ten-seed grid $OUT/ten-nb201, a `dnas compare` folder (report.md, per_run.csv, curves.csv, index.html,
 # per-run directories) and $OUT/evidence (bench/evidence_report.py: per-entry statistics over the
 # seeds, paired comparisons against darts, the collapse guards replayed). Running a part again
 # resumes it: finished runs are reused, interrupted ones continue.
@@ -74,9 +83,27 @@ shift || true
 out="${OUT:-runs}"
 python="${PYTHON:-python}"
 
-seeds=0,1,2,3,4,5,6,7,8,9
+seeds=${SEEDS:-0,1,2,3,4,5,6,7,8,9}  # SEEDS=0,1,2 bench/collapse_protocol.sh precision: fewer
 budget=(--dataset "$dataset" --epochs 30 --batch-size 32 --jobs 1 --threads 1 --quiet)  # keep --threads 1 --quiet last
 common=(channels=4 image_size=8 max_images=2500 a_lr=3e-3 hessian_every=2 alignment_every=10)
+# the three-seed grids (core, full, sweep, s2-seeds) read the eigenvalue every 5 epochs and run two at a time
+budget3=(--dataset "$dataset" --epochs 30 --batch-size 32 --seeds 0,1,2 --jobs 2 --threads 1 --quiet)
+common3=(channels=4 image_size=8 max_images=2500 a_lr=3e-3 hessian_every=5 alignment_every=10)
+core=(--methods darts,pr-darts,darts-prime,amended-darts --entry lambda-darts:lambda-darts:a_lr=1e-3)  # NB201
+core_s2=(--methods darts,pr-darts,lambda-darts,darts-prime,amended-darts  # lambda-darts' a_lr is 3e-4 here
+         --entry amended-fd:amended-darts:estimator.hvp=fd)  # Amended-DARTS with finite-difference products
+# the other presets and two combinations, then the runs that explain failures: Amended-DARTS' curvature term by
+# finite differences (the public implementation's) and with a 10x smaller radius, and plain DARTS with the alpha
+# step first (Amended-DARTS' order on NB201) to separate the step order from the correction; costliest first
+extra=(--entry lambda-amended:lambda-darts:a_lr=1e-3,estimator=amended,estimator.hvp=fd
+       --entry amended-fd:amended-darts:estimator.hvp=fd
+       --entry darts-2nd:darts-2nd
+       --entry amended-r1e-3:amended-darts:estimator.hvp=fd,estimator.fd_radius=1e-3
+       --entry pr-lambda:pr-darts:weight_regularizers=lambda
+       --entry darts-prime-v1:darts-prime-v1 --entry pr-darts-code:pr-darts-code
+       --entry darts-arch-first:darts:schedule.order=arch-first
+       --entry prime-v1-alternate:darts-prime-v1:schedule=alternate  # v1 with an alpha step every iteration
+       --entry darts-bf16:darts:precision=bf16)  # the forward passes in bfloat16
 presets=(--methods darts,darts-2nd,amended-darts,pr-darts,pr-darts-code,darts-prime,darts-prime-v1,gdas,sdarts-rs,sdarts-adv,fair-darts,darts-minus,drnas
          --entry lambda-darts:lambda-darts:a_lr=1e-3
          --entry lambda-amended:lambda-darts:a_lr=1e-3,estimator=amended,estimator.hvp=fd
@@ -87,11 +114,15 @@ presets=(--methods darts,darts-2nd,amended-darts,pr-darts,pr-darts-code,darts-pr
 baselines=(--entry beta-darts:beta-darts:arch_regularizers.beta-decay.ramp_epochs=30
            --entry pc-darts:pc-darts:warmup_epochs=9)
 
+nb201() { "$python" -m dnas compare --space nb201 --table "$table" "${budget3[@]}" \
+              --out "$out/collapse-nb201" "$@" "${common3[@]}" layers=1; }
+s2() { "$python" -m dnas compare --space s2 "${budget3[@]}" --seeds 0 \
+           --out "$out/collapse-s2" "$@" "${common3[@]}" layers=5; }
 grid() { "$python" -m dnas compare --space nb201 --table "$table" "${budget[@]}" --seeds "$seeds" \
              --out "$out/ten-nb201" "$@" "${common[@]}" layers=1; }
 precision() {  # darts-bf16 and darts under 2 threads, each paired with ten's float32 darts of the same seed
     "$python" -m dnas compare --space nb201 --table "$table" "${budget[@]}" --seeds "$seeds" --out "$out/precision-nb201" \
-        --entry darts-bf16:darts:precision=bf16 "$@" "${common[@]}" layers=1
+        --methods '' --entry darts-bf16:darts:precision=bf16 "$@" "${common[@]}" layers=1
     local two=("${budget[@]}")
     two[${#two[@]}-2]=2  # --threads 2 (budget ends with --threads 1 --quiet)
     "$python" -m dnas compare --space nb201 --table "$table" "${two[@]}" --seeds "$seeds" \
@@ -109,13 +140,40 @@ precision() {  # darts-bf16 and darts under 2 threads, each paired with ten's fl
     echo "== bf16 against float32, 1 thread"
     "$python" "$here/decision_agreement.py" "${pairs[@]}"
 }
-report() { "$python" "$here/evidence_report.py" "$out/ten-nb201" --table "$table" --out "$out/evidence"; }
-docs() { mkdir -p "$here/../docs/evidence"; cp -r "$out/evidence/." "$here/../docs/evidence/"; }
+report() {
+    local grids=() g
+    for g in collapse-nb201 collapse-s2 sweep-lambda; do [[ -d "$out/$g" ]] && grids+=("$out/$g"); done
+    if (( ${#grids[@]} )); then "$python" "$here/collapse_report.py" "${grids[@]}" --out "$out/collapse.md"; fi
+    if [[ -d "$out/ten-nb201" ]]; then
+        "$python" "$here/evidence_report.py" "$out/ten-nb201" --table "$table" --out "$out/evidence"
+    fi
+}
+docs() {
+    local dest="$here/../docs/compare" grid
+    if [[ -f "$out/collapse.md" ]]; then
+        mkdir -p "$dest"
+        cp "$out/collapse.md" "$out"/*_curves.png "$dest/"
+        for grid in nb201 s2; do
+            mkdir -p "$dest/$grid"
+            cp "$out/collapse-$grid"/{report.md,summary.csv,per_run.csv,curves.csv} "$out/collapse-$grid"/*.png "$dest/$grid/"
+        done
+    fi
+    if [[ -d "$out/evidence" ]]; then mkdir -p "$here/../docs/evidence"; cp -r "$out/evidence/." "$here/../docs/evidence/"; fi
+}
 
 case "$part" in
+    core) nb201 "${core[@]}" "$@"; s2 "${core_s2[@]}" "$@"; report ;;
+    full) nb201 "${core[@]}" "$@"; s2 "${core_s2[@]}" "$@"; nb201 "${core[@]}" "${extra[@]}" "$@"; report ;;
+    sweep) "$python" -m dnas compare --space nb201 --table "$table" "${budget3[@]}" --methods '' \
+               --entry lambda-darts-lam1:lambda-darts:a_lr=1e-3,weight_regularizers.lambda.lam=1.0 \
+               --entry lambda-darts-lam2.5:lambda-darts:a_lr=1e-3,weight_regularizers.lambda.lam=2.5 \
+               --out "$out/sweep-lambda" "$@" "${common3[@]}" layers=1
+           report ;;
+    s2-seeds) s2 --methods darts --seeds 1,2 "$@"; s2 "${core_s2[@]}" "$@"; report ;;
     ten) grid "${presets[@]}" "${baselines[@]}" "$@"; report ;;
     precision) precision "$@" ;;
     report) report ;;
     docs) report; docs ;;
-    *) echo "collapse_protocol: unknown part '$part'; give ten, precision, report or docs" >&2; exit 2 ;;
+    *) echo "collapse_protocol: unknown part '$part'; give core, full, sweep, s2-seeds, ten, precision, report or docs" >&2
+       exit 2 ;;
 esac
