@@ -6,7 +6,7 @@ The mark is an HTML comment on the line right before the fence, with the reason:
 
 Unmarked ``python`` blocks run with ``exec`` in a fresh temporary directory; unmarked ``bash``
 blocks run line by line there, every line a ``dnas`` command run in this process (exit status 0
-expected). ``console`` blocks (recorded output) must be marked; ``text``, ``yaml`` and ``json``
+expected). ``console`` blocks (recorded output) must be marked; ``text``, ``yaml``, ``json`` and ``toml``
 blocks (diagrams, formulas, files) are never run. Also: the site builds with ``mkdocs build --strict``.
 """
 
@@ -25,7 +25,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNNABLE = {"python", "bash"}
-NEVER_RUN = {"text", "yaml", "json"}
+NEVER_RUN = {"text", "yaml", "json", "toml"}
 MUST_BE_MARKED = {"console"}
 FENCE = re.compile(r"^(?P<indent>\s*)(?P<fence>`{3,})(?P<lang>[^`\s]*)\s*$")
 MARK = re.compile(r"^\s*<!--\s*not run:(?P<reason>.*?)-->\s*$")
@@ -82,9 +82,9 @@ def shell_commands(code: str) -> list[str]:
 def problems(block: Block) -> list[str]:
     """Why a block can be neither run nor skipped, if it cannot."""
     if not block.lang:
-        return ["a fence without a language (python, bash, console, text, yaml or json)"]
+        return ["a fence without a language (python, bash, console, text, yaml, json or toml)"]
     if block.lang not in RUNNABLE | NEVER_RUN | MUST_BE_MARKED:
-        return [f"language {block.lang!r} is none of python, bash, console, text, yaml, json"]
+        return [f"language {block.lang!r} is none of python, bash, console, text, yaml, json, toml"]
     if block.not_run is not None:
         return [] if block.not_run else ["a not-run mark without its reason"]
     if block.lang in MUST_BE_MARKED:
