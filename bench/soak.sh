@@ -19,9 +19,9 @@ KILLS=${1:-20}
 WORK=${2:-$(mktemp -d)}
 RANDOM=20261201
 mkdir -p "$WORK"
-SEARCH=(search --space nb201 --epochs 6 --batch-size 16 --threads 1 --quiet channels=4 layers=1 max_images=320
+SEARCH=(search --space nb201 --epochs 450 --batch-size 16 --threads 1 --quiet channels=4 layers=1 max_images=320
         checkpoint_every=5 log_every=2)
-COMPARE=(compare --space nb201 --methods darts,pr-darts --seeds 0,1 --epochs 3 --batch-size 16 --jobs 2 --threads 1
+COMPARE=(compare --space nb201 --methods darts,pr-darts --seeds 0,1 --epochs 350 --batch-size 16 --jobs 2 --threads 1
          --quiet channels=4 layers=1 max_images=160 checkpoint_every=5)
 
 strip() {  # a JSON file or a JSON-lines file, without its "seconds" fields, one sorted object per line
@@ -76,7 +76,9 @@ echo "== search"
 for i in $(seq 1 "$KILLS"); do
   printf "search kill %2d: " "$i"
   if kill_after 2.5 8 python -m dnas "${SEARCH[@]}" --out "$WORK/search"; then echo "finished before the kill"; break; fi
+  search_kills=$i
 done
+echo "search: ${search_kills:-0} kills landed"
 python -m dnas "${SEARCH[@]}" --out "$WORK/search" >/dev/null
 for f in results.json metrics.jsonl genotype.json; do
   if ! diff -q <(strip "$WORK/search-ref/$f") <(strip "$WORK/search/$f") >/dev/null; then
