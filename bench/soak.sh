@@ -21,7 +21,7 @@ RANDOM=20261201
 mkdir -p "$WORK"
 SEARCH=(search --space nb201 --epochs 450 --batch-size 16 --threads 1 --quiet channels=4 layers=1 max_images=320
         checkpoint_every=5 log_every=2)
-COMPARE=(compare --space nb201 --methods darts,pr-darts --seeds 0,1 --epochs 350 --batch-size 16 --jobs 2 --threads 1
+COMPARE=(compare --space nb201 --methods darts,pr-darts --seeds 0,1 --epochs 450 --batch-size 16 --jobs 2 --threads 1
          --quiet channels=4 layers=1 max_images=160 checkpoint_every=5)
 
 strip() {  # a JSON file or a JSON-lines file, without its "seconds" fields, one sorted object per line
