@@ -9,6 +9,8 @@
 #     bench/collapse_protocol.sh s2-seeds      # darts on S2 with seeds 1 and 2 as well
 #     bench/collapse_protocol.sh ten           # NB201, 8-pixel proxy: every preset, two combinations and the
 #                                              # baselines, seeds 0-9
+#     bench/collapse_protocol.sh pilot16       # the 16-pixel proxy's pilots: plain darts, seeds 0-1 (rule below)
+#     bench/collapse_protocol.sh proxy16       # darts and every remedy preset at the pilots' choice, seeds 0-4
 #     bench/collapse_protocol.sh precision     # darts in bf16, and in float32 under 2 threads, seeds 0-9: do
 #                                              # they decide as ten's float32 darts (1 thread)? (needs ten's darts)
 #     bench/collapse_protocol.sh report        # only rewrite $OUT/collapse.md and $OUT/evidence from the runs so far
@@ -66,6 +68,18 @@
 #    larger steps also reverse the collapse when the weights settle); A is also the 10x scaling
 #    of the issue's trial and, in total alpha movement (a_lr x steps = 3.5), the closest of the
 #    two to the papers' 3e-4 x 19,550 = 5.9 without overshooting it. Hence A.
+# The 16-pixel proxy (pilot16, proxy16), closer to the papers' search (C=16, 32x32, 25,000 images):
+#   data      the same CIFAR-10 zip, max_images=5000 at image_size=16, split 50/50
+#   supernet  channels=8, layers=1
+#   search    30 epochs, batch 32 -> 78 iterations per epoch, 2,340 steps; logging as above
+#   alpha lr  2.5e-3 for every preset (lambda-darts: its 10x-of-preset 1e-3, as above): a_lr x steps
+#             = 5.85, the papers' total alpha movement (3e-4 x 19,550 = 5.9) without overshooting it
+# The rule, fixed before any pilot ran: plain darts on seeds 0 and 1 at a_lr 2.5e-3. If DARTS decides
+# on both (final margin >= 0.03), that is the budget; else the pilots run again at a_lr 1e-2 and that
+# is the budget, decided or not (reported as such). Whether DARTS collapses there is a result, not a
+# criterion. No remedy runs at this budget before the pilots have chosen (pilot16 writes
+# $OUT/proxy16-choice, proxy16 reads it).
+#
 # 3. S2 (RobustDARTS: {skip_connect, sep_conv_3x3} on every edge of the DARTS cell) is the space
 #    built to make DARTS fail through skip connections; layers=5 gives 3 normal cells (Lambda-
 #    DARTS aligns the normal cells, so it needs more than one) and 2 reductions. 0.29 s per
@@ -140,6 +154,34 @@ precision() {  # darts-bf16 and darts under 2 threads, each paired with ten's fl
     echo "== bf16 against float32, 1 thread"
     "$python" "$here/decision_agreement.py" "${pairs[@]}"
 }
+budget16=(--dataset "$dataset" --epochs 30 --batch-size 32 --jobs 1 --threads 1 --quiet)
+common16=(channels=8 image_size=16 max_images=5000 hessian_every=2 alignment_every=10)
+pilot16() {
+    local alr=2.5e-3 decided
+    for alr in 2.5e-3 1e-2; do
+        "$python" -m dnas compare --space nb201 --table "$table" "${budget16[@]}" --seeds 0,1 --methods '' \
+            --entry "darts-alr$alr:darts:a_lr=$alr" --out "$out/pilot16-nb201" "$@" "${common16[@]}" layers=1
+        decided=$("$python" - "$out/pilot16-nb201/runs" "$alr" <<'PY'
+import json, sys
+runs, alr = sys.argv[1], sys.argv[2]
+margins = [min(json.load(open(f"{runs}/darts-alr{alr}-s{s}/results.json"))["margin"].values()) for s in (0, 1)]
+print(f"pilot16 a_lr {alr}: final margins {margins[0]:.4f}, {margins[1]:.4f}", file=sys.stderr)
+print("yes" if min(margins) >= 0.03 else "no")
+PY
+)
+        if [[ "$decided" == yes ]]; then break; fi
+    done
+    echo "$alr" > "$out/proxy16-choice"
+    echo "pilot16: a_lr $alr ($([[ $decided == yes ]] && echo decided || echo 'not decided even at 1e-2'))"
+}
+proxy16() {
+    [[ -f "$out/proxy16-choice" ]] || pilot16 "$@"
+    local alr
+    alr=$(cat "$out/proxy16-choice")
+    "$python" -m dnas compare --space nb201 --table "$table" "${budget16[@]}" --seeds 0,1,2,3,4 \
+        --methods darts,darts-2nd,amended-darts,pr-darts,pr-darts-code,darts-prime,darts-prime-v1 \
+        --entry lambda-darts:lambda-darts:a_lr=1e-3 --out "$out/proxy16-nb201" "$@" "${common16[@]}" "a_lr=$alr" layers=1
+}
 report() {
     local grids=() g
     for g in collapse-nb201 collapse-s2 sweep-lambda; do [[ -d "$out/$g" ]] && grids+=("$out/$g"); done
@@ -171,9 +213,12 @@ case "$part" in
            report ;;
     s2-seeds) s2 --methods darts --seeds 1,2 "$@"; s2 "${core_s2[@]}" "$@"; report ;;
     ten) grid "${presets[@]}" "${baselines[@]}" "$@"; report ;;
+    pilot16) pilot16 "$@" ;;
+    proxy16) proxy16 "$@" ;;
     precision) precision "$@" ;;
     report) report ;;
     docs) report; docs ;;
-    *) echo "collapse_protocol: unknown part '$part'; give core, full, sweep, s2-seeds, ten, precision, report or docs" >&2
+    *) echo "collapse_protocol: unknown part '$part'; give core, full, sweep, s2-seeds, ten, pilot16, proxy16, precision,
+       report or docs" >&2
        exit 2 ;;
 esac
