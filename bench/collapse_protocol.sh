@@ -50,7 +50,7 @@
 #    Shrinking the tensors 16x only halves the step time, so the budget buys steps with the
 #    smallest tensors (C4, 8 px, batch 32) and spends them on epochs.
 # 2. The alpha learning rate. At the old protocol's a_lr 3e-4 with 468 steps no preset decided
-#    (README, margins 0.0002-0.004). Two pilots at the budget above, 30 epochs (1,170 steps):
+#    (docs/collapse-protocol.md, margins 0.0002-0.004). Two pilots at the budget above, 30 epochs (1,170 steps):
 #        pilot A, a_lr 3e-3 (10x):
 #          seed 0  final margin 0.135  cifar10-test peak 87.47 at epoch 5, all-skip (36.84) at
 #                  epoch 11, final 73.11 with 4 skips (4 parameter-free edges)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SMOKE TEST of `dnas compare` on real data, not a quality measurement: at this
 # budget (468 alpha steps at a_lr 3e-4) the architecture weights hardly leave their
-# initialisation: every run measured so far was "undecided" (README: seed 0 of four presets,
+# initialisation: every run measured so far was "undecided" (docs/collapse-protocol.md: seed 0 of four presets,
 # margins 0.0002-0.004; other seeds: 0.002-0.028), so the derived cells compare
 # initialisations, not methods. It checks that the five presets run end to end on
 # CIFAR-10 and the NB201 table in ~20 minutes. The quality protocol is bench/collapse_protocol.sh.

@@ -9,7 +9,7 @@ most activations are large (one DARTS-space mix of 4 edges at batch 64, C=16, 32
 
 :func:`retain_freed_memory` asks malloc to serve every request from its heap (``M_MMAP_MAX = 0``)
 and never to trim it (``M_TRIM_THRESHOLD``): from the second iteration on, tensors reuse the memory
-of the first one. Measured (README, speed): a supernet forward + backward 10-20% faster on the
+of the first one. Measured (docs/speed.md): a supernet forward + backward 10-20% faster on the
 DARTS and NAS-Bench-201 spaces at the papers' configuration, the same peak RSS. The cost: memory
 freed after the peak stays with the process until it exits.
 

@@ -5,7 +5,7 @@ Two choices of the supernet depend on it. The activations' memory layout
 (:func:`dnas.supernet.network.search_layout`): channels-last on CPU, except for graphs differentiated
 twice, because PyTorch's double backward of BatchNorm is composed of reductions over ``(N, H, W)``
 that are several times slower on channels-last tensors (an exact product on NAS-Bench-201 took 1.6x as
-long in channels-last; README, speed). And what the fused cells keep for the backward
+long in channels-last; docs/speed.md). And what the fused cells keep for the backward
 (:mod:`dnas.supernet.fused`): once-differentiated graphs keep no copies of the pointwise
 convolutions' inputs and recompute them when a gradient needs them; graphs
 differentiated twice keep them, as plain autograd does (the double backward would otherwise

@@ -111,7 +111,7 @@ class SharedPool(FusedKind):
     """3x3 pooling (then a non-affine BN in the DARTS family), computed once for all edges.
 
     Both poolings avoid PyTorch's slow CPU kernels for NCHW tensors (measured 4x and 2x faster,
-    forward + backward, see the README): average pooling without padded zeros in the count is a
+    forward + backward, see docs/speed.md): average pooling without padded zeros in the count is a
     depthwise convolution with a ones kernel times ``1 / count`` (exact up to rounding); max pooling
     runs in the channels-last layout.
     """

@@ -35,8 +35,8 @@ def memory_order(x: Tensor) -> Tensor:
 
 def search_layout(x: Tensor) -> Tensor:
     """The supernet's input in the memory layout its activations are kept in: channels-last (NHWC) on
-    CPU, where oneDNN's convolutions, the pooling and the BatchNorm forward are faster in it (README,
-    speed), except for graphs built under :func:`~dnas.supernet.differentiation.twice_differentiated`;
+    CPU, where oneDNN's convolutions, the pooling and the BatchNorm forward are faster in it
+    (docs/speed.md), except for graphs built under :func:`~dnas.supernet.differentiation.twice_differentiated`;
     unchanged on other devices (not measured there). The fused cells keep every activation in the
     layout of their input (:func:`layout_of`)."""
     if x.device.type != "cpu" or x.dim() != 4:

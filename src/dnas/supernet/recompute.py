@@ -37,8 +37,8 @@ def conv_of_recomputable(inp: Tensor, weight: Tensor, recompute: Callable[..., T
     anyway (their own convolutions' inputs), so :class:`_ConvOfRecomputedInput` keeps nothing new and
     recomputes ``inp`` in the backward when the weight's gradient is needed (the weight step; the
     architecture step needs only the input gradient, which reads the weight). In a DARTS-space weight
-    step that is 37% less saved activation memory, for one more depthwise forward per stage (README,
-    speed). Graphs differentiated twice
+    step that is 37% less saved activation memory, for one more depthwise forward per stage
+    (docs/speed.md). Graphs differentiated twice
     (:func:`~dnas.supernet.differentiation.twice_differentiated`) and forwards without gradients take
     the plain path.
     """
@@ -107,7 +107,7 @@ def dilated2_depthwise(x: Tensor, weight: Tensor, stride: int, k: int) -> Tensor
     A dilation-2 convolution only mixes pixels of equal parity: with stride 2 it is the undilated
     convolution of ``x[:, :, ::2, ::2]`` (padding (k-1)/2); with stride 1 the four parity phases
     are stacked along the batch, convolved undilated and interleaved again. oneDNN's dilated
-    depthwise kernels are several times slower on CPU than the plain ones (README, speed).
+    depthwise kernels are several times slower on CPU than the plain ones (docs/speed.md).
     The phases are cut and interleaved in the channels-last layout the depthwise convolutions run in
     (``x`` is channels-last): each move copies whole pixels of ``c`` channels, and the result stays
     channels-last for the pointwise convolution that follows.
