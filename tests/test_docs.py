@@ -172,3 +172,11 @@ def test_the_site_builds_strictly(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     site = tmp_path / "site"
     assert (site / "index.html").is_file() and (site / "api" / "dnas" / "index.html").is_file()
+
+
+def test_sphinx_roles_of_docstrings_render_as_code():
+    spec = importlib.util.spec_from_file_location("docs_hooks", Path(__file__).parents[1] / "docs_hooks.py")
+    docs_hooks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(docs_hooks)
+    html = ":class:<code>~dnas.data.ImageDataset</code> and :func:<code>dnas.search</code>"
+    assert docs_hooks.on_page_content(html) == "<code>ImageDataset</code> and <code>dnas.search</code>"
