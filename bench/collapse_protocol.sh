@@ -11,6 +11,7 @@
 #                                              # baselines, seeds 0-9
 #     bench/collapse_protocol.sh pilot16       # the 16-pixel proxy's pilots: plain darts, seeds 0-1 (rule below)
 #     bench/collapse_protocol.sh proxy16       # darts and every remedy preset at the pilots' choice, seeds 0-4
+#     bench/collapse_protocol.sh pilot-s2      # S2 at RobustDARTS' depth and epochs: plain darts, seeds 0-1 (2) (rule below)
 #     bench/collapse_protocol.sh precision     # darts in bf16, and in float32 under 2 threads, seeds 0-9: do
 #                                              # they decide as ten's float32 darts (1 thread)? (needs ten's darts)
 #     bench/collapse_protocol.sh report        # only rewrite $OUT/collapse.md and $OUT/evidence from the runs so far
@@ -85,7 +86,18 @@
 #    DARTS aligns the normal cells, so it needs more than one) and 2 reductions. 0.29 s per
 #    iteration (1.8x NB201's). No benchmark table exists for it: collapse there is read from the
 #    skip count of the derived cells.
-# 4. hessian_every=2 (RobustDARTS measures every 2 epochs, which its early-stopping rule reads):
+# 4. A collapsing budget on the DARTS-cell spaces (pilot-s2). At the 5-cell, 30-epoch S2 budget above,
+#    DARTS' normal cells kept sep_conv_3x3 on 6-8 of 8 edges on seeds 0-2 (no collapse). RobustDARTS
+#    reports DARTS' collapse on S2 at its search setting: 8 cells, 50 epochs. Pilot budget, fixed before
+#    any pilot ran:
+#      S2, layers=8 (6 normal cells, 2 reductions), 50 epochs, batch 32 (1,950 steps), the 8-pixel
+#      data and width (C=4, 2,500 images), a_lr 3e-3, hessian_every=5
+#    Rule: plain darts on seeds 0 and 1; a run collapses when its final normal cell has >= 5 of its 8
+#    edges parameter-free (a majority). Both collapse: that is the budget. One does: seed 2 decides
+#    (2 of 3). Neither: the budget fails (2 of 3 is out of reach) and is reported as such, with the
+#    seconds per iteration at RobustDARTS' full setting (C=16, 32x32, batch 64) for the cost of a
+#    search there. The pilots write $OUT/s2-choice ("yes" or "no"); no remedy runs before it says yes.
+# 5. hessian_every=2 (RobustDARTS measures every 2 epochs, which its early-stopping rule reads):
 #    one eigenvalue estimate costs ~3 s (power iteration on a batch of 32), fifteen per run.
 #
 set -euo pipefail
@@ -182,6 +194,47 @@ proxy16() {
         --methods darts,darts-2nd,amended-darts,pr-darts,pr-darts-code,darts-prime,darts-prime-v1 \
         --entry lambda-darts:lambda-darts:a_lr=1e-3 --out "$out/proxy16-nb201" "$@" "${common16[@]}" "a_lr=$alr" layers=1
 }
+budget_s2=(--dataset "$dataset" --epochs 50 --batch-size 32 --jobs 1 --threads 1 --quiet)
+common_s2=(channels=4 image_size=8 max_images=2500 a_lr=3e-3 hessian_every=5 alignment_every=10 layers=8)
+pilot_s2() {
+    local grid="$out/pilot-s2" seeds=0,1 verdict
+    "$python" -m dnas compare --space s2 "${budget_s2[@]}" --seeds "$seeds" --methods darts --out "$grid" "$@" \
+        "${common_s2[@]}"
+    verdict=$(collapsed_s2 "$grid" 0 1)
+    if [[ "$verdict" == "1" ]]; then
+        "$python" -m dnas compare --space s2 "${budget_s2[@]}" --seeds 0,1,2 --methods darts --out "$grid" "$@" \
+            "${common_s2[@]}"
+        verdict=$(collapsed_s2 "$grid" 0 1 2)
+    fi
+    if (( verdict >= 2 )); then echo yes > "$out/s2-choice"; else echo no > "$out/s2-choice"; cost_s2; fi
+    echo "pilot-s2: $verdict collapsed; budget $(cat "$out/s2-choice")"
+}
+cost_s2() {  # seconds per darts iteration on S2 at RobustDARTS' search setting, one thread, and a 50-epoch search's
+    PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}" "$python" - <<'PY'
+import statistics, torch
+from _common import search_at_last_epoch, time_calls
+torch.set_num_threads(1)
+with search_at_last_epoch("s2", "darts", channels=16, layers=8, batch_size=64, image_size=32) as search:
+    times = time_calls(search.iterate, warmup=1, repeats=3)
+steps = 25_000 // 64 * 50  # half of CIFAR-10's training images for the weights, batch 64, 50 epochs
+median = statistics.median(times)
+print(f"pilot-s2: S2 at C=16, 8 cells, 32x32, batch 64, one thread: {median:.2f} s per iteration "
+      f"(spread {min(times):.2f}-{max(times):.2f}); {steps} iterations = {median * steps / 3600:.1f} h per search")
+PY
+}
+collapsed_s2() {  # GRID SEED...: how many of the seeds' darts runs end with >= 5 of 8 normal edges parameter-free
+    "$python" - "$@" <<'PY'
+import json, sys
+grid, seeds = sys.argv[1], sys.argv[2:]
+count = 0
+for seed in seeds:
+    normal = json.load(open(f"{grid}/runs/darts-s{seed}/results.json"))["genotype"]["normal"]
+    free = sum(op in ("skip_connect", "none", "max_pool_3x3", "avg_pool_3x3") for op, _ in normal)
+    print(f"pilot-s2 darts seed {seed}: {free} of {len(normal)} normal edges parameter-free", file=sys.stderr)
+    count += free >= 5
+print(count)
+PY
+}
 report() {
     local grids=() g
     for g in collapse-nb201 collapse-s2 sweep-lambda; do [[ -d "$out/$g" ]] && grids+=("$out/$g"); done
@@ -216,9 +269,11 @@ case "$part" in
     pilot16) pilot16 "$@" ;;
     proxy16) proxy16 "$@" ;;
     precision) precision "$@" ;;
+    pilot-s2) pilot_s2 "$@" ;;
     report) report ;;
     docs) report; docs ;;
-    *) echo "collapse_protocol: unknown part '$part'; give core, full, sweep, s2-seeds, ten, pilot16, proxy16, precision,
+    *) echo "collapse_protocol: unknown part '$part'; give core, full, sweep, s2-seeds, ten, pilot16, proxy16, pilot-s2,
+       precision,
        report or docs" >&2
        exit 2 ;;
 esac
