@@ -74,3 +74,26 @@ def test_searches_saved_by_an_older_dnas_are_found_again(tmp_path, tiny, removed
     _rewrite_saved_config(out, lambda config: config.update(turbo=True))
     with pytest.raises(DnasError, match="turbo"):
         dnas.search("nb201", "darts", out=out, epochs=1, overrides=list(tiny))
+
+
+def test_a_component_parameter_added_since_takes_its_default_in_a_saved_run(tmp_path, tiny):
+    """darts-2nd's estimator gained ``hvp`` (default ``fd``, what it always did): a run saved without
+    it resumes and is reused by a grid; saved with another value, it is refused."""
+    out = tmp_path / "cmp"
+    first = dnas.compare("nb201", ["darts-2nd"], seeds=[0], out=out, epochs=1, overrides=list(tiny), progress=False)
+    run = out / "runs" / "darts-2nd-s0"
+
+    def older(config: dict) -> None:
+        del config["estimator"]["params"]["hvp"]
+
+    _rewrite_saved_config(run, older)
+    assert dnas.search("nb201", "darts-2nd", out=run, epochs=1, overrides=list(tiny)).genotype.arch_str \
+        == first.records[0].arch
+    again = dnas.compare("nb201", ["darts-2nd"], seeds=[0], out=out, epochs=1, overrides=list(tiny), progress=False)
+    assert [(r.status, r.arch) for r in again.records] == [("ok", first.records[0].arch)]
+
+    _rewrite_saved_config(run, lambda config: config["estimator"]["params"].update(hvp="exact"))
+    with pytest.raises(DnasError, match="estimator"):
+        dnas.search("nb201", "darts-2nd", out=run, epochs=1, overrides=list(tiny))
+    with pytest.raises(DnasError, match="estimator"):
+        dnas.compare("nb201", ["darts-2nd"], seeds=[0], out=out, epochs=1, overrides=list(tiny), progress=False)

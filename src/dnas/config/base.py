@@ -113,6 +113,13 @@ class Config:
         return {**{k: value for k, (value, _) in cls.removed.items()}, **cls().to_dict()}
 
     @classmethod
+    def comparable(cls, saved: dict[str, Any]) -> dict[str, Any]:
+        """A saved configuration (this or an earlier dnas wrote it) as this dnas would write it, for
+        :func:`dnas.runtime.rundir.config_differences` (configurations with parts beyond top-level keys
+        complete those)."""
+        return dict(saved)
+
+    @classmethod
     def field_types(cls) -> dict[str, Any]:
         return typing.get_type_hints(cls)
 

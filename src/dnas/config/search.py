@@ -19,6 +19,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from dnas.components import SLOTS
 from dnas.config.base import Config, coerce, split_override, suggest
 from dnas.errors import DnasError
 from dnas.registry import keyword_defaults
@@ -134,6 +135,19 @@ class SearchConfig(Config):
     device: str = "cpu"
     precision: str = "fp32"  # bf16 or fp16: mixed-precision forward passes (dnas.bilevel.precision)
 
+    @classmethod
+    def comparable(cls, saved: dict[str, Any]) -> dict[str, Any]:
+        """``saved`` with the parameters its components lack at their defaults: a parameter a component
+        gained after the run was written has a default that does what the component did before."""
+        out = dict(saved)
+        for slot, registry in SLOTS.items():
+            value = out.get(slot)
+            if isinstance(value, list):
+                out[slot] = [_with_defaults(registry, v) for v in value]
+            else:
+                out[slot] = _with_defaults(registry, value)
+        return {k: v for k, v in out.items() if k in saved}
+
     def set(self, key: str, value: Any) -> None:
         """A top-level field (component slots take a name, a list of names, or a component mapping)."""
         if key in SINGLE_SLOTS or key in LIST_SLOTS:
@@ -190,6 +204,15 @@ def apply_overrides(cfg: SearchConfig, overrides: list[str] | dict[str, Any]) ->
     items = overrides.items() if isinstance(overrides, dict) else [split_override(o) for o in overrides]
     for key, value in items:
         apply_override(cfg, key, value)
+
+
+def _with_defaults(registry: Any, value: Any) -> Any:
+    """A saved component ``{name, params}`` with the parameters it lacks at their defaults (anything
+    else, or a component no longer registered, as it is)."""
+    if not (isinstance(value, dict) and isinstance(value.get("name"), str) and value["name"] in registry
+            and isinstance(value.get("params", {}), dict)):
+        return value
+    return {**value, "params": {**keyword_defaults(registry.get(value["name"])), **value.get("params", {})}}
 
 
 def _parameter_types(factory: Any) -> dict[str, Any]:

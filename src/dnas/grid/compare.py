@@ -156,7 +156,7 @@ class Compare:
         # the table only feeds the per-epoch log: a run made with another table (or none) is reused
         cfg.benchmark_table = saved.get("benchmark_table")
         defaults = {**SearchConfig.comparison_defaults(), **_normalized(SearchConfig())}
-        differ = config_differences(saved, _normalized(cfg), Search.resume_free, defaults)
+        differ = config_differences(SearchConfig.comparable(saved), _normalized(cfg), Search.resume_free, defaults)
         if differ:
             raise DnasError(f"{run.out} holds a run with a different configuration ({', '.join(differ)}); give "
                             "the same settings to reuse it, choose another --out, or delete that run directory")

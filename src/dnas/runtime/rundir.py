@@ -74,7 +74,8 @@ class RunDir:
     """
 
     def __init__(self, path: str | Path, kind: str, own_files: Iterable[str], results: Iterable[str],
-                 resume_free: Iterable[str] = (), defaults: Mapping[str, Any] | None = None, group: Group = SINGLE):
+                 resume_free: Iterable[str] = (), defaults: Mapping[str, Any] | None = None,
+                 comparable: Callable[[dict[str, Any]], dict[str, Any]] = dict, group: Group = SINGLE):
         self.path = Path(path)
         self.group = group  # in a data-parallel run only rank 0 writes; every rank reads the checkpoint
         self.kind = kind
@@ -83,6 +84,7 @@ class RunDir:
         self.results = set(results)
         self.resume_free = set(resume_free)
         self.defaults = dict(defaults or {})  # the configuration's defaults (see config_differences)
+        self.comparable = comparable  # a saved configuration as this dnas writes it (Config.comparable)
         self.created = False
         self._made_tensorboard = False  # this start made RUN/tensorboard (a failed start removes it)
         self._lock_fd: int | None = None
@@ -244,7 +246,7 @@ class RunDir:
             raise DnasError(f"checkpoint {path} holds no configuration; delete it to start the run from scratch, or "
                             "choose another --out")
         self._check_config_file(state["config"])
-        differ = config_differences(state["config"], config, self.resume_free, self.defaults)
+        differ = config_differences(self.comparable(state["config"]), config, self.resume_free, self.defaults)
         differ += differences(state) if differences is not None else []
         if differ:
             raise DnasError(f"{self.path} holds a {self.noun} with a different configuration ({', '.join(differ)}); "

@@ -205,7 +205,8 @@ class Runner(Generic[R]):
             raise DnasError(f"batch_size {cfg.batch_size} is the global batch of {self.group.world} processes and "
                             "must be divisible by their number")
         self.run_dir = RunDir(self.out, self.kind, own_files=own_files, results=results,
-                              resume_free=self.resume_free, defaults=type(cfg).comparison_defaults(), group=self.group)
+                              resume_free=self.resume_free, defaults=type(cfg).comparison_defaults(),
+                              comparable=type(cfg).comparable, group=self.group)
         self._stop = GracefulStop()
         self._opened = False
         self._bar = None
