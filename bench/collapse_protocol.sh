@@ -14,7 +14,8 @@
 #     bench/collapse_protocol.sh pilot-s2      # S2 at RobustDARTS' depth and epochs: plain darts, seeds 0-1 (2) (rule below)
 #     bench/collapse_protocol.sh precision     # darts in bf16, and in float32 under 2 threads, seeds 0-9: do
 #                                              # they decide as ten's float32 darts (1 thread)? (needs ten's darts)
-#     bench/collapse_protocol.sh report        # only rewrite $OUT/collapse.md and $OUT/evidence from the runs so far
+#     bench/collapse_protocol.sh report        # only rewrite $OUT/collapse.md and $OUT/evidence (with proxy16/ and
+#                                              # ranking.md, the two proxies' rankings compared) from the runs so far
 #     bench/collapse_protocol.sh docs          # report, then copy the tables, CSVs and plots to docs/compare and
 #                                              # docs/evidence
 #     OUT=/somewhere bench/collapse_protocol.sh ten --jobs 1      # extra `dnas compare` options
@@ -237,10 +238,15 @@ PY
 }
 report() {
     local grids=() g
-    for g in collapse-nb201 collapse-s2 sweep-lambda; do [[ -d "$out/$g" ]] && grids+=("$out/$g"); done
+    for g in collapse-nb201 collapse-s2 sweep-lambda pilot-s2; do [[ -d "$out/$g" ]] && grids+=("$out/$g"); done
     if (( ${#grids[@]} )); then "$python" "$here/collapse_report.py" "${grids[@]}" --out "$out/collapse.md"; fi
     if [[ -d "$out/ten-nb201" ]]; then
         "$python" "$here/evidence_report.py" "$out/ten-nb201" --table "$table" --out "$out/evidence"
+    fi
+    if [[ -d "$out/proxy16-nb201" && -d "$out/evidence" ]]; then
+        "$python" "$here/evidence_report.py" "$out/proxy16-nb201" --table "$table" --out "$out/evidence/proxy16"
+        "$python" "$here/proxy_ranking.py" "$out/evidence" "$out/evidence/proxy16" --names "8 px" "16 px" \
+            --out "$out/evidence/ranking.md"
     fi
 }
 docs() {
@@ -248,9 +254,10 @@ docs() {
     if [[ -f "$out/collapse.md" ]]; then
         mkdir -p "$dest"
         cp "$out/collapse.md" "$out"/*_curves.png "$dest/"
-        for grid in nb201 s2; do
-            mkdir -p "$dest/$grid"
-            cp "$out/collapse-$grid"/{report.md,summary.csv,per_run.csv,curves.csv} "$out/collapse-$grid"/*.png "$dest/$grid/"
+        for grid in collapse-nb201 collapse-s2 pilot-s2; do
+            [[ -d "$out/$grid" ]] || continue
+            mkdir -p "$dest/${grid#collapse-}"
+            cp "$out/$grid"/{report.md,summary.csv,per_run.csv,curves.csv} "$out/$grid"/*.png "$dest/${grid#collapse-}/"
         done
     fi
     if [[ -d "$out/evidence" ]]; then mkdir -p "$here/../docs/evidence"; cp -r "$out/evidence/." "$here/../docs/evidence/"; fi

@@ -20,7 +20,6 @@ pair the runs, so only the sign of each pair's difference is exchangeable under 
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import statistics
 from pathlib import Path
@@ -29,6 +28,7 @@ from collapse_report import trace
 
 from dnas.diagnostics.convergence import least_decided
 from dnas.report.run import read_run
+from dnas.report.stats import sign_flip_p
 
 
 def final(run: Path) -> dict:
@@ -88,14 +88,6 @@ def side_summary(run: Path) -> dict:
     ops = [op for pairs in cells.values() if isinstance(pairs, list) for op, _ in pairs]
     return {"accuracy": t.final, "collapsed": t.collapsed, "skip": ops.count("skip_connect"),
             "none": ops.count("none")}
-
-
-def sign_flip_p(diffs: list[float]) -> float:
-    """Two-sided exact p-value of ``mean(diffs) = 0`` under random signs of the paired differences."""
-    observed = abs(sum(diffs))
-    sums = [abs(sum(s * d for s, d in zip(signs, diffs, strict=True)))
-            for signs in itertools.product((1, -1), repeat=len(diffs))]
-    return sum(total >= observed - 1e-12 for total in sums) / len(sums)
 
 
 if __name__ == "__main__":

@@ -117,8 +117,6 @@ def test_curvature_term_by_op_is_averaged_over_steps_then_seeds(tmp_path):
 def test_decision_agreement_pairs_summary_and_sign_flip_test(tmp_path, capsys):
     import decision_agreement
 
-    assert decision_agreement.sign_flip_p([1.0, 2.0, 3.0]) == pytest.approx(2 / 8)  # only all-+ and all-- as far
-    assert decision_agreement.sign_flip_p([1.0, -1.0]) == 1.0
     make_run(tmp_path, "darts-s0", [(GOOD, 85.0, 0.1), (SKIPS, 45.0, 0.2)])  # collapsed
     make_run(tmp_path, "darts-bf16-s0", [(GOOD, 85.0, 0.1), (GOOD, 86.0, 0.2)])
     make_run(tmp_path, "darts-s1", [(GOOD, 80.0, 0.1), (GOOD, 82.0, 0.2)])
@@ -136,3 +134,44 @@ def test_decision_agreement_pairs_summary_and_sign_flip_test(tmp_path, capsys):
     assert "| B | 2 | 84.00 ± 2.83 | 0/2 | 1.00 | 0.00 |" in out
     # differences +41 and 0: every sign pattern gives |sum| = 41, so nothing is unusual about +41
     assert "paired B - A accuracy: mean +20.50 over 2 pairs, sign-flip p = 1.000" in out
+
+
+MID = "|nor_conv_1x1~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|avg_pool_3x3~1|nor_conv_1x1~2|"
+
+
+def test_evidence_report_and_the_ranking_of_two_budgets(tmp_path, monkeypatch, capsys):
+    """Two hand-made grids of darts, a and b over seeds 0-3, scored by a three-cell table: the summary's
+    statistics and verdicts, and Kendall's tau between the grids' rankings."""
+    import evidence_report
+    import proxy_ranking
+
+    table = tmp_path / "table.csv"
+    table.write_text(f"arch,cellstr,cifar10-test\n0,{GOOD},88.0\n1,{SKIPS},40.0\n2,{MID},70.0\n")
+    finals = {"one": {"darts": SKIPS, "a": GOOD, "b": MID}, "two": {"darts": MID, "a": GOOD, "b": SKIPS}}
+    for grid, cells in finals.items():
+        for entry, cell in cells.items():
+            for seed in range(4):
+                make_run(tmp_path / grid, f"{entry}-s{seed}", [(GOOD, 0.0, 0.1), (cell, 0.0, 0.2)])
+        monkeypatch.setattr(sys, "argv", ["evidence_report", str(tmp_path / grid), "--table", str(table),
+                                          "--out", str(tmp_path / f"ev-{grid}")])
+        evidence_report.main()
+    summary = (tmp_path / "ev-one" / "summary.md").read_text()
+    # darts ends on SKIPS (4 parameter-free edges, 48 points below its epoch-0 peak): collapsed on every seed
+    assert "| `darts` | 4 | 40.00 ± 0.00 | 40.00 | 4/4 | 0/4 | (baseline) |" in summary
+    # a wins by 48 on all four seeds: the smallest sign-flip p of four pairs is 2/16 = 0.125, so still tied
+    assert "| `a` | 4 | 88.00 ± 0.00 | 88.00 | 0/4 | 0/4 | +48.00 [+48.00, +48.00] | 0.125 | 0.125 | 4/0 | tied |" \
+        in summary
+    per_run = (tmp_path / "ev-one" / "per_run.csv").read_text().splitlines()
+    assert len(per_run) == 1 + 12 and per_run[1].startswith("a,0,2,88.00,88.00,")
+
+    capsys.readouterr()  # evidence_report's own output
+    monkeypatch.setattr(sys, "argv", ["proxy_ranking", str(tmp_path / "ev-one"), str(tmp_path / "ev-two"),
+                                      "--names", "small", "large", "--out", str(tmp_path / "ranking.md")])
+    proxy_ranking.main()
+    out = capsys.readouterr().out
+    assert "| `a` | 4 | 88.00 | 1 | 0/4 | tied | 4 | 88.00 | 1 | 0/4 | tied |" in out
+    assert "| `darts` | 4 | 40.00 | 3 | 4/4 | (baseline) | 4 | 70.00 | 2 | 4/4 | (baseline) |" in out
+    # MID has 4 parameter-free edges too, 18 points below the peak: collapsed. (darts, a) and (a, b) keep
+    # their order, (darts, b) swaps: tau = (2 - 1) / 3
+    assert "over 3 entries: +0.333 (permutation p = 1.000)" in out
+    assert (tmp_path / "ranking.md").read_text() == out

@@ -2,7 +2,7 @@
 
 import pytest
 
-from dnas.report.stats import bootstrap_interval, paired, sign_flip_p, wilcoxon_p
+from dnas.report.stats import bootstrap_interval, kendall_p, kendall_tau, paired, sign_flip_p, wilcoxon_p
 
 
 def test_sign_flip_p_by_hand():
@@ -33,3 +33,20 @@ def test_bootstrap_interval_and_the_verdict():
     mixed = paired({0: 1.0, 1: -1.0, 2: 2.0, 3: -2.0}, {s: 0.0 for s in range(5)})
     assert mixed.verdict == "tied" and mixed.seeds == (0, 1, 2, 3) and mixed.mean_difference == 0.0
     assert paired({s: 70.0 for s in range(8)}, {s: 80.0 + s for s in range(8)}).verdict == "worse"
+
+
+def test_kendall_tau_and_its_permutation_p_by_hand():
+    assert kendall_tau([1, 2, 3, 4], [10, 20, 30, 40]) == 1.0
+    assert kendall_tau([1, 2, 3, 4], [4, 3, 2, 1]) == -1.0
+    # pairs of (1, 2, 3) vs (1, 3, 2): (0,1) alike, (0,2) alike, (1,2) opposite -> (2 - 1) / 3
+    assert kendall_tau([1, 2, 3], [1, 3, 2]) == pytest.approx(1 / 3)
+    # a tie counts in neither C nor D: (1, 1, 2) vs (1, 2, 3): (0,1) tied, (0,2), (1,2) alike -> 2 / 3
+    assert kendall_tau([1, 1, 2], [1, 2, 3]) == pytest.approx(2 / 3)
+    # n = 3: of the 6 orderings, tau = +1 and -1 once each, +-1/3 for the other four
+    assert kendall_p([1, 2, 3], [1, 2, 3]) == pytest.approx(2 / 6)
+    assert kendall_p([1, 2, 3], [1, 3, 2]) == 1.0
+    # n = 4, perfect agreement: only the identity and the reversal reach |tau| = 1, of 24 orderings
+    assert kendall_p([1, 2, 3, 4], [5, 6, 7, 8]) == pytest.approx(2 / 24)
+    assert kendall_p([1, 2], [2, 1]) == 1.0
+    with pytest.raises(ValueError):
+        kendall_tau([1, 2], [1])

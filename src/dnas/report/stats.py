@@ -1,4 +1,5 @@
-"""Paired comparisons of two methods over the same seeds: is one better, and by how much?
+"""Paired comparisons of two methods over the same seeds: is one better, and by how much? And do two
+budgets rank the methods alike?
 
 With ``n`` seeds run by both methods, the paired differences ``d_i = a_i - b_i`` (same seed, same
 data split, same initial weights) carry the comparison; seeds are the unit of replication.
@@ -12,6 +13,12 @@ data split, same initial weights) carry the comparison; seeds are the unit of re
 * :func:`wilcoxon_p`: the exact two-sided Wilcoxon signed-rank test: zero differences dropped,
   ``|d_i|`` ranked (ties get their mean rank), ``W+ = sum of the ranks of the positive d_i``,
   ``p = P(|W+ - E W+| >= |w+ - E W+|)`` over all ``2^m`` sign vectors of the ``m`` non-zero ranks.
+
+* :func:`kendall_tau`: the rank agreement of two scorings of the same ``n`` methods (e.g. their mean
+  accuracy at two budgets): ``tau = (C - D) / (n (n - 1) / 2)`` over the pairs of methods, ``C`` the
+  pairs both scorings order alike, ``D`` those they order oppositely (a pair tied in either counts in
+  neither), and its exact two-sided permutation p-value ``#{pi : |tau(x, y_pi)| >= |tau(x, y)|} / n!``
+  over all orderings of ``y`` (up to 9 methods; beyond, ``2^17`` random orderings).
 
 Exact enumeration is used up to 20 pairs (about a million sign vectors); beyond, both tests draw
 ``2^20`` random sign vectors instead (a Monte Carlo p-value).
@@ -122,3 +129,38 @@ def paired(a: dict[int, float], b: dict[int, float], level: float = 0.95, seed: 
     d = [a[s] - b[s] for s in seeds]
     return Paired(seeds, statistics.fmean(d) if d else float("nan"), bootstrap_interval(d, level, seed=seed),
                   sign_flip_p(d), wilcoxon_p(d), sum(x > 0 for x in d), sum(x < 0 for x in d))
+
+
+EXACT_PERMUTATIONS_UP_TO = 9
+
+
+def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
+    """Kendall's tau-a of two scorings of the same methods (module docstring); nan below two methods."""
+    n = len(x)
+    if n != len(y):
+        raise ValueError("kendall_tau needs two scorings of the same methods")
+    if n < 2:
+        return float("nan")
+    score = 0
+    for i, j in itertools.combinations(range(n), 2):
+        product = (x[i] - x[j]) * (y[i] - y[j])
+        score += (product > 0) - (product < 0)
+    return score / (n * (n - 1) / 2)
+
+
+def kendall_p(x: Sequence[float], y: Sequence[float], seed: int = 0) -> float:
+    """Two-sided permutation p-value of :func:`kendall_tau` (module docstring); 1 below three methods."""
+    n = len(x)
+    if n < 3:
+        return 1.0
+    observed = abs(kendall_tau(x, y)) * (1 - 1e-12)
+    if n <= EXACT_PERMUTATIONS_UP_TO:
+        orderings = itertools.permutations(y)
+    else:
+        rng = random.Random(seed)
+        orderings = (rng.sample(list(y), n) for _ in range(2**17))
+    total = hits = 0
+    for ordering in orderings:
+        total += 1
+        hits += abs(kendall_tau(x, ordering)) >= observed
+    return hits / total
