@@ -153,6 +153,15 @@ class BilevelProblem:
         per-cell op weights). ``perturb`` replaces the activated weights the step trains under (SDARTS).
         With ``cell_gradients`` the per-cell op weights ``A_c`` are leaves of the graph, so after
         ``backward`` their ``.grad`` holds ``dL_train/dA_c`` (Lambda-DARTS, alignment)."""
+        activated, cell_weights = self.weight_step_mixing(cell_gradients, perturb)
+        loss, logits = self.loss(batch, activated, cell_weights)
+        return loss, logits, cell_weights
+
+    def weight_step_mixing(self, cell_gradients: bool = False,
+                           perturb: Callable[[dict[str, Tensor]], dict[str, Tensor]] | None = None
+                           ) -> tuple[dict[str, Tensor], list[Tensor]]:
+        """The op weights a weight step trains under: ``A(alpha)`` without a graph to ``alpha``,
+        ``perturb``-ed when given, and per cell (leaves with ``cell_gradients``; see :meth:`weight_loss`)."""
         with torch.no_grad():
             activated = self.activated()
         if perturb is not None:
@@ -160,8 +169,7 @@ class BilevelProblem:
         cell_weights = self.net.per_cell(activated)
         if cell_gradients:
             cell_weights = [w.clone().requires_grad_(True) for w in cell_weights]
-        loss, logits = self.loss(batch, activated, cell_weights)
-        return loss, logits, cell_weights
+        return activated, cell_weights
 
     def arch_regularization(self, activated: Mapping[str, Tensor], ctx: StepContext) -> dict[str, Tensor]:
         """The named terms of ``R_arch(alpha)`` (already multiplied by their coefficients)."""
@@ -170,11 +178,17 @@ class BilevelProblem:
             terms.update(reg(self, activated, ctx))
         return terms
 
+    def regularized(self, loss: Tensor, activated: Mapping[str, Tensor], ctx: StepContext
+                    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """``loss + R_arch(alpha)`` and the named terms of ``R_arch``."""
+        terms = self.arch_regularization(activated, ctx)
+        for value in terms.values():
+            loss = loss + value
+        return loss, terms
+
     def arch_objective(self, batch: Batch, ctx: StepContext) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         """``L_val(w, alpha) + R_arch(alpha)``; returns (objective, logits, regularizer terms)."""
         activated = self.activated()
         loss, logits = self.loss(batch, activated)
-        terms = self.arch_regularization(activated, ctx)
-        for value in terms.values():
-            loss = loss + value
-        return loss, logits, terms
+        objective, terms = self.regularized(loss, activated, ctx)
+        return objective, logits, terms

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -100,13 +99,7 @@ class RecurrentProblem(BilevelProblem):
         :meth:`BilevelProblem.weight_loss`); carries the training stream on. The cross-entropy alone
         is kept in ``last_loss``."""
         segment = as_segment(batch)
-        with torch.no_grad():
-            activated = self.activated()
-        if perturb is not None:
-            activated = perturb(activated)
-        cell_weights = self.net.per_cell(activated)
-        if cell_gradients:
-            cell_weights = [w.clone().requires_grad_(True) for w in cell_weights]
+        activated, cell_weights = self.weight_step_mixing(cell_gradients, perturb)
         loss, logits, finals, raw = self.run(segment, activated, cell_weights)
         segment.carried = [h.detach() for h in finals]
         self.last_loss = loss.detach()
@@ -119,7 +112,5 @@ class RecurrentProblem(BilevelProblem):
         activated = self.activated()
         loss, logits, finals, _ = self.run(segment, activated)
         segment.carried = [h.detach() for h in finals]
-        terms = self.arch_regularization(activated, ctx)
-        for value in terms.values():
-            loss = loss + value
-        return loss, logits, terms
+        objective, terms = self.regularized(loss, activated, ctx)
+        return objective, logits, terms

@@ -33,17 +33,17 @@ from torch import Tensor, nn
 from torch.optim.lr_scheduler import CosineAnnealingLR
 
 from dnas.bilevel.problem import StepContext
+from dnas.bilevel.readout import SearchReadout
 from dnas.bilevel.recurrent_problem import RecurrentProblem, Segment
 from dnas.components import ACTIVATIONS, ARCH_REGULARIZERS, DISCRETIZERS, ESTIMATORS, SCHEDULES, WEIGHT_REGULARIZERS
 from dnas.config.search import SearchConfig, build_component
 from dnas.data.text import Corpus, batchify, epoch_generator, load_corpus, search_lengths, segment
 from dnas.diagnostics.alignment import gradient_alignment
-from dnas.diagnostics.convergence import convergence
 from dnas.errors import DnasError
 from dnas.runtime.distributed import SINGLE, Group
 from dnas.runtime.files import GENOTYPE, RESULTS
 from dnas.runtime.runner import Observation, Position, StepOutput
-from dnas.spaces import Genotype, get_space
+from dnas.spaces import get_space
 from dnas.spaces.recurrent_ops import corpus_loss
 from dnas.supernet.recurrent import RecurrentSupernet
 
@@ -61,7 +61,7 @@ def observe(split: str, loss: Tensor, logits: Tensor, targets: Tensor) -> Observ
     return Observation(split, loss, (logits.argmax(1) == targets.reshape(-1)).sum(), targets.numel())
 
 
-class RecurrentSearchStep:
+class RecurrentSearchStep(SearchReadout):
     """One recurrent search, as an algorithm (module docstring); the same public parts as
     :class:`dnas.bilevel.step.SearchStep`: ``problem``, the components, ``w_opt``/``a_opt``."""
 
@@ -229,36 +229,8 @@ class RecurrentSearchStep:
         finally:
             net.train()
 
-    def log_fields(self, at: Position) -> dict[str, Any]:
-        return {"lr": self.lr_schedule.get_last_lr()[0], "arch_steps": self.arch_steps}
-
-    def metrics(self) -> dict[str, float | Tensor]:
-        return {f"{key}.{name}": value for key, comp in self.components.items()
-                for name, value in comp.metrics().items()}
-
-    def non_finite(self) -> tuple[str, str] | None:
-        if any(not torch.isfinite(p).all() for p in self.problem.arch):
-            return "the architecture parameters", "lower a_lr"
-        return None
-
     def finished_early(self) -> bool:
         return False
-
-    def genotype(self) -> Genotype:
-        return self.discretizer(self.space, self.problem.strengths())
-
-    def cell_record(self) -> dict[str, Any]:
-        """The derived cell, its counts (parameter-free: ``none`` and ``identity`` edges), the strengths and
-        the convergence diagnostics (entropy, margin), as the image searches record them."""
-        genotype = self.genotype()
-        strengths = self.problem.strengths()
-        return {
-            "genotype": genotype.to_dict(),
-            "skip_connect": genotype.count("skip_connect"),
-            "parameter_free": genotype.count_parameter_free(),
-            "strengths": {t: s.cpu().tolist() for t, s in strengths.items()},
-            **convergence(self.space, strengths, self.activation.allows_none),
-        }
 
     def end_epoch(self, epoch: int) -> dict[str, Any]:
         """Anneal the learning rate (none in DARTS' preset); the validation perplexity and the cell; the

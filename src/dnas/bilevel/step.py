@@ -28,6 +28,7 @@ from torch.optim.lr_scheduler import CosineAnnealingLR
 from dnas.benchmarks import load_table, lookup, matching_score
 from dnas.bilevel.precision import Precision
 from dnas.bilevel.problem import Batch, BilevelProblem, StepContext
+from dnas.bilevel.readout import SearchReadout
 from dnas.components import (
     ACTIVATIONS,
     ARCH_REGULARIZERS,
@@ -44,14 +45,13 @@ from dnas.components.progression import prune_to_top
 from dnas.config.search import SearchConfig, build_component
 from dnas.data import Augment, Images, batch_stream, describe_loading, load_search_data, search_split
 from dnas.diagnostics.alignment import gradient_alignment
-from dnas.diagnostics.convergence import convergence
 from dnas.diagnostics.hessian import dominant_eigenvalue
 from dnas.errors import DnasError, expect_type
 from dnas.runtime.distributed import SINGLE, Group
 from dnas.runtime.files import GENOTYPE, RESULTS
 from dnas.runtime.resources import parameter_bytes, refuse_unless_fits
 from dnas.runtime.runner import Observation, Position, StepOutput
-from dnas.spaces import Genotype, get_space
+from dnas.spaces import get_space
 from dnas.supernet import Supernet, build_supernet
 from dnas.supernet.network import op_output_floats
 from dnas.supernet.widen import apply_widening, copy_outside_ops, op_parameters, plan_widening
@@ -82,7 +82,7 @@ def search_data(cfg: SearchConfig) -> Images:
                             val_fraction=cfg.val_fraction)
 
 
-class SearchStep:
+class SearchStep(SearchReadout):
     """One search, as an algorithm (see the module docstring).
 
     ``data``: the images to search on (default: :func:`search_data` of ``cfg``); ``device`` and
@@ -315,36 +315,6 @@ class SearchStep:
         return _observe("train", loss.detach(), logits.detach(), train_batch[1]), gauges
 
     # ----- records ---------------------------------------------------------------------------------------
-    def log_fields(self, at: Position) -> dict[str, Any]:
-        return {"lr": self.lr_schedule.get_last_lr()[0], "arch_steps": self.arch_steps}
-
-    def metrics(self) -> dict[str, float | Tensor]:
-        """Every component's scalars, as ``SLOT.NAME``."""
-        return {f"{key}.{name}": value for key, comp in self.components.items()
-                for name, value in comp.metrics().items()}
-
-    def non_finite(self) -> tuple[str, str] | None:
-        if any(not torch.isfinite(p).all() for p in self.problem.arch):
-            return "the architecture parameters", "lower a_lr"
-        return None
-
-    def genotype(self) -> Genotype:
-        """The cell the discretizer derives from the current architecture parameters."""
-        return self.discretizer(self.space, self.problem.strengths())
-
-    def cell_record(self, genotype: Genotype | None = None) -> dict[str, Any]:
-        """The derived cell (``genotype``, else the current one), its counts, the strengths and the
-        convergence diagnostics."""
-        genotype = self.genotype() if genotype is None else genotype
-        strengths = self.problem.strengths()
-        return {
-            "genotype": genotype.to_dict(),
-            "skip_connect": genotype.count("skip_connect"),
-            "parameter_free": genotype.count_parameter_free(),
-            "strengths": {t: s.cpu().tolist() for t, s in strengths.items()},
-            **convergence(self.space, strengths, self.activation.allows_none),
-        }
-
     def end_epoch(self, epoch: int) -> dict[str, Any]:
         """Anneal the weight learning rate; the epoch record: the cell, benchmark rows, the eigenvalue,
         and the guard's decision when it stops the search after this epoch."""

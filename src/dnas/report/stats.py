@@ -29,7 +29,7 @@ from __future__ import annotations
 import itertools
 import random
 import statistics
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 EXACT_UP_TO = 20
@@ -154,6 +154,7 @@ def kendall_p(x: Sequence[float], y: Sequence[float], seed: int = 0) -> float:
     if n < 3:
         return 1.0
     observed = abs(kendall_tau(x, y)) * (1 - 1e-12)
+    orderings: Iterable[Sequence[float]]
     if n <= EXACT_PERMUTATIONS_UP_TO:
         orderings = itertools.permutations(y)
     else:
