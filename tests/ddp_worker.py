@@ -44,6 +44,16 @@ METHODS = {
 }
 
 
+def tiny_trainer(out: Path) -> Trainer:
+    """A two-epoch ``dnas train`` of a fixed NB201 cell on 128 digits images, on ``DEVICE`` (also
+    tests/test_device.py's)."""
+    cfg, resolved = resolve_train_config("|nor_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|+|skip_connect~0|none~1|"
+                                         "avg_pool_3x3~2|", {"dataset": "digits", "epochs": 2},
+                                         ["channels=4", "layers=1", "batch_size=32", "max_images=128",
+                                          "max_test_images=64", "log_every=2", f"device={DEVICE}"])
+    return Trainer(cfg, resolved.genotype, out, progress=False)
+
+
 def digest(*objects) -> str:
     """sha256 over every tensor in ``objects`` (state dicts, nested), in a fixed order."""
     h = hashlib.sha256()
@@ -83,11 +93,7 @@ def main() -> None:
             search = Search(cfg, out / method, progress=False)
             search.run()
             lines.append(f"{method} {search_digest(search)} {search.algorithm.arch_steps}")
-        cfg, resolved = resolve_train_config("|nor_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|+|skip_connect~0|none~1|"
-                                             "avg_pool_3x3~2|", {"dataset": "digits", "epochs": 2},
-                                             ["channels=4", "layers=1", "batch_size=32", "max_images=128",
-                                              "max_test_images=64", "log_every=2", f"device={DEVICE}"])
-        trainer = Trainer(cfg, resolved.genotype, out / "train", progress=False)
+        trainer = tiny_trainer(out / "train")
         result = trainer.run()
         step = trainer.algorithm
         lines.append(f"train {digest(step.net.state_dict(), step.optimizer.state_dict())} {result['test_acc']}")

@@ -22,14 +22,13 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from ddp_worker import tiny_trainer
 
 from dnas.bilevel.methods import METHODS
 from dnas.bilevel.run import Search
 from dnas.bilevel.step import SearchStep
 from dnas.config.resolve import resolve_config
-from dnas.config.train import resolve_train_config
 from dnas.errors import DnasError
-from dnas.retrain.run import Trainer
 from dnas.runtime.runner import Position
 
 DEVICE = os.environ.get("DNAS_TEST_DEVICE", "")
@@ -122,11 +121,7 @@ def test_a_search_on_the_device_resumes_to_the_same_result(tiny_search, tmp_path
 
 
 def test_dnas_train_on_the_device(tmp_path):
-    cfg, resolved = resolve_train_config("|nor_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|+|skip_connect~0|none~1|"
-                                         "avg_pool_3x3~2|", {"dataset": "digits", "epochs": 2},
-                                         ["channels=4", "layers=1", "batch_size=32", "max_images=128",
-                                          "max_test_images=64", "log_every=2", f"device={DEVICE}"])
-    trainer = Trainer(cfg, resolved.genotype, tmp_path / "train", progress=False)
+    trainer = tiny_trainer(tmp_path / "train")
     result = trainer.run()
     assert 0.0 <= result["test_acc"] <= 100.0
     assert next(trainer.algorithm.net.parameters()).device.type == torch.device(DEVICE).type

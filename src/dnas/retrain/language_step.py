@@ -29,6 +29,7 @@ from dnas.data.text import Corpus, batchify, epoch_generator, load_corpus, segme
 from dnas.errors import DnasError
 from dnas.retrain.counting import count_parameters
 from dnas.retrain.recurrent import build_recurrent_model
+from dnas.retrain.step import PlainTraining
 from dnas.runtime.distributed import SINGLE, Group
 from dnas.runtime.files import RESULT
 from dnas.runtime.runner import Observation, Position, StepOutput
@@ -48,7 +49,7 @@ def training_corpus(cfg: TrainConfig) -> Corpus:
     return load_corpus(cfg.dataset)
 
 
-class LanguageTrainStep:
+class LanguageTrainStep(PlainTraining):
     """The training of ``genotype``'s language model under ``cfg`` (module docstring); its parts are
     public: ``net``, ``optimizer``, the batchified splits ``train_data``, ``val_data``, ``test_data``."""
 
@@ -185,15 +186,6 @@ class LanguageTrainStep:
     # ----- records ---------------------------------------------------------------------------------------
     def log_fields(self, at: Position) -> dict[str, Any]:
         return {"lr": self.cfg.lr, "optimizer": "asgd" if self.averaging else "sgd"}
-
-    def metrics(self) -> dict[str, float | Tensor]:
-        return {}
-
-    def non_finite(self) -> tuple[str, str] | None:
-        return None
-
-    def finished_early(self) -> bool:
-        return False
 
     def results(self, at: Position, seconds: float) -> dict[str, Any]:
         """``result.json``: the best validation perplexity and the test perplexity of those weights."""

@@ -71,7 +71,21 @@ def training_data(cfg: TrainConfig) -> tuple[Images, Images]:
     return train.resized(size), test.resized(size, cfg.test_crop)
 
 
-class TrainStep:
+class PlainTraining:
+    """What a training step reports beyond its losses: no component scalars, no non-finite check of
+    its own (the Runner checks the loss), never stopped early."""
+
+    def metrics(self) -> dict[str, float | Tensor]:
+        return {}
+
+    def non_finite(self) -> tuple[str, str] | None:
+        return None
+
+    def finished_early(self) -> bool:
+        return False
+
+
+class TrainStep(PlainTraining):
     """The training of ``genotype``'s evaluation network under ``cfg`` (see the module docstring).
 
     Its parts are public: ``net``, ``optimizer``, ``stream`` and the datasets ``train_data`` /
@@ -168,15 +182,6 @@ class TrainStep:
     # ----- records ---------------------------------------------------------------------------------------
     def log_fields(self, at: Position) -> dict[str, Any]:
         return {"lr": learning_rate(self.cfg, at.epoch, at.step, self.steps_per_epoch)}
-
-    def metrics(self) -> dict[str, float | Tensor]:
-        return {}
-
-    def non_finite(self) -> tuple[str, str] | None:
-        return None
-
-    def finished_early(self) -> bool:
-        return False
 
     def end_epoch(self, epoch: int) -> dict[str, Any]:
         """The epoch record's fields: the drop-path probability and, every ``eval_every`` epochs and
