@@ -7,7 +7,10 @@ and, over the entries both grids ran, writes one table: per budget the mean fina
 its rank among those entries (1 = best), the collapsed count and the paired verdict against darts;
 then Kendall's tau between the two budgets' mean accuracies with its exact permutation p-value
 (:func:`dnas.report.stats.kendall_tau`, :func:`~dnas.report.stats.kendall_p`), and the same for the
-collapsed share (ranked the other way: fewer collapses first).
+collapsed share (ranked the other way: fewer collapses first). Then the guards at both budgets: per
+entry and guard, the paired difference guarded - final over each budget's seeds (mean, 95% bootstrap
+interval, sign-flip p, the verdict of :class:`dnas.report.stats.Paired`), and whether the guard
+*helps at both* (the rule for making it a preset's default).
 """
 
 from __future__ import annotations
@@ -18,9 +21,11 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from dnas.report.stats import kendall_p, kendall_tau
+from dnas.report.stats import kendall_p, kendall_tau, paired
 
 SCORE = "final cifar10-test"
+GUARDS = ("hessian", "skip", "margin")
+VERDICTS = {"better": "helps", "worse": "hurts", "tied": "no difference"}
 
 
 def read_evidence(folder: Path) -> tuple[dict[str, list[float]], dict[str, list[int]], dict[str, dict[str, str]]]:
@@ -35,6 +40,43 @@ def read_evidence(folder: Path) -> tuple[dict[str, list[float]], dict[str, list[
     with open(folder / "summary.csv", newline="") as fh:
         summary = {row["entry"]: row for row in csv.DictReader(fh)}
     return accuracy, collapsed, summary
+
+
+def read_guards(folder: Path) -> dict[tuple[str, str], tuple[dict[int, float], dict[int, float]]]:
+    """Per (entry, guard): the guarded and the final cifar10-test of every seed the guard could read."""
+    out: dict[tuple[str, str], tuple[dict[int, float], dict[int, float]]] = defaultdict(lambda: ({}, {}))
+    with open(folder / "per_run.csv", newline="") as fh:
+        for row in csv.DictReader(fh):
+            for guard in GUARDS:
+                guarded = row.get(f"{guard} cifar10-test") or ""
+                if row[SCORE] and guarded and guarded != "–":
+                    out[row["entry"], guard][0][int(row["seed"])] = float(guarded)
+                    out[row["entry"], guard][1][int(row["seed"])] = float(row[SCORE])
+    return out
+
+
+def guard_lines(folders: list[Path], names: list[str], entries: list[str]) -> list[str]:
+    """The guards' table over both budgets (module docstring)."""
+    guards = [read_guards(f) for f in folders]
+    header = ["entry", "guard"] + [f"{n}: guarded - final [95% CI], p" for n in names] + ["helps at both"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for entry in entries:
+        for guard in GUARDS:
+            cells, verdicts = [], []
+            for g in guards:
+                guarded, final = g.get((entry, guard), ({}, {}))
+                if not guarded:
+                    cells.append("–")
+                    verdicts.append("none")
+                    continue
+                c = paired(guarded, final)
+                low, high = c.interval
+                verdicts.append(VERDICTS[c.verdict])
+                cells.append(f"{c.mean_difference:+.2f} [{low:+.2f}, {high:+.2f}], {c.sign_flip_p:.3f} "
+                             f"({len(c.seeds)} seeds, {verdicts[-1]})")
+            both = "yes" if all(v == "helps" for v in verdicts) else "no"
+            lines.append(f"| `{entry}` | {guard} | " + " | ".join(cells) + f" | {both} |")
+    return lines
 
 
 def ranks(values: dict[str, float]) -> dict[str, int]:
@@ -75,6 +117,7 @@ def main() -> None:
     lines += ["", f"Kendall's tau of the mean final cifar10-test, {args.names[0]} vs {args.names[1]}, over "
               f"{len(entries)} entries: {kendall_tau(x, y):+.3f} (permutation p = {kendall_p(x, y):.3f}); of the "
               f"collapsed share: {kendall_tau(cx, cy):+.3f} (p = {kendall_p(cx, cy):.3f})."]
+    lines += ["", *guard_lines([args.first, args.second], list(args.names), sorted(entries))]
     text = "\n".join(lines) + "\n"
     print(text, end="")
     if args.out is not None:

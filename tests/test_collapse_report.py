@@ -174,4 +174,7 @@ def test_evidence_report_and_the_ranking_of_two_budgets(tmp_path, monkeypatch, c
     # MID has 4 parameter-free edges too, 18 points below the peak: collapsed. (darts, a) and (a, b) keep
     # their order, (darts, b) swaps: tau = (2 - 1) / 3
     assert "over 3 entries: +0.333 (permutation p = 1.000)" in out
+    # no eigenvalues logged: the hessian guard cannot be judged; skip and margin never fire on these runs
+    assert "| `a` | hessian | – | – | no |" in out
+    assert "| `darts` | margin | +0.00 [+0.00, +0.00], 1.000 (4 seeds, no difference) |" in out
     assert (tmp_path / "ranking.md").read_text() == out
