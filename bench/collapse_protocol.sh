@@ -251,15 +251,15 @@ report() {
 }
 docs() {
     local dest="$here/../docs/compare" grid
-    if [[ -f "$out/collapse.md" ]]; then
+    if [[ -f "$out/collapse.md" && -d "$out/collapse-nb201" ]]; then  # collapse.md reports the three-seed grids
         mkdir -p "$dest"
         cp "$out/collapse.md" "$out"/*_curves.png "$dest/"
-        for grid in collapse-nb201 collapse-s2 pilot-s2; do
-            [[ -d "$out/$grid" ]] || continue
-            mkdir -p "$dest/${grid#collapse-}"
-            cp "$out/$grid"/{report.md,summary.csv,per_run.csv,curves.csv} "$out/$grid"/*.png "$dest/${grid#collapse-}/"
-        done
     fi
+    for grid in collapse-nb201 collapse-s2 pilot-s2; do
+        [[ -d "$out/$grid" ]] || continue
+        mkdir -p "$dest/${grid#collapse-}"
+        cp "$out/$grid"/{report.md,summary.csv,per_run.csv,curves.csv} "$out/$grid"/*.png "$dest/${grid#collapse-}/"
+    done
     if [[ -d "$out/evidence" ]]; then mkdir -p "$here/../docs/evidence"; cp -r "$out/evidence/." "$here/../docs/evidence/"; fi
 }
 
