@@ -16,7 +16,8 @@ Reads every run of the `dnas compare` folder(s) (``runs/<entry>-s<seed>``) and w
   *worse* when the interval excludes 0 and the sign-flip p < 0.05, else *tied*);
 * ``guards.md``: per entry and guard, the mean final and guarded cifar10-test, how many runs the
   guard stopped, and the paired difference guarded - final over the seeds;
-* ``final_accuracy.png`` (with matplotlib): every seed's final cifar10-test per entry, with the mean.
+* ``final_accuracy.png`` (with matplotlib): every seed's final cifar10-test per entry (collapsed runs
+  marked x), with the mean.
 
 Collapsed: a finished run whose final cell has at least 4 of its 6 edges parameter-free and lies at
 least 5 points below its own peak. Undecided: final margin below 0.03. The guards read only the
@@ -200,15 +201,21 @@ def plot(runs: list[Run], order: list[str], path: Path, baseline: str) -> None:
 
     fig, ax = plt.subplots(figsize=(max(6.0, 0.75 * len(order)), 3.6))
     for i, entry in enumerate(order):
-        values = [r.final for r in runs if r.entry == entry and r.final is not None]
-        xs = [i + 0.08 * ((k % 5) - 2) for k in range(len(values))]
-        ax.scatter(xs, values, s=14, color="#c0392b" if entry == baseline else "#2c7fb8", alpha=0.75)
+        own = [r for r in runs if r.entry == entry and r.final is not None]
+        values = [r.final for r in own]
+        xs = [i + 0.08 * ((k % 5) - 2) for k in range(len(own))]
+        color = "#c0392b" if entry == baseline else "#2c7fb8"
+        for collapsed, marker in ((False, "o"), (True, "x")):
+            picked = [(x, r.final) for x, r in zip(xs, own, strict=True) if r.collapsed == collapsed]
+            ax.scatter([x for x, _ in picked], [v for _, v in picked], s=18, marker=marker, color=color, alpha=0.8,
+                       label=("collapsed run" if collapsed else "run") if i == 0 else None)
         if values:
             ax.hlines(statistics.fmean(values), i - 0.3, i + 0.3, color="black", linewidth=1.5)
     ax.set_xticks(range(len(order)))
     ax.set_xticklabels(order, rotation=35, ha="right")
     ax.set_ylabel(f"final {SCORE} (%)")
     ax.grid(axis="y", alpha=0.3)
+    ax.legend(loc="lower left", fontsize=8, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
