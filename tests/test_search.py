@@ -15,6 +15,7 @@ from dnas.bilevel.run import Search
 from dnas.bilevel.step import SearchStep
 from dnas.config.resolve import resolve_config
 from dnas.errors import DnasError, NonFiniteLossError
+from dnas.runtime.environment import source_revision
 from dnas.runtime.files import read_metrics
 from dnas.runtime.runner import Position
 from dnas.spaces import Genotype
@@ -255,3 +256,21 @@ def test_a_search_saved_in_the_previous_checkpoint_format_resumes_to_the_same_re
     assert g_res == g_ref and torch.equal(resumed.problem.alphas["cell"], reference.problem.alphas["cell"])
     strip = [{k: v for k, v in r.items() if k != "seconds"} for r in read_metrics(tmp_path / "ref")]
     assert strip == [{k: v for k, v in r.items() if k != "seconds"} for r in read_metrics(tmp_path / "old")]
+
+
+def test_a_run_names_the_commit_of_the_code_that_made_it(tmp_path):
+    repo = tmp_path / "repo"
+    (repo / "pkg").mkdir(parents=True)
+    (repo / "pkg" / "code.py").write_text("x = 1\n")
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True).stdout
+
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "first")
+    commit = git("rev-parse", "HEAD").strip()
+    assert source_revision(repo / "pkg") == {"commit": commit, "modified": False}
+    (repo / "pkg" / "code.py").write_text("x = 2\n")
+    assert source_revision(repo / "pkg") == {"commit": commit, "modified": True}
+    assert source_revision(tmp_path) is None  # not a checkout (an installed wheel): nothing to name

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import platform
+import subprocess
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,8 +28,26 @@ def environment() -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "host_allocator": allocator_state(),
         "cuda": torch.cuda.is_available(),
+        "source": source_revision(Path(dnas.__file__).resolve().parent),
         "argv": sys.argv,
     }
+
+
+def source_revision(package: Path) -> dict[str, Any] | None:
+    """The git commit of the checkout ``package`` (dnas' own folder) lies in, and whether its tracked
+    files differ from it, so that a run names the exact code that made it; None outside a git
+    checkout (an installed wheel) or without git. Results can depend on code that changes no
+    equation (the summation order of a kernel), which the version number does not capture."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(package), *args], capture_output=True, text=True, timeout=10,
+                              check=True).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        modified = bool(git("status", "--porcelain", "--untracked-files=no", "--", "."))
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": commit, "modified": modified}
 
 
 def resolve_device(name: str) -> torch.device:
