@@ -226,11 +226,12 @@ PY
 collapsed_s2() {  # GRID SEED...: how many of the seeds' darts runs end with >= 5 of 8 normal edges parameter-free
     "$python" - "$@" <<'PY'
 import json, sys
+from dnas.spaces.base import PARAMETER_FREE_OPS
 grid, seeds = sys.argv[1], sys.argv[2:]
 count = 0
 for seed in seeds:
     normal = json.load(open(f"{grid}/runs/darts-s{seed}/results.json"))["genotype"]["normal"]
-    free = sum(op in ("skip_connect", "none", "max_pool_3x3", "avg_pool_3x3") for op, _ in normal)
+    free = sum(op in PARAMETER_FREE_OPS for op, _ in normal)
     print(f"pilot-s2 darts seed {seed}: {free} of {len(normal)} normal edges parameter-free", file=sys.stderr)
     count += free >= 5
 print(count)
@@ -259,6 +260,8 @@ docs() {
         [[ -d "$out/$grid" ]] || continue
         mkdir -p "$dest/${grid#collapse-}"
         cp "$out/$grid"/{report.md,summary.csv,per_run.csv,curves.csv} "$out/$grid"/*.png "$dest/${grid#collapse-}/"
+        # the report names the dataset by this machine's path: name it by the data folder's variable instead
+        sed -i "s|$data/|\$DNAS_SHARED_DATA/|g" "$dest/${grid#collapse-}/report.md"
     done
     if [[ -d "$out/evidence" ]]; then mkdir -p "$here/../docs/evidence"; cp -r "$out/evidence/." "$here/../docs/evidence/"; fi
 }
@@ -279,8 +282,7 @@ case "$part" in
     pilot-s2) pilot_s2 "$@" ;;
     report) report ;;
     docs) report; docs ;;
-    *) echo "collapse_protocol: unknown part '$part'; give core, full, sweep, s2-seeds, ten, pilot16, proxy16, pilot-s2,
-       precision,
-       report or docs" >&2
+    *) echo "collapse_protocol: unknown part '$part'; give core, full, sweep, s2-seeds, ten, pilot16, proxy16, pilot-s2," \
+            "precision, report or docs" >&2
        exit 2 ;;
 esac

@@ -43,6 +43,8 @@ from dnas.report.stats import paired
 
 SCORE = "cifar10-test"
 GUARDS = ("hessian", "skip", "margin")
+#: a guard's effect in the words of the paired verdict of guarded against final (dnas.report.stats.Paired)
+GUARD_VERDICTS = {"better": "helps", "worse": "hurts", "tied": "no difference"}
 COLLAPSE_PARAMETER_FREE, COLLAPSE_DROP = 4, 5.0
 
 
@@ -159,7 +161,7 @@ def summarize(runs: list[Run], baseline: str, order: list[str]) -> tuple[str, li
             row += [f"{comparison.mean_difference:+.2f} [{low:+.2f}, {high:+.2f}]", _p(comparison.sign_flip_p),
                     _p(comparison.wilcoxon_p), f"{comparison.wins}/{comparison.losses}", comparison.verdict]
         rows.append(row)
-    return _markdown(header, rows), [header, *rows]
+    return markdown_table(header, rows), [header, *rows]
 
 
 def guard_table(runs: list[Run], order: list[str]) -> str:
@@ -179,15 +181,15 @@ def guard_table(runs: list[Run], order: list[str]) -> str:
             stopped = sum(r.guards[name][0] is not None for r in by_entry[entry])
             comparison = paired({s: g for s, (_, g) in pairs.items()}, {s: f for s, (f, _) in pairs.items()})
             low, high = comparison.interval
-            verdict = {"better": "helps", "worse": "hurts", "tied": "no difference"}[comparison.verdict]
+            verdict = GUARD_VERDICTS[comparison.verdict]
             rows.append([entry, name, _stats([f for f, _ in pairs.values()]), _stats([g for _, g in pairs.values()]),
                          f"{stopped}/{len(by_entry[entry])}",
                          f"{comparison.mean_difference:+.2f} [{low:+.2f}, {high:+.2f}]", _p(comparison.sign_flip_p),
                          verdict])
-    return _markdown(header, rows)
+    return markdown_table(header, rows)
 
 
-def _markdown(header: list[str], rows: list[list[str]]) -> str:
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(f"`{c}`" if i == 0 else c for i, c in enumerate(row)) + " |" for row in rows]
     return "\n".join(lines) + "\n"

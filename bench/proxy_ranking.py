@@ -19,64 +19,68 @@ import argparse
 import csv
 import statistics
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from evidence_report import GUARD_VERDICTS, GUARDS, markdown_table
 
 from dnas.report.stats import kendall_p, kendall_tau, paired
 
 SCORE = "final cifar10-test"
-GUARDS = ("hessian", "skip", "margin")
-VERDICTS = {"better": "helps", "worse": "hurts", "tied": "no difference"}
 
 
-def read_evidence(folder: Path) -> tuple[dict[str, list[float]], dict[str, list[int]], dict[str, dict[str, str]]]:
-    """Per entry: its runs' final accuracies, their collapsed flags, and its summary row."""
-    accuracy: dict[str, list[float]] = defaultdict(list)
-    collapsed: dict[str, list[int]] = defaultdict(list)
+@dataclass
+class Evidence:
+    """One grid's evidence, per entry: final accuracies and collapsed flags of its runs, its summary
+    row, and per guard the guarded and final accuracy of every seed the guard could read."""
+
+    accuracy: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
+    collapsed: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
+    summary: dict[str, dict[str, str]] = field(default_factory=dict)
+    guarded: dict[tuple[str, str], dict[int, float]] = field(default_factory=lambda: defaultdict(dict))
+    final: dict[tuple[str, str], dict[int, float]] = field(default_factory=lambda: defaultdict(dict))
+
+
+def read_evidence(folder: Path) -> Evidence:
+    """``per_run.csv`` and ``summary.csv`` of an evidence folder."""
+    evidence = Evidence()
     with open(folder / "per_run.csv", newline="") as fh:
         for row in csv.DictReader(fh):
-            if row[SCORE]:
-                accuracy[row["entry"]].append(float(row[SCORE]))
-                collapsed[row["entry"]].append(int(row["collapsed"]))
-    with open(folder / "summary.csv", newline="") as fh:
-        summary = {row["entry"]: row for row in csv.DictReader(fh)}
-    return accuracy, collapsed, summary
-
-
-def read_guards(folder: Path) -> dict[tuple[str, str], tuple[dict[int, float], dict[int, float]]]:
-    """Per (entry, guard): the guarded and the final cifar10-test of every seed the guard could read."""
-    out: dict[tuple[str, str], tuple[dict[int, float], dict[int, float]]] = defaultdict(lambda: ({}, {}))
-    with open(folder / "per_run.csv", newline="") as fh:
-        for row in csv.DictReader(fh):
+            if not row[SCORE]:
+                continue
+            entry, seed, final = row["entry"], int(row["seed"]), float(row[SCORE])
+            evidence.accuracy[entry].append(final)
+            evidence.collapsed[entry].append(int(row["collapsed"]))
             for guard in GUARDS:
-                guarded = row.get(f"{guard} cifar10-test") or ""
-                if row[SCORE] and guarded and guarded != "–":
-                    out[row["entry"], guard][0][int(row["seed"])] = float(guarded)
-                    out[row["entry"], guard][1][int(row["seed"])] = float(row[SCORE])
-    return out
+                guarded = row.get(f"{guard} cifar10-test") or "–"
+                if guarded != "–":
+                    evidence.guarded[entry, guard][seed] = float(guarded)
+                    evidence.final[entry, guard][seed] = final
+    with open(folder / "summary.csv", newline="") as fh:
+        evidence.summary = {row["entry"]: row for row in csv.DictReader(fh)}
+    return evidence
 
 
-def guard_lines(folders: list[Path], names: list[str], entries: list[str]) -> list[str]:
+def guard_table(grids: list[Evidence], names: list[str], entries: list[str]) -> str:
     """The guards' table over both budgets (module docstring)."""
-    guards = [read_guards(f) for f in folders]
     header = ["entry", "guard"] + [f"{n}: guarded - final [95% CI], p" for n in names] + ["helps at both"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
     for entry in entries:
         for guard in GUARDS:
             cells, verdicts = [], []
-            for g in guards:
-                guarded, final = g.get((entry, guard), ({}, {}))
+            for grid in grids:
+                guarded = grid.guarded.get((entry, guard))
                 if not guarded:
                     cells.append("–")
                     verdicts.append("none")
                     continue
-                c = paired(guarded, final)
+                c = paired(guarded, grid.final[entry, guard])
                 low, high = c.interval
-                verdicts.append(VERDICTS[c.verdict])
+                verdicts.append(GUARD_VERDICTS[c.verdict])
                 cells.append(f"{c.mean_difference:+.2f} [{low:+.2f}, {high:+.2f}], {c.sign_flip_p:.3f} "
                              f"({len(c.seeds)} seeds, {verdicts[-1]})")
-            both = "yes" if all(v == "helps" for v in verdicts) else "no"
-            lines.append(f"| `{entry}` | {guard} | " + " | ".join(cells) + f" | {both} |")
-    return lines
+            rows.append([entry, guard, *cells, "yes" if all(v == "helps" for v in verdicts) else "no"])
+    return markdown_table(header, rows)
 
 
 def ranks(values: dict[str, float]) -> dict[str, int]:
@@ -94,11 +98,11 @@ def main() -> None:
     args = parser.parse_args()
 
     grids = [read_evidence(args.first), read_evidence(args.second)]
-    entries = [e for e in grids[0][0] if e in grids[1][0]]
+    entries = [e for e in grids[0].accuracy if e in grids[1].accuracy]
     if len(entries) < 2:
         parser.error("the two grids have fewer than two entries in common")
-    means = [{e: statistics.fmean(acc[e]) for e in entries} for acc, _, _ in grids]
-    shares = [{e: statistics.fmean(col[e]) for e in entries} for _, col, _ in grids]
+    means = [{e: statistics.fmean(g.accuracy[e]) for e in entries} for g in grids]
+    shares = [{e: statistics.fmean(g.collapsed[e]) for e in entries} for g in grids]
     rank = [ranks(m) for m in means]
     header = ["entry"]
     for name in args.names:
@@ -106,19 +110,18 @@ def main() -> None:
                    f"{name}: vs darts"]
     rows = []
     for e in sorted(entries, key=lambda e: rank[0][e]):
-        row = [f"`{e}`"]
-        for g, (acc, col, summary) in enumerate(grids):
-            row += [str(len(acc[e])), f"{means[g][e]:.2f}", str(rank[g][e]), f"{sum(col[e])}/{len(col[e])}",
-                    summary.get(e, {}).get("verdict") or "(baseline)"]
+        row = [e]
+        for g, grid in enumerate(grids):
+            row += [str(len(grid.accuracy[e])), f"{means[g][e]:.2f}", str(rank[g][e]),
+                    f"{sum(grid.collapsed[e])}/{len(grid.collapsed[e])}",
+                    grid.summary.get(e, {}).get("verdict") or "(baseline)"]
         rows.append(row)
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
     x, y = [means[0][e] for e in entries], [means[1][e] for e in entries]
     cx, cy = [-shares[0][e] for e in entries], [-shares[1][e] for e in entries]
-    lines += ["", f"Kendall's tau of the mean final cifar10-test, {args.names[0]} vs {args.names[1]}, over "
-              f"{len(entries)} entries: {kendall_tau(x, y):+.3f} (permutation p = {kendall_p(x, y):.3f}); of the "
-              f"collapsed share: {kendall_tau(cx, cy):+.3f} (p = {kendall_p(cx, cy):.3f})."]
-    lines += ["", *guard_lines([args.first, args.second], list(args.names), sorted(entries))]
-    text = "\n".join(lines) + "\n"
+    text = (markdown_table(header, rows) + f"\nKendall's tau of the mean final cifar10-test, {args.names[0]} vs "
+            f"{args.names[1]}, over {len(entries)} entries: {kendall_tau(x, y):+.3f} (permutation p = "
+            f"{kendall_p(x, y):.3f}); of the collapsed share: {kendall_tau(cx, cy):+.3f} (p = {kendall_p(cx, cy):.3f})."
+            "\n\n" + guard_table(grids, list(args.names), sorted(entries)))
     print(text, end="")
     if args.out is not None:
         args.out.write_text(text)

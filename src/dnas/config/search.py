@@ -140,13 +140,11 @@ class SearchConfig(Config):
         """``saved`` with the parameters its components lack at their defaults: a parameter a component
         gained after the run was written has a default that does what the component did before."""
         out = dict(saved)
-        for slot, registry in SLOTS.items():
-            value = out.get(slot)
-            if isinstance(value, list):
-                out[slot] = [_with_defaults(registry, v) for v in value]
-            else:
-                out[slot] = _with_defaults(registry, value)
-        return {k: v for k, v in out.items() if k in saved}
+        for slot in SLOTS.keys() & saved.keys():
+            value, registry = saved[slot], SLOTS[slot]
+            out[slot] = [_with_defaults(registry, v) for v in value] if isinstance(value, list) \
+                else _with_defaults(registry, value)
+        return out
 
     def set(self, key: str, value: Any) -> None:
         """A top-level field (component slots take a name, a list of names, or a component mapping)."""
